@@ -1,0 +1,87 @@
+"""florin: learning-free segmentation of large N-D image volumes.
+
+Build a pipeline of steps and run it on a volume::
+
+    import florin
+    import florin.morphology as morphology
+    import florin.thresholding as thresholding
+
+    pipeline = florin.Serial(
+        florin.load(),
+        florin.tile(shape=(10, 64, 64), stride=(10, 32, 32)),
+        thresholding.ndnt(shape=(10, 64, 64), threshold=0.3),
+        morphology.binary_opening(),
+        florin.save("segmented.tiff"),
+    )
+    segmented = pipeline("volume.tif")
+
+Executors (``Serial``, ``Multithread``, ``Multiprocess``, ``MPI`` and those of
+plugins) are looked up in the plugin registry, so ``florin.<Name>`` finds a
+plugin's executor the same way it finds the built-in ones.
+"""
+
+__version__ = "0.1.0.dev0"
+
+from florin.errors import FlorinError  # noqa: E402
+from florin.hookspecs import hookimpl  # noqa: E402
+from florin.io import load, save  # noqa: E402
+from florin.operators import florinate  # noqa: E402
+from florin.pipelines import Pipeline, Serial  # noqa: E402
+from florin.tiling import join, tile  # noqa: E402
+from florin.volume import as_volume, get_spacing  # noqa: E402
+
+__all__ = [
+    "FlorinError",
+    "Pipeline",
+    "Serial",
+    "__version__",
+    "as_volume",
+    "florinate",
+    "get_spacing",
+    "hookimpl",
+    "join",
+    "load",
+    "operator",
+    "save",
+    "tile",
+]
+
+_OBJECTS = {
+    "classify": "florin.classification",
+    "bounds_classifier": "florin.classification",
+    "reconstruct": "florin.reconstruction",
+}
+
+
+def operator(name):
+    """The operator factory registered as ``name`` (e.g. ``'thresholding.ndnt'``).
+
+    Examples
+    --------
+    >>> import florin
+    >>> florin.operator("morphology.binary_opening")
+    <florinated binary_opening(image, footprint=None, *, mode='ignore')>
+    """
+    from florin.registry import get_registry
+
+    return get_registry().operator(name)
+
+
+def __getattr__(name):
+    if name in _OBJECTS:
+        import importlib
+
+        return getattr(importlib.import_module(_OBJECTS[name]), name)
+    if name[:1].isupper():
+        from florin.registry import get_registry
+
+        registry = get_registry()
+        for cls in registry.executors.values():
+            if cls.__name__ == name:
+                return cls
+        missing = {"MPI": "mpi", "Multiprocess": "all", "Dask": "dask"}
+        if name in missing:
+            raise AttributeError(
+                f"florin.{name} is not available: install it with pip install 'florin[{missing[name]}]'"
+            )
+    raise AttributeError(f"module 'florin' has no attribute {name!r}")

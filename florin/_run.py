@@ -1,0 +1,47 @@
+"""State of the pipeline run in progress (inputs being read, step timings)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["RunState", "current", "run_state"]
+
+
+@dataclass
+class RunState:
+    """What one top-level pipeline call knows while it runs."""
+
+    inputs: set = field(default_factory=set)
+    timings: dict = field(default_factory=dict)
+
+    def add_input(self, path) -> None:
+        self.inputs.add(os.path.realpath(os.fspath(path)))
+
+    def is_input(self, path) -> bool:
+        return os.path.realpath(os.fspath(path)) in self.inputs
+
+
+_current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("florin_run", default=None)
+
+
+def current() -> RunState | None:
+    """The state of the run in progress, or None outside a pipeline call."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def run_state():
+    """Open a run unless one is already open (nested pipelines share it)."""
+    state = _current.get()
+    if state is not None:
+        yield state, False
+        return
+    state = RunState()
+    token = _current.set(state)
+    try:
+        yield state, True
+    finally:
+        _current.reset(token)

@@ -1,0 +1,100 @@
+"""The ``florin`` command line (typer).
+
+Commands are added through the ``florin_register_commands`` hook, florin's own
+included (:mod:`florin.cli.commands`). Library errors become one line on
+stderr and a non-zero exit: 2 for bad usage or parameters, 1 for a failed run;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+try:  # typer >= 0.2x vendors its own click
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click
+
+from florin import __version__
+from florin.errors import FlorinError, OperatorBindError, ParameterError
+
+__all__ = ["build_app", "main"]
+
+log = logging.getLogger("florin")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"florin {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """The typer application with every plugin's commands."""
+    app = typer.Typer(
+        name="florin",
+        help="Learning-free segmentation of large N-D image volumes.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+    ):
+        level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+    from florin.registry import call_hook
+
+    call_hook("florin_register_commands", app=app)
+    return app
+
+
+def _exit_code(exc) -> int:
+    return 2 if isinstance(exc, ParameterError | OperatorBindError) else 1
+
+
+def main(argv=None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        app = build_app()
+        rv = app(args=argv, prog_name="florin", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("florin: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("florin: interrupted", err=True)
+        return 130
+    except FlorinError as exc:
+        if debug:
+            raise
+        typer.echo(f"florin: error: {_one_line(exc)}", err=True)
+        return _exit_code(exc)
+    except Exception as exc:
+        if debug:
+            raise
+        typer.echo(f"florin: internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for details)",
+                   err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

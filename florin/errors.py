@@ -1,0 +1,73 @@
+"""Typed errors raised by florin.
+
+Library code raises these; only the CLI turns them into one readable line and
+an exit code. Each subclass also derives from the built-in exception a Python
+user would naturally catch (``ValueError``, ``TypeError``, ``OSError``...).
+"""
+
+
+class FlorinError(Exception):
+    """Base class of every error florin raises on purpose."""
+
+
+class ParameterError(FlorinError, ValueError):
+    """A parameter has an invalid value; the message names it and what would be valid."""
+
+
+class OperatorBindError(FlorinError, TypeError):
+    """An operator was given arguments its signature does not accept."""
+
+
+class PipelineError(FlorinError):
+    """A pipeline is malformed or a step failed while it ran.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    operator : str, optional
+        Name of the step that failed.
+    origin : tuple of int, optional
+        Origin of the tile (its core, in full-volume voxels) the step was working on.
+    """
+
+    def __init__(self, message, *, operator=None, origin=None):
+        super().__init__(message)
+        self.operator = operator
+        self.origin = origin
+
+    def __reduce__(self):
+        # Keep operator and origin when the error travels back from a worker.
+        return (_rebuild_pipeline_error, (type(self), str(self), self.operator, self.origin))
+
+
+def _rebuild_pipeline_error(cls, message, operator, origin):
+    return cls(message, operator=operator, origin=origin)
+
+
+class WorkerError(PipelineError):
+    """A worker (thread, process, MPI rank) died or could not run an item."""
+
+
+class TilingError(ParameterError):
+    """Tile geometry (shape, stride, halo) is invalid for the volume."""
+
+
+class FormatError(FlorinError, ValueError):
+    """A file format is unknown, unavailable, or a file is not valid for it."""
+
+
+class InputFileError(FlorinError, OSError):
+    """An input file is missing, unreadable, or lacks the requested dataset."""
+
+
+class OutputExistsError(FlorinError, FileExistsError):
+    """An output already exists (pass ``overwrite=True``) or would overwrite an input."""
+
+
+class PluginError(FlorinError):
+    """A plugin failed to load or registered a name that is already taken."""
+
+
+class ClassificationError(ParameterError):
+    """A classifier refers to an unknown property or has invalid bounds."""

@@ -1,0 +1,68 @@
+"""Atomic writes: write to a temporary name beside the target, rename on success."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+__all__ = ["atomic_path", "remove_path"]
+
+
+def remove_path(path) -> None:
+    """Remove a file or a directory tree if it exists."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path; on success move it onto ``path``, on failure delete it.
+
+    The temporary path has the target's file name inside a hidden directory
+    beside the target, so writers that look at the suffix, or write companion
+    files (``out.npy.json``), work unchanged. On success companions are moved
+    first and the main output last, each with an atomic rename; a half-written
+    output never appears under the target's name. Directories (Zarr stores)
+    are replaced as a whole.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
+    >>> with atomic_path(target) as tmp:
+    ...     _ = open(tmp, "w").write("done")
+    >>> open(target).read()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = path.parent / f".{path.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
+    workdir.mkdir()
+    tmp = workdir / path.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"the writer did not create {path.name}")
+        for companion in sorted(workdir.iterdir()):
+            if companion.name != path.name:
+                _replace(companion, path.parent / companion.name)
+        _replace(tmp, path)
+    finally:
+        remove_path(workdir)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

@@ -1,0 +1,234 @@
+"""Operators: functions of an image turned into pipeline steps.
+
+``florinate(func)`` makes a factory: ``op = factory(*args, **kwargs)`` checks and
+binds the parameters, and ``op(image)`` calls ``func(image, *args, **kwargs)``.
+Unlike :func:`functools.partial` the image is *prepended*, which matches the
+image-first convention of scikit-image and scipy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+import sys
+
+import numpy as np
+
+from florin.errors import OperatorBindError, ParameterError
+
+__all__ = ["Florinated", "Operator", "florinate", "halo_of", "is_per_item", "step_name"]
+
+
+def _normalize_halo(value, ndim):
+    if value is None:
+        return (0,) * ndim
+    if np.isscalar(value):
+        if value == math.inf:
+            return (math.inf,) * ndim
+        return (int(value),) * ndim
+    value = tuple(value)
+    if len(value) != ndim:
+        raise ParameterError(f"halo {value} has {len(value)} entries for a {ndim}-D volume")
+    return tuple(v if v == math.inf else int(v) for v in value)
+
+
+class Operator:
+    """A pipeline step with its parameters bound.
+
+    Calling it applies the function to an image: ``op(image)`` is
+    ``func(image, *args, **kwargs)``.
+
+    Attributes
+    ----------
+    name : str
+        Name used in messages and pipeline files.
+    func : callable
+        The wrapped function.
+    args, kwargs : tuple, dict
+        The bound parameters.
+    per_item : bool
+        True when the step works on one datum at a time, so that a pipeline maps
+        it over a collection (tiles, regions) instead of handing it the collection.
+    """
+
+    def __init__(self, factory: Florinated, args: tuple, kwargs: dict):
+        self.factory = factory
+        self.args = args
+        self.kwargs = kwargs
+
+    @property
+    def func(self):
+        return self.factory.func
+
+    @property
+    def name(self) -> str:
+        return self.factory.name
+
+    @property
+    def per_item(self) -> bool:
+        return self.factory.per_item
+
+    def __call__(self, image):
+        return self.factory.func(image, *self.args, **self.kwargs)
+
+    def params(self) -> dict:
+        """All parameters with defaults filled in (the image excluded)."""
+        bound = self.factory.signature.bind(None, *self.args, **self.kwargs)
+        bound.apply_defaults()
+        params = dict(bound.arguments)
+        params.pop(next(iter(self.factory.signature.parameters)))
+        return params
+
+    def halo(self, full_shape) -> tuple:
+        """Voxels of context per axis this step needs to be exact on a tile.
+
+        ``math.inf`` on an axis means the step needs the whole volume.
+        """
+        declared = self.factory.halo
+        value = declared(self.params(), tuple(full_shape)) if callable(declared) else declared
+        return _normalize_halo(value, len(full_shape))
+
+    def __repr__(self):
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+
+class Florinated:
+    """A factory of :class:`Operator` made by :func:`florinate`.
+
+    Calling it with parameters binds them; calling it with an image (a numpy
+    array or DataArray) as first argument applies the function right away.
+    """
+
+    def __init__(self, func, *, name=None, halo=None, per_item=True):
+        self.func = func
+        self.name = name or getattr(func, "__name__", type(func).__name__)
+        self.halo = halo
+        self.per_item = per_item
+        try:
+            self.signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:  # builtins without a signature
+            raise ParameterError(f"cannot florinate {func!r}: it has no inspectable signature") from exc
+        if not self.signature.parameters:
+            raise ParameterError(f"cannot florinate {self.name}: it takes no image argument")
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args, **kwargs):
+        if args and _is_image(args[0]):
+            return self.bind(*args[1:], **kwargs)(args[0])
+        return self.bind(*args, **kwargs)
+
+    def bind(self, *args, **kwargs) -> Operator:
+        """Check ``args``/``kwargs`` against the signature and return the bound operator."""
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise OperatorBindError(self._bind_message(exc, kwargs)) from None
+        return Operator(self, args, kwargs)
+
+    def _bind_message(self, exc, kwargs):
+        params = list(self.signature.parameters)[1:]
+        accepts_var_kw = any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values()
+        )
+        if not accepts_var_kw:
+            for key in kwargs:
+                if key not in self.signature.parameters:
+                    close = difflib.get_close_matches(key, params, n=1)
+                    hint = f"; did you mean `{close[0]}`?" if close else ""
+                    valid = ", ".join(params) or "none"
+                    return (
+                        f"{self.name}() got an unexpected keyword argument `{key}`{hint} "
+                        f"(valid parameters: {valid})"
+                    )
+        return f"{self.name}(): {exc}"
+
+    def __repr__(self):
+        return f"<florinated {self.name}{self.signature}>"
+
+    def __reduce__(self):
+        # A decorated module-level function pickles by name, like the function
+        # itself would; anything else (in-line use, __main__) by value.
+        module = sys.modules.get(getattr(self, "__module__", None) or "")
+        if module is not None and module.__name__ != "__main__":
+            obj = module
+            for part in self.__qualname__.split("."):
+                obj = getattr(obj, part, None)
+            if obj is self:
+                return self.__qualname__
+        return (Florinated, (self.func,), {"name": self.name, "halo": self.halo, "per_item": self.per_item})
+
+    def __setstate__(self, state):
+        self.__init__(self.func, **state)
+
+
+def _is_image(obj) -> bool:
+    return isinstance(obj, np.ndarray) or type(obj).__name__ in ("DataArray", "memmap")
+
+
+def florinate(func=None, *, name=None, halo=None, per_item=True):
+    """Turn ``func(image, *args, **kwargs)`` into a pipeline operator factory.
+
+    Parameters
+    ----------
+    func : callable
+        Function taking the image first.
+    name : str, optional
+        Name shown in messages (default: ``func.__name__``).
+    halo : int, tuple or callable, optional
+        Voxels of context per axis the function needs so that running it on a
+        tile gives exactly the whole-volume result in the tile's core. A callable
+        gets ``(params, full_shape)``, the bound parameters with defaults and the
+        full volume's shape, and returns an int or a tuple. ``math.inf`` marks a
+        step that needs the whole volume. Default: 0 (voxel-wise).
+    per_item : bool
+        Map the step over collections (tiles, regions). Default True.
+
+    Returns
+    -------
+    Florinated
+        Calling it binds parameters (checked against ``func``'s signature) and
+        returns an :class:`Operator`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> @florinate
+    ... def scale(image, scalar=1):
+    ...     return image * scalar
+    >>> op = scale(scalar=2)
+    >>> op(np.array([1, 2])).tolist()
+    [2, 4]
+    >>> scale(scalr=2)
+    Traceback (most recent call last):
+    ...
+    florin.errors.OperatorBindError: scale() got an unexpected keyword argument `scalr`; did you mean `scalar`? (valid parameters: scalar)
+    """
+    if func is None:
+        return functools.partial(florinate, name=name, halo=halo, per_item=per_item)
+    if isinstance(func, Florinated):
+        return func
+    return Florinated(func, name=name, halo=halo, per_item=per_item)
+
+
+def step_name(step) -> str:
+    """A readable name for any pipeline step."""
+    name = getattr(step, "name", None)
+    if isinstance(name, str):
+        return name
+    return getattr(step, "__name__", type(step).__name__)
+
+
+def is_per_item(step) -> bool:
+    """Whether a pipeline maps ``step`` over the items of a collection."""
+    return getattr(step, "per_item", True)
+
+
+def halo_of(step, full_shape) -> tuple:
+    """Halo a step declares for a volume of ``full_shape`` (0 when it declares none)."""
+    halo = getattr(step, "halo", None)
+    if callable(halo):
+        return halo(full_shape)
+    return _normalize_halo(halo, len(full_shape))

@@ -1,0 +1,265 @@
+"""Deferred pipelines and the executor seam.
+
+A :class:`Pipeline` runs its steps in order on one datum. When the datum is a
+collection (tiles from :func:`florin.tile`, regions from
+:func:`florin.conncomp.regionprops`) the pipeline maps its per-item steps over
+the items with :meth:`Pipeline.map`, the one method an executor overrides, and
+the collection rebuilds itself from the results (tiles are joined: the
+"implicit join"). A pipeline is itself a step, so pipelines nest, and an inner
+pipeline decides how *its* steps are mapped: ``Serial(load(), tile(...),
+Multithread(ndnt(...)), save(...))`` thresholds tiles in threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import xarray as xr
+
+from florin import _run, tilemeta
+from florin.collection import Collection
+from florin.errors import FlorinError, PipelineError
+from florin.operators import halo_of, is_per_item, step_name
+from florin.tiling import Tile, Tiles
+from florin.volume import as_volume, like
+
+__all__ = ["Pipeline", "Serial"]
+
+_NO_DATA = object()
+
+
+class Pipeline:
+    """A sequence of steps run on data; subclasses choose how items are mapped.
+
+    Parameters
+    ----------
+    *steps : callable
+        Operators (from :func:`florin.florinate`), plain one-argument callables
+        (``np.squeeze``), IO steps (:func:`florin.load`, :func:`florin.save`),
+        :func:`florin.tile`, or other pipelines.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import florin
+    >>> double = florin.florinate(lambda image, k=2: image * k)
+    >>> florin.Serial(double(k=3), np.negative)(np.array([1, 2])).values.tolist()
+    [-3, -6]
+    """
+
+    #: Registry name of the executor (``--executor NAME`` in the CLI).
+    name = "pipeline"
+    #: A pipeline receives collections whole and maps its own steps over them.
+    per_item = False
+
+    def __init__(self, *steps):
+        if len(steps) == 1 and isinstance(steps[0], list | tuple):
+            steps = tuple(steps[0])
+        for i, step in enumerate(steps):
+            if not callable(step):
+                raise PipelineError(
+                    f"step {i + 1} of {type(self).__name__} is {step!r}, which is not callable; "
+                    "steps are operators such as florin.thresholding.ndnt(...), functions, or pipelines"
+                )
+        self.steps = list(steps)
+
+    # -- running -------------------------------------------------------------------------
+    def __call__(self, data=_NO_DATA):
+        with _run.run_state() as (state, top_level):
+            if top_level:
+                data = self._prepare_input(data, state)
+            return self.run(data)
+
+    def run(self, data):
+        """Run the pipeline on ``data`` (a volume, or a collection to map over)."""
+        if isinstance(data, Collection):
+            return self.map_collection(self.steps, data)
+        return self._run_steps(self.steps, data)
+
+    def map(self, func, items):
+        """Apply ``func`` to every item and return the results in order.
+
+        This is the executor seam: :class:`Serial` loops, other executors
+        override this method to use threads, processes, MPI ranks or a cluster.
+        Every implementation must return exactly what the loop would.
+        """
+        return [func(item) for item in items]
+
+    def map_collection(self, steps, collection: Collection):
+        """Map ``steps`` over the items of ``collection`` and rebuild it."""
+        runner = _ItemRunner(list(steps), type(collection).resolve)
+        results = self.map(runner, collection.items())
+        return collection.rebuild(results)
+
+    def _run_steps(self, steps, datum):
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            if isinstance(datum, Collection) and is_per_item(step):
+                j = i
+                while j < len(steps) and is_per_item(steps[j]):
+                    j += 1
+                datum = self.map_collection(steps[i:j], datum)
+                i = j
+                continue
+            if isinstance(datum, Tiles) and not isinstance(step, Pipeline) and not getattr(step, "accepts_tiles", False):
+                datum = datum.volume  # implicit join of untouched tiles: the volume itself
+            if isinstance(step, Tile):
+                datum = _timed(step, lambda s=step, d=datum, k=i: s(d, auto_halo=self._halo_after(steps, k, d.shape)))
+            else:
+                datum = _call_step(step, datum)
+            i += 1
+        if isinstance(datum, Tiles):
+            datum = datum.volume
+        return datum
+
+    @staticmethod
+    def _halo_after(steps, index, full_shape):
+        following = steps[index + 1 :]
+        if following and isinstance(following[0], Pipeline):
+            return following[0].halo(full_shape)
+        total = np.zeros(len(full_shape), dtype=object)
+        for step in following:
+            if not is_per_item(step):
+                break
+            total = total + np.array(halo_of(step, full_shape), dtype=object)
+        return tuple(total.tolist())
+
+    def halo(self, full_shape) -> tuple:
+        """Sum of the halos its steps declare: the context a tile needs for them."""
+        total = np.zeros(len(full_shape), dtype=object)
+        for step in self.steps:
+            total = total + np.array(halo_of(step, full_shape), dtype=object)
+        return tuple(total.tolist())
+
+    def _prepare_input(self, data, state):
+        first = self.steps[0] if self.steps else None
+        if getattr(first, "name", None) == "load":
+            return data  # the load step reads paths and wraps arrays itself
+        if data is _NO_DATA:
+            raise PipelineError(
+                "this pipeline has no input: call it with data (a path or an array), "
+                "or start it with florin.load('volume.tif')"
+            )
+        if isinstance(data, str | os.PathLike):
+            from florin.io import read
+
+            state.add_input(data)
+            return read(data)
+        if isinstance(data, Collection):
+            return data
+        return as_volume(data)
+
+    # -- serialization --------------------------------------------------------------------
+    def dump(self, path) -> None:
+        """Serialize the pipeline with cloudpickle (atomically) to ``path``.
+
+        Run it elsewhere with ``python -m florin run PATH INPUT``.
+        """
+        import cloudpickle
+
+        from florin.io.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            cloudpickle.dump(self, f)
+
+    @staticmethod
+    def from_file(path) -> Pipeline:
+        """Load a pipeline written by :meth:`dump`."""
+        import pickle
+
+        import cloudpickle  # noqa: F401  (registers what cloudpickle-made pickles need)
+
+        from florin.errors import InputFileError
+
+        try:
+            with open(path, "rb") as f:
+                pipeline = pickle.load(f)
+        except FileNotFoundError:
+            raise InputFileError(f"pipeline file {os.fspath(path)!r} does not exist") from None
+        except Exception as exc:
+            raise InputFileError(f"cannot read pipeline file {os.fspath(path)!r}: {exc}") from exc
+        if not isinstance(pipeline, Pipeline):
+            raise InputFileError(f"{os.fspath(path)!r} holds a {type(pipeline).__name__}, not a florin pipeline")
+        return pipeline
+
+    def __repr__(self):
+        inner = ", ".join(repr(s) if not callable(s) or hasattr(s, "steps") or hasattr(s, "args")
+                          else step_name(s) for s in self.steps)
+        return f"{type(self).__name__}({inner})"
+
+
+class Serial(Pipeline):
+    """Pipeline that maps steps over items one after the other in this process.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> mask = np.zeros((5, 5), bool); mask[1:4, 1:4] = True
+    >>> florin.Serial(binary_opening())(mask).values.sum()
+    np.int64(5)
+    """
+
+    name = "serial"
+
+
+class _ItemRunner:
+    """Runs a list of steps on one item; what executors ship to workers."""
+
+    def __init__(self, steps, resolve):
+        self.steps = steps
+        self.resolve = resolve
+
+    def __call__(self, item):
+        datum = self.resolve(item)
+        result = Serial(*self.steps)._run_steps(self.steps, datum)
+        if isinstance(result, xr.DataArray) and tilemeta.info_of(result) is not None:
+            try:
+                return tilemeta.crop_to_core(result)
+            except ValueError as exc:
+                info = tilemeta.info_of(result)
+                raise PipelineError(
+                    f"a step changed the shape of the tile at origin {info.origin}: {exc}; "
+                    "steps inside a tiled pipeline must keep the tile's shape",
+                    origin=info.origin,
+                ) from None
+        return result
+
+
+def _timed(step, thunk):
+    state = _run.current()
+    start = time.perf_counter()
+    try:
+        return thunk()
+    finally:
+        if state is not None:
+            name = step_name(step)
+            state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _call_step(step, datum):
+    def thunk():
+        try:
+            result = step(datum)
+        except FlorinError:
+            raise
+        except Exception as exc:
+            name = step_name(step)
+            info = tilemeta.info_of(datum)
+            where = f" on the tile at origin {info.origin}" if info is not None else ""
+            raise PipelineError(
+                f"step `{name}` failed{where}: {type(exc).__name__}: {exc}",
+                operator=name,
+                origin=info.origin if info is not None else None,
+            ) from exc
+        if isinstance(datum, xr.DataArray) and isinstance(result, np.ndarray) and result.shape == datum.shape:
+            result = like(result, datum)  # plain functions keep the volume's labels
+        return result
+
+    if isinstance(step, Pipeline):
+        return step.run(datum)
+    return _timed(step, thunk)

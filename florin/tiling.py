@@ -1,0 +1,281 @@
+"""Tiling a volume into overlapping tiles and joining processed tiles.
+
+The stride grid defines each tile's *core*: tile ``k`` along an axis owns voxels
+``[k * stride, (k + 1) * stride)``, so every voxel belongs to exactly one tile.
+``shape - stride`` voxels after the core are extra context (the tile as FLoRIN
+cut it), and the halo adds context on both sides so that operators declaring a
+halo give exactly the whole-volume result in the core. Join writes cores only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+
+import numpy as np
+import xarray as xr
+
+from florin import tilemeta
+from florin.collection import Collection
+from florin.errors import PipelineError, TilingError
+from florin.volume import as_volume
+
+__all__ = ["Tile", "Tiles", "join", "tile", "tile_infos"]
+
+
+def _per_axis(value, ndim, name):
+    if isinstance(value, numbers.Integral):
+        value = (int(value),) * ndim
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TilingError(f"{name} must be an int or a tuple of ints, got {value!r}") from None
+    if len(value) != ndim:
+        raise TilingError(f"{name} {value} has {len(value)} entries but the volume is {ndim}-D; give one per axis")
+    if not all(isinstance(v, numbers.Integral) or v == math.inf for v in value):
+        raise TilingError(f"{name} {value} must contain integers")
+    return value
+
+
+def tile_infos(full_shape, shape, stride=None, halo=0) -> list[tilemeta.TileInfo]:
+    """Tile geometry for a volume of ``full_shape``, in raster order.
+
+    Parameters
+    ----------
+    full_shape : tuple of int
+        Shape of the volume.
+    shape : int or tuple of int
+        Tile shape (core plus the context after it), per axis.
+    stride : int or tuple of int, optional
+        Distance between tile origins; the core size. Default: ``shape``.
+    halo : int or tuple of int
+        Context on both sides of each tile, clipped at the volume's edges.
+
+    Examples
+    --------
+    >>> infos = tile_infos((10, 100), shape=(10, 64), stride=(10, 32), halo=(0, 2))
+    >>> [i.core_slices[1] for i in infos]
+    [slice(0, 32, None), slice(32, 64, None), slice(64, 96, None), slice(96, 100, None)]
+    >>> infos[1].read_slices
+    (slice(0, 10, None), slice(30, 98, None))
+    """
+    full_shape = tuple(int(n) for n in full_shape)
+    ndim = len(full_shape)
+    shape = _per_axis(shape, ndim, "shape")
+    stride = shape if stride is None else _per_axis(stride, ndim, "stride")
+    halo = _per_axis(halo, ndim, "halo")
+    for name, values in (("shape", shape), ("stride", stride)):
+        if any(v < 1 for v in values):
+            raise TilingError(f"tile {name} {values} must be >= 1 on every axis")
+    if any(h < 0 for h in halo):
+        raise TilingError(f"halo {halo} must be >= 0 on every axis")
+    if any(s > t for s, t in zip(stride, shape, strict=True)):
+        raise TilingError(f"stride {stride} must not exceed the tile shape {shape} on any axis")
+    if any(n == 0 for n in full_shape):
+        raise TilingError(f"cannot tile an empty volume of shape {full_shape}")
+
+    starts = [range(0, n, s) for n, s in zip(full_shape, stride, strict=True)]
+    infos = []
+    for index, origin in enumerate(itertools.product(*starts)):
+        core, before, after = [], [], []
+        for o, n, s, t, h in zip(origin, full_shape, stride, shape, halo, strict=True):
+            c = min(s, n - o)
+            core.append(c)
+            before.append(int(min(o, h)))
+            after.append(int(min(n - o - c, (t - s) + h)))
+        infos.append(tilemeta.TileInfo(index, tuple(origin), tuple(core), tuple(before), tuple(after), full_shape))
+    return infos
+
+
+class Tiles(Collection):
+    """The tiles of a volume; indexing cuts (and reads, if lazy) one tile.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray
+        The source volume (may be lazy: slicing it reads only the tile).
+    infos : list of TileInfo
+        Geometry of each tile.
+    """
+
+    def __init__(self, volume: xr.DataArray, infos):
+        self.volume = volume
+        self.infos = list(infos)
+
+    def __len__(self):
+        return len(self.infos)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        info = self.infos[i]
+        return tilemeta.attach(self.volume[info.read_slices], info)
+
+    def item_label(self, item) -> str:
+        info = tilemeta.info_of(item)
+        return f"tile at origin {info.origin}" if info is not None else "item"
+
+    def rebuild(self, results):
+        return join(results, like=self.volume)
+
+    def __repr__(self):
+        return f"<Tiles: {len(self)} tiles of a {self.volume.shape} volume>"
+
+
+def join(tiles=None, *, like=None, out=None):
+    """Assemble processed tiles into a volume, writing each tile's core only.
+
+    Parameters
+    ----------
+    tiles : iterable of DataArray
+        Tiles carrying their metadata (as produced by :func:`tile` and kept by
+        florin operators). Each may be whole or already cropped to its core.
+    like : xarray.DataArray, optional
+        Volume whose dims, coords and attrs the result takes.
+    out : array_like, optional
+        Where to write (e.g. an on-disk dataset); allocated when omitted.
+
+    Returns
+    -------
+    xarray.DataArray, or a pipeline step when called without ``tiles``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = as_volume(np.arange(20).reshape(4, 5))
+    >>> parts = [t * 2 for t in tile(shape=(2, 2))(vol)]
+    >>> join(parts, like=vol).values.tolist() == (vol.values * 2).tolist()
+    True
+    """
+    if tiles is None:
+        return Join(like=like, out=out)
+    tiles = list(tiles)
+    if not tiles:
+        raise PipelineError("join() got no tiles")
+    infos = []
+    for t in tiles:
+        info = tilemeta.info_of(t)
+        if info is None:
+            raise PipelineError(
+                "join() got data without tile metadata; a step dropped the tile's attrs "
+                "(wrap plain functions with florin.florinate or return a DataArray with the input's attrs)"
+            )
+        infos.append(info)
+    full_shape = infos[0].full_shape
+    first = tiles[0]
+    if out is None:
+        out = np.empty(full_shape, dtype=np.asarray(first).dtype if not hasattr(first, "dtype") else first.dtype)
+    for t, info in zip(tiles, infos, strict=True):
+        shape = tuple(t.shape)
+        if shape == info.tile_shape:
+            core = t[info.core_in_tile]
+        elif shape == tuple(info.core_shape):
+            core = t
+        else:
+            raise PipelineError(
+                f"tile at origin {info.origin} has shape {shape}, expected {info.tile_shape}: "
+                "steps inside a tiled pipeline must keep the tile's shape",
+                origin=info.origin,
+            )
+        out[info.core_slices] = np.asarray(core)
+    return _wrap_joined(out, like, first)
+
+
+def _wrap_joined(out, like, first):
+    if like is None:
+        dims = first.dims if isinstance(first, xr.DataArray) else None
+        attrs = tilemeta.strip(first.attrs) if isinstance(first, xr.DataArray) else {}
+        return as_volume(out, dims=dims, attrs=attrs)
+    attrs = tilemeta.strip(first.attrs) if isinstance(first, xr.DataArray) else dict(like.attrs)
+    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= set(like.dims)}
+    return xr.DataArray(out, dims=like.dims, coords=coords, attrs=attrs, name=like.name)
+
+
+class Tile:
+    """Pipeline step that cuts a volume into :class:`Tiles` (see :func:`tile`)."""
+
+    per_item = False
+    name = "tile"
+
+    def __init__(self, shape, stride=None, halo="auto"):
+        self.shape = shape
+        self.stride = stride
+        if not (halo == "auto" or isinstance(halo, numbers.Integral) or isinstance(halo, tuple | list)):
+            raise TilingError(f"halo must be 'auto', an int or a tuple of ints, got {halo!r}")
+        self.halo = halo
+        # Check what can be checked before a volume is known.
+        for name, value in (("shape", shape), ("stride", stride)):
+            if value is None:
+                continue
+            values = (value,) if isinstance(value, numbers.Integral) else tuple(value)
+            if any(not isinstance(v, numbers.Integral) or v < 1 for v in values):
+                raise TilingError(f"tile {name} {value} must contain integers >= 1")
+        if stride is not None and not isinstance(shape, numbers.Integral) and not isinstance(stride, numbers.Integral):
+            if len(tuple(shape)) != len(tuple(stride)):
+                raise TilingError(f"stride {stride} and shape {shape} have different lengths")
+
+    def __call__(self, volume, *, auto_halo=None):
+        if isinstance(volume, Tiles):
+            raise PipelineError("tile() got tiles; join them first")
+        volume = as_volume(volume)
+        if self.halo == "auto":
+            halo = auto_halo if auto_halo is not None else 0
+        else:
+            halo = self.halo
+        halo = _per_axis(halo, volume.ndim, "halo")
+        if any(h == math.inf for h in halo):
+            raise TilingError(
+                "a step after tile() needs the whole volume (its halo is unbounded); "
+                "move it after the join (out of the tiled pipeline)"
+            )
+        return Tiles(volume, tile_infos(volume.shape, self.shape, self.stride, halo))
+
+    def __repr__(self):
+        return f"tile(shape={self.shape!r}, stride={self.stride!r}, halo={self.halo!r})"
+
+
+class Join:
+    """Pipeline step that joins tiles explicitly (see :func:`join`)."""
+
+    per_item = False
+    name = "join"
+
+    def __init__(self, like=None, out=None):
+        self.like, self.out = like, out
+
+    def __call__(self, data):
+        if isinstance(data, Tiles):
+            return data.rebuild(data.items())
+        if isinstance(data, list | tuple):
+            return join(data, like=self.like, out=self.out)
+        return data
+
+
+def tile(shape, stride=None, *, halo="auto"):
+    """Pipeline step that cuts a volume into overlapping tiles.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Tile shape per axis (core plus context after it).
+    stride : int or tuple of int, optional
+        Step between tiles; each tile owns a ``stride``-sized core. Default: ``shape``.
+    halo : 'auto', int or tuple of int
+        Context added on each side of every tile. ``'auto'`` (default) adds the
+        halo declared by the per-tile steps that follow, so that the tiled result
+        equals the whole-volume result voxel for voxel.
+
+    Returns
+    -------
+    Tile
+        A step; called on a volume it returns :class:`Tiles`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tiles = tile(shape=(2, 4), stride=(2, 2))(np.zeros((4, 6)))
+    >>> len(tiles), tiles[0].shape
+    (6, (2, 4))
+    """
+    return Tile(shape, stride, halo)

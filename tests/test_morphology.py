@@ -1,0 +1,67 @@
+import warnings
+
+import numpy as np
+import pytest
+import skimage.morphology as skm
+import xarray as xr
+
+import florin
+from florin import morphology
+from florin.errors import ParameterError
+
+BINARY = ["binary_opening", "binary_closing", "binary_erosion", "binary_dilation"]
+GREY = ["opening", "closing", "erosion", "dilation"]
+
+
+@pytest.mark.parametrize("name", BINARY + GREY)
+def test_wrappers_match_scikit_image_and_keep_labels(name, rng):
+    image = rng.random((6, 20, 22))
+    data = image > 0.5 if name.startswith("binary") else image
+    vol = florin.as_volume(data, spacing=(2.0, 0.5, 0.5), attrs={"note": "x"})
+    out = getattr(morphology, name)()(vol)
+    with warnings.catch_warnings():  # scikit-image 0.26 deprecates its binary_* (the oracle here)
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = getattr(skm, name)(data)
+    assert isinstance(out, xr.DataArray)
+    np.testing.assert_array_equal(out.values, expected)
+    assert out.dims == vol.dims and out.attrs["note"] == "x"
+    np.testing.assert_array_equal(out.coords["z"].values, vol.coords["z"].values)
+
+
+def test_remove_small_objects_seed_min_size_spelling(rng):
+    mask = rng.random((30, 30)) > 0.7
+    out = morphology.remove_small_objects(min_size=3)(mask).values
+    expected = skm.remove_small_objects(mask, max_size=2)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_remove_small_holes_on_masks_and_labels():
+    mask = np.ones((7, 7), bool)
+    mask[3, 3] = False
+    assert morphology.remove_small_holes(mask, min_size=20).values.all()
+    labels = np.zeros((7, 9), np.int32)
+    labels[1:6, 1:4] = 4
+    labels[3, 2] = 0
+    labels[1:6, 5:8] = 7
+    out = morphology.remove_small_holes(labels, min_size=20).values
+    assert out[3, 2] == 4 and set(np.unique(out)) == {0, 4, 7}
+
+
+def test_remove_small_objects_keeps_labels():
+    labels = np.zeros((5, 5), np.uint16)
+    labels[0, 0] = 3
+    labels[2:5, 2:5] = 9
+    assert set(np.unique(morphology.remove_small_objects(labels, min_size=2).values)) == {0, 9}
+
+
+def test_bad_min_size_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="min_size"):
+        morphology.remove_small_objects(np.ones((3, 3), bool), min_size=-1)
+
+
+def test_binary_mode_min_erodes_from_the_border():
+    mask = np.ones((5, 5), bool)
+    assert morphology.binary_erosion(mask).values.all()
+    assert not morphology.binary_erosion(mask, mode="min").values[0].any()
+    with pytest.raises(ParameterError, match="mode"):
+        morphology.binary_erosion(mask, mode="reflect")

@@ -1,0 +1,73 @@
+import pickle
+
+import cloudpickle
+import numpy as np
+import pytest
+import xarray as xr
+
+import florin
+import florin.thresholding as thresholding
+from florin.errors import OperatorBindError
+
+
+@florin.florinate
+def scale(image, scalar=1):
+    return image * scalar
+
+
+def test_florinate_prepends_image_and_binds_parameters():
+    op = scale(scalar=3)
+    assert op(np.array([1, 2])).tolist() == [3, 6]
+    assert op.params() == {"scalar": 3}
+
+
+def test_florinate_in_line_and_positional():
+    def shift(image, offset, factor=1):
+        return (image + offset) * factor
+
+    op = florin.florinate(shift)(2, factor=10)
+    assert op(np.array([1])).tolist() == [30]
+
+
+def test_seed_typo_names_operator_and_suggests_threshold():
+    with pytest.raises(TypeError) as err:
+        thresholding.ndnt(shape=(10, 64, 64), thresshold=0.3)
+    assert isinstance(err.value, OperatorBindError)
+    message = str(err.value)
+    assert "ndnt" in message and "did you mean `threshold`" in message
+
+
+def test_too_many_positional_arguments_is_a_bind_error():
+    with pytest.raises(OperatorBindError, match="scale"):
+        scale(1, 2, 3)
+
+
+def test_direct_call_on_array_applies_immediately():
+    out = thresholding.ndnt(np.full((4, 4), 5, np.uint8), shape=3)
+    assert isinstance(out, xr.DataArray) and out.dtype == bool
+
+
+def test_operator_declares_halo_from_parameters():
+    op = thresholding.ndnt(shape=(10, 64, 63), threshold=0.3)
+    assert op.halo((100, 200, 200)) == (5, 32, 31)
+    opening = florin.morphology.binary_opening()
+    assert opening.halo((10, 10, 10)) == (2, 2, 2)
+    assert florin.morphology.binary_erosion(footprint=np.ones((1, 5, 3))).halo((9, 9, 9)) == (0, 2, 1)
+
+
+def test_default_ndnt_halo_uses_full_volume_shape():
+    op = thresholding.ndnt()
+    assert op.halo((80, 160, 8)) == tuple(max(1, round(n / 8)) // 2 for n in (80, 160, 8))
+
+
+def test_operators_pickle_by_reference_and_by_value():
+    op = florin.morphology.binary_opening()
+    again = pickle.loads(pickle.dumps(op))
+    assert again.factory is op.factory
+    local = florin.florinate(lambda image, k=2: image + k)(k=5)
+    assert cloudpickle.loads(cloudpickle.dumps(local))(np.array([1])).tolist() == [6]
+
+
+def test_florinate_rejects_function_without_image_argument():
+    with pytest.raises(ValueError, match="takes no image"):
+        florin.florinate(lambda: 0)
