@@ -185,6 +185,19 @@ class Pipeline:
             raise InputFileError(f"{os.fspath(path)!r} holds a {type(pipeline).__name__}, not a florin pipeline")
         return pipeline
 
+    def to_toml(self) -> str:
+        """This pipeline as a TOML pipeline file (see :mod:`florin.pipeline_file`)."""
+        from florin.pipeline_file import to_toml
+
+        return to_toml(self)
+
+    @staticmethod
+    def from_toml(source) -> Pipeline:
+        """Build a pipeline from TOML text or a ``.toml`` path (see :mod:`florin.pipeline_file`)."""
+        from florin.pipeline_file import from_toml
+
+        return from_toml(source)
+
     def __repr__(self):
         inner = ", ".join(repr(s) if not callable(s) or hasattr(s, "steps") or hasattr(s, "args")
                           else step_name(s) for s in self.steps)

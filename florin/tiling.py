@@ -231,6 +231,15 @@ class Tile:
             )
         return Tiles(volume, tile_infos(volume.shape, self.shape, self.stride, halo))
 
+    def to_spec(self) -> dict:
+        """This step as a pipeline-file table."""
+        spec = {"op": "tile", "shape": self.shape}
+        if self.stride is not None:
+            spec["stride"] = self.stride
+        if self.halo != "auto":
+            spec["halo"] = self.halo
+        return spec
+
     def __repr__(self):
         return f"tile(shape={self.shape!r}, stride={self.stride!r}, halo={self.halo!r})"
 
@@ -243,6 +252,10 @@ class Join:
 
     def __init__(self, like=None, out=None):
         self.like, self.out = like, out
+
+    def to_spec(self) -> dict:
+        """This step as a pipeline-file table."""
+        return {"op": "join"}
 
     def __call__(self, data):
         if isinstance(data, Tiles):

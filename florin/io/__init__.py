@@ -180,6 +180,15 @@ class Load:
             return read(source, format=self.format, **self.options)
         return as_volume(source)
 
+    def to_spec(self) -> dict:
+        """This step as a pipeline-file table."""
+        spec = {"op": "load"}
+        if self.path is not None:
+            spec["path"] = os.fspath(self.path)
+        if self.format is not None:
+            spec["format"] = self.format
+        return {**spec, **self.options}
+
     def __repr__(self):
         return f"load({os.fspath(self.path)!r})" if self.path is not None else "load()"
 
@@ -202,6 +211,15 @@ class Save:
     def __call__(self, data):
         write(self.path, data, format=self.format, overwrite=self.overwrite, **self.options)
         return data
+
+    def to_spec(self) -> dict:
+        """This step as a pipeline-file table."""
+        spec = {"op": "save", "path": os.fspath(self.path)}
+        if self.format is not None:
+            spec["format"] = self.format
+        if self.overwrite:
+            spec["overwrite"] = True
+        return {**spec, **self.options}
 
     def __repr__(self):
         return f"save({os.fspath(self.path)!r})"

@@ -1,0 +1,246 @@
+"""Pipeline files: a TOML description that maps one-to-one onto the Python API.
+
+Each step is a table. An operator step names a registered operator (``florin
+ops`` lists them) or one of the built-in steps ``load``, ``save``, ``tile``,
+``join``, ``classify`` and ``reconstruct``, with its parameters as keys
+(positional ones under ``args``). A nested pipeline names its ``executor``
+(``florin.<Executor>`` options as keys) and has its own ``steps``::
+
+    executor = "serial"
+
+    [[steps]]
+    op = "load"
+
+    [[steps]]
+    op = "tile"
+    shape = [10, 64, 64]
+    stride = [10, 32, 32]
+
+    [[steps]]
+    executor = "multithread"
+
+      [[steps.steps]]
+      op = "thresholding.ndnt"
+      shape = [10, 64, 64]
+      threshold = 0.3
+
+      [[steps.steps]]
+      op = "morphology.binary_opening"
+
+    [[steps]]
+    op = "save"
+    path = "segmented.tiff"
+
+A plain Python function that can be imported is written as
+``op = "python:module.attribute"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+
+import numpy as np
+
+from florin.errors import InputFileError, ParameterError, PipelineError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["from_dict", "from_toml", "to_dict", "to_toml"]
+
+_PYTHON = "python:"
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _executor_options(pipeline) -> dict:
+    # Executors keep each keyword option as an attribute of the same name.
+    options = {}
+    for name, param in inspect.signature(type(pipeline).__init__).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(pipeline, name):
+            value = getattr(pipeline, name)
+            if value is not None and value != param.default:
+                options[name] = _plain(value)
+    return options
+
+
+def _executor_name(pipeline) -> str:
+    from florin.registry import get_registry
+
+    for name, cls in get_registry().executors.items():
+        if type(pipeline) is cls:
+            return name
+    raise PipelineError(
+        f"{type(pipeline).__name__} is not a registered executor; register it through the "
+        "florin_register_executors hook to write it to a pipeline file"
+    )
+
+
+def _step_dict(step) -> dict:
+    from florin.operators import Operator
+    from florin.pipelines import Pipeline
+    from florin.registry import get_registry
+
+    if isinstance(step, Pipeline):
+        return to_dict(step)
+    spec = getattr(step, "to_spec", None)
+    if callable(spec):
+        return _plain(spec())
+    if isinstance(step, Operator):
+        for name, factory in get_registry().operators.items():
+            if factory is step.factory:
+                entry = {"op": name}
+                if step.args:
+                    entry["args"] = _plain(list(step.args))
+                entry.update(_plain(step.kwargs))
+                return entry
+        raise PipelineError(
+            f"operator {step.name} is not registered, so it cannot be written to a pipeline file; "
+            "register it through the florin_register_operators hook"
+        )
+    module, qualname = getattr(step, "__module__", None), getattr(step, "__qualname__", "")
+    if module and qualname and "<" not in qualname:
+        try:
+            obj = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            obj = None
+        if obj is step:
+            return {"op": f"{_PYTHON}{module}.{qualname}"}
+    name = getattr(step, "__name__", type(step).__name__)
+    if name in ("squeeze",) and step is np.squeeze:  # numpy functions report numpy._core modules
+        return {"op": f"{_PYTHON}numpy.squeeze"}
+    raise PipelineError(f"step {name!r} cannot be written to a pipeline file (lambdas and local functions cannot)")
+
+
+def to_dict(pipeline) -> dict:
+    """The pipeline as plain data (what :func:`to_toml` writes)."""
+    return {
+        "executor": _executor_name(pipeline),
+        **_executor_options(pipeline),
+        "steps": [_step_dict(step) for step in pipeline.steps],
+    }
+
+
+def to_toml(pipeline) -> str:
+    """The pipeline as TOML text.
+
+    Examples
+    --------
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> print(to_toml(florin.Serial(binary_opening())))
+    executor = "serial"
+    <BLANKLINE>
+    [[steps]]
+    op = "morphology.binary_opening"
+    <BLANKLINE>
+    """
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(pipeline))
+
+
+def _builtin_steps():
+    import florin
+
+    steps = {"load": florin.load, "save": florin.save, "tile": florin.tile, "join": florin.join}
+    for name in ("classify", "reconstruct"):
+        try:
+            steps[name] = getattr(florin, name)
+        except (AttributeError, ImportError):
+            pass
+    return steps
+
+
+def _build_step(entry, where):
+    from florin.registry import get_registry
+
+    if not isinstance(entry, dict):
+        raise ParameterError(f"{where}: a step must be a table, got {entry!r}")
+    entry = dict(entry)
+    if "executor" in entry:
+        return from_dict(entry, where=where)
+    if "op" not in entry:
+        raise ParameterError(f"{where}: a step needs `op = \"name\"` or `executor = \"name\"`")
+    name = entry.pop("op")
+    args = entry.pop("args", [])
+    builtins = _builtin_steps()
+    if name in builtins:
+        factory = builtins[name]
+        from_spec = getattr(factory, "from_spec", None)
+        if callable(from_spec):
+            return from_spec(entry)
+    elif isinstance(name, str) and name.startswith(_PYTHON):
+        target = name[len(_PYTHON) :]
+        module_name, _, attr = target.rpartition(".")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError):
+            raise ParameterError(f"{where}: cannot import {target!r}") from None
+        if args or entry:
+            from florin.operators import florinate
+
+            factory = florinate(factory)
+        else:
+            return factory
+    else:
+        factory = get_registry().operator(name)
+    try:
+        return factory(*args, **entry)
+    except TypeError as exc:
+        raise ParameterError(f"{where}: {exc}") from None
+
+
+def from_dict(data, *, where="pipeline"):
+    """Build a pipeline from plain data (a parsed pipeline file)."""
+    from florin.registry import get_registry
+
+    data = dict(data)
+    executor = data.pop("executor", "serial")
+    steps = data.pop("steps", None)
+    if not steps:
+        raise ParameterError(f"{where}: a pipeline needs a non-empty `steps` list")
+    cls = get_registry().executor(executor)
+    built = [_build_step(s, f"{where}, step {i + 1}") for i, s in enumerate(steps)]
+    try:
+        return cls(*built, **data)
+    except TypeError as exc:
+        raise ParameterError(f"{where}: executor {executor!r}: {exc}") from None
+
+
+def from_toml(source):
+    """Build a pipeline from TOML text or a path to a ``.toml`` file."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and source.endswith(".toml") and "\n" not in source):
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+        except FileNotFoundError:
+            raise InputFileError(f"pipeline file {path!r} does not exist") from None
+        where = path
+    else:
+        text, where = source, "pipeline"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"{where}: invalid TOML: {exc}") from None
+    return from_dict(data, where=where)
