@@ -7,7 +7,7 @@ import contextvars
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["RunState", "current", "run_state"]
+__all__ = ["RunState", "current", "is_writer", "run_state", "set_writer"]
 
 
 @dataclass
@@ -45,3 +45,22 @@ def run_state():
         yield state, True
     finally:
         _current.reset(token)
+
+
+# -- who writes outputs ----------------------------------------------------------------------
+# Under ``mpiexec -n N python script.py`` (florin.MPI's SPMD mode) every rank runs
+# the whole script and holds the same results; only rank 0 may write files.
+# florin.executors.MPI calls set_writer(False) on the other ranks and
+# florin.io.write() returns without writing when is_writer() is False.
+_writer = True
+
+
+def set_writer(enabled: bool) -> None:
+    """Allow (True, the default) or suppress (False) writing outputs in this process."""
+    global _writer
+    _writer = bool(enabled)
+
+
+def is_writer() -> bool:
+    """Whether this process writes outputs (False on MPI SPMD ranks other than 0)."""
+    return _writer

@@ -128,7 +128,15 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
         overwritten.
     **options
         Format-specific options (e.g. ``compression=``).
+
+    Notes
+    -----
+    Under MPI in SPMD mode (``mpiexec -n N python script.py`` with
+    :class:`florin.MPI`) only rank 0 writes; on the other ranks this returns
+    without writing (see :func:`florin._run.is_writer`).
     """
+    if not _run.is_writer():
+        return
     fmt = _format(path, format)
     _check_options(fmt.write, options, fmt, "writer")
     state = _run.current()
