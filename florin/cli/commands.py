@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from florin.errors import InputFileError
+from florin.errors import InputFileError, ParameterError
 
 __all__ = ["register"]
 
@@ -69,21 +69,91 @@ def ops():
         typer.echo(f"{name}{shown}\n    {summary}")
 
 
-def run(
-    pipeline: Path = typer.Argument(..., help="Pipeline file: a pickle written by Pipeline.dump()."),
-    input: str = typer.Argument(None, help="Input volume (omit when the pipeline loads its own input)."),
-):
-    """Run a serialized pipeline on INPUT."""
+def _load_pipeline(path: Path):
     from florin.pipelines import Pipeline
 
-    if not pipeline.exists():
-        raise InputFileError(f"pipeline file {os.fspath(pipeline)!r} does not exist")
+    if not path.exists():
+        raise InputFileError(f"pipeline file {os.fspath(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        return Pipeline.from_toml(path)
+    if suffix == ".py":
+        import runpy
+
+        namespace = runpy.run_path(os.fspath(path), run_name="florin_pipeline")
+        pipe = namespace.get("pipeline")
+        if not isinstance(pipe, Pipeline):
+            raise InputFileError(f"{os.fspath(path)!r} must define a florin pipeline named `pipeline`")
+        return pipe
+    return Pipeline.from_file(path)
+
+
+def with_executor(pipeline, name: str | None, workers: int | None = None):
+    """Rebuild ``pipeline`` with every (nested) pipeline run by executor ``name``."""
+    from florin.pipelines import Pipeline
+    from florin.registry import get_registry
+
+    if name is None:
+        return pipeline
+    cls = get_registry().executor(name)
+    options = {}
+    if workers is not None:
+        for key in ("threads", "processes", "max_workers", "workers"):
+            if key in inspect.signature(cls.__init__).parameters:
+                options[key] = workers
+                break
+    steps = [with_executor(s, name, workers) if isinstance(s, Pipeline) else s for s in pipeline.steps]
+    return cls(*steps, **options)
+
+
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline file: .toml, a .py defining `pipeline`, or a pickle."),
+    input: str = typer.Argument(None, help="Input volume (omit when the pipeline loads its own input)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the pipeline's result here."),
+    executor: str = typer.Option(None, "--executor", "-e", help="Run every (nested) pipeline with this executor."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers for the executor."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+):
+    """Run a pipeline file on INPUT."""
+    from florin.io import write
+
     if input is not None and not os.path.exists(input):
         raise InputFileError(f"input {input!r} does not exist")
-    pipe = Pipeline.from_file(pipeline)
+    if output is not None and input is not None and os.path.exists(output) and os.path.samefile(output, input):
+        raise ParameterError(f"output {os.fspath(output)!r} is the input; choose another output path")
+    pipe = with_executor(_load_pipeline(pipeline), executor, workers)
+    if output is not None:
+        from florin.registry import get_registry
+
+        get_registry().format_for_path(output)  # fail before running on an unknown extension
+        if os.path.exists(output) and not overwrite:
+            raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
     result = pipe(input) if input is not None else pipe()
+    if output is not None:
+        write(output, result, overwrite=overwrite)
     shape = getattr(result, "shape", None)
     typer.echo(f"done: {type(result).__name__}{' ' + str(tuple(shape)) if shape is not None else ''}", err=True)
+
+
+def preview(
+    volume: Path = typer.Argument(..., help="Volume to show (2-D or 3-D)."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
+    labels: Path = typer.Option(None, "--labels", "-l", help="Label or class volume to overlay."),
+    montage: int = typer.Option(None, "--montage", min=1, help="Show N z slices instead of orthogonal mid-slices."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+):
+    """Write a PNG of orthogonal mid-slices (or a z montage) with label overlays."""
+    from florin.io import read
+    from florin.preview import save_preview
+
+    if output.suffix.lower() != ".png":
+        raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")
+    if output.exists() and not overwrite:
+        raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
+    vol = read(volume)
+    lab = read(labels) if labels is not None else None
+    save_preview(output, vol, None if lab is None else lab.values, montage=montage, title=volume.name)
+    typer.echo(f"wrote {output}", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -91,7 +161,7 @@ def register(app: typer.Typer) -> None:
     from florin.registry import get_registry
 
     reg = get_registry()
-    for func in (info, plugins, formats, ops, run):
+    for func in (info, plugins, formats, ops, run, preview):
         app.command(name=func.__name__)(func)
         reg.note_command(func.__name__)
 
