@@ -1,12 +1,14 @@
 """The seed's "A First Example" on a generated phantom volume.
 
-Writes ``volume.tif`` (the phantom) and ``segmented.tiff`` (the binary
-segmentation) into the output directory (default: ``demo-output``) and prints
-how well the segmentation matches the phantom's ground truth.
+Writes ``volume.tif`` (the phantom), ``segmented.tiff`` (the binary
+segmentation) and ``summary.json`` into the output directory (default:
+``demo-output``) and prints how well the segmentation matches the phantom's
+ground truth.
 
 Run: ``python examples/first_example.py [OUTPUT_DIR]``
 """
 
+import json
 import os
 import sys
 import time
@@ -18,13 +20,17 @@ import florin.morphology as morphology
 import florin.thresholding as thresholding
 from florin.data import phantom
 
+SHAPE = (64, 256, 256)
+SEED = 0
+
 
 def main(out_dir="demo-output"):
     os.makedirs(out_dir, exist_ok=True)
-    sample = phantom((64, 256, 256), seed=0)
+    sample = phantom(SHAPE, seed=SEED)
     volume_path = os.path.join(out_dir, "volume.tif")
     florin.io.write(volume_path, florin.as_volume(sample.image, spacing=(1.0, 0.5, 0.5), units="um"), overwrite=True)
 
+    # [pipeline]
     # Set up a serial pipeline (the seed's example, with its `thresshold` typo fixed)
     pipeline = florin.Serial(
         # Load in the volume from file
@@ -38,13 +44,23 @@ def main(out_dir="demo-output"):
         # Save the output to a TIFF stack
         florin.save(os.path.join(out_dir, "segmented.tiff"), overwrite=True),
     )
+    # Run the pipeline
     start = time.perf_counter()
     segmented = pipeline()
+    # [/pipeline]
     elapsed = time.perf_counter() - start
 
     truth = sample.labels > 0
     mask = segmented.values
     dice = 2 * np.logical_and(mask, truth).sum() / (mask.sum() + truth.sum())
+    summary = {
+        "phantom": {"shape": list(SHAPE), "seed": SEED},
+        "outputs": {"segmented": "segmented.tiff"},
+        "dice": float(dice),
+        "seconds": elapsed,
+    }
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     print(f"segmented {segmented.shape} volume in {elapsed:.2f} s; foreground Dice vs. ground truth: {dice:.3f}")
     print(f"outputs: {volume_path}, {os.path.join(out_dir, 'segmented.tiff')}")
     return dice
