@@ -16,6 +16,14 @@ class RunState:
 
     inputs: set = field(default_factory=set)
     timings: dict = field(default_factory=dict)
+    #: The volume the run started from (what ``load`` read or the array the pipeline got),
+    #: for steps that measure it, e.g. ``conncomp.regionprops(intensity='input')``.
+    input: object = None
+
+    def set_input(self, volume) -> None:
+        """Record the run's input volume (the first one only: nested loads do not replace it)."""
+        if self.input is None:
+            self.input = volume
 
     def add_input(self, path) -> None:
         self.inputs.add(os.path.realpath(os.fspath(path)))
@@ -25,6 +33,47 @@ class RunState:
 
 
 _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("florin_run", default=None)
+
+
+@dataclass
+class Observer:
+    """What a caller (the CLI) watches of the runs it starts: step timings and progress.
+
+    ``progress`` is None or an object with rich's ``Progress`` interface
+    (``add_task(description, total=)``, ``advance(task, n)``, ``remove_task(task)``).
+    """
+
+    timings: dict = field(default_factory=dict)
+    progress: object = None
+
+
+_observer: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("florin_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe(progress=None):
+    """Collect step timings (and show progress) of pipeline runs started inside the block."""
+    observer = Observer(progress=progress)
+    token = _observer.set(observer)
+    try:
+        yield observer
+    finally:
+        _observer.reset(token)
+
+
+@contextlib.contextmanager
+def progress_task(total: int, description: str):
+    """Yield a callable that advances a progress bar by one item (a no-op when nobody watches)."""
+    observer = _observer.get()
+    progress = observer.progress if observer is not None else None
+    if progress is None or total <= 1:
+        yield lambda: None
+        return
+    task = progress.add_task(description, total=total)
+    try:
+        yield lambda: progress.advance(task, 1)
+    finally:
+        progress.remove_task(task)
 
 
 def current() -> RunState | None:
@@ -40,6 +89,9 @@ def run_state():
         yield state, False
         return
     state = RunState()
+    observer = _observer.get()
+    if observer is not None:
+        state.timings = observer.timings
     token = _current.set(state)
     try:
         yield state, True

@@ -64,11 +64,14 @@ def florin_register_executors(registry):
 def florin_register_formats(registry):
     for module_name, requirement in _FORMATS:
         if _available(module_name, requirement):
-            registry.add_format(importlib.import_module(module_name).FORMAT)
+            module = importlib.import_module(module_name)
+            for fmt in getattr(module, "FORMATS", (module.FORMAT,)):  # a module may register several
+                registry.add_format(fmt)
 
 
 @hookimpl
 def florin_register_commands(app):
-    from florin.cli import commands
+    from florin.cli import commands, segment
 
     commands.register(app)
+    segment.register(app)

@@ -53,6 +53,8 @@ class Pipeline:
     name = "pipeline"
     #: A pipeline receives collections whole and maps its own steps over them.
     per_item = False
+    #: True when ``map`` calls ``func`` in this process (progress can tick per item).
+    in_process = False
 
     def __init__(self, *steps):
         if len(steps) == 1 and isinstance(steps[0], list | tuple):
@@ -70,6 +72,8 @@ class Pipeline:
         with _run.run_state() as (state, top_level):
             if top_level:
                 data = self._prepare_input(data, state)
+                if isinstance(data, xr.DataArray):
+                    state.set_input(data)
             return self.run(data)
 
     def run(self, data):
@@ -90,7 +94,15 @@ class Pipeline:
     def map_collection(self, steps, collection: Collection):
         """Map ``steps`` over the items of ``collection`` and rebuild it."""
         runner = _ItemRunner(list(steps), type(collection).resolve)
-        results = self.map(runner, collection.items())
+        items = collection.items()
+        label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
+        with _run.progress_task(len(items), label) as tick:
+            if self.in_process:
+                results = self.map(_Ticking(runner, tick), items)
+            else:
+                results = self.map(runner, items)
+                for _ in results:
+                    tick()
         return collection.rebuild(results)
 
     def _run_steps(self, steps, datum):
@@ -218,6 +230,19 @@ class Serial(Pipeline):
     """
 
     name = "serial"
+    in_process = True
+
+
+class _Ticking:
+    """Wraps an item runner to advance a progress bar (in-process executors only)."""
+
+    def __init__(self, runner, tick):
+        self.runner, self.tick = runner, tick
+
+    def __call__(self, item):
+        result = self.runner(item)
+        self.tick()
+        return result
 
 
 class _ItemRunner:
@@ -274,5 +299,5 @@ def _call_step(step, datum):
         return result
 
     if isinstance(step, Pipeline):
-        return step.run(datum)
+        return _timed(step, lambda: step.run(datum))
     return _timed(step, thunk)

@@ -1,0 +1,369 @@
+"""``florin segment`` (the classic FLoRIN pipeline) and ``florin demo``."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from florin.errors import InputFileError, ParameterError
+
+__all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
+
+
+def parse_ints(text, name):
+    """``'10,64,64'`` -> ``(10, 64, 64)``; ``'32'`` -> ``32``; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise ParameterError(f"{name} must be integers separated by commas (e.g. 10,64,64), got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ParameterError(f"{name} entries must be >= 1, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+_RANGE = re.compile(r"^\s*([^.]*?)\s*(\.\.\s*([^.]*?))?\s*$")
+
+
+def _number(text, spec):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ParameterError(f"--class {spec!r}: {text!r} is not a number") from None
+    return int(value) if value.is_integer() else value
+
+
+def parse_class(spec: str):
+    """``'cell:area=100..300,depth=10..25'`` -> ``bounds_classifier('cell', area=(100, 300), depth=(10, 25))``.
+
+    ``lo..hi`` is an inclusive range, ``lo..`` or ``..hi`` leave an end open, a
+    plain number is an upper bound, and a name without bounds is the default
+    class (matches everything; give it last).
+
+    Examples
+    --------
+    >>> parse_class("cell:area=100..300,depth=..25,width=40").bounds
+    {'area': (100, 300), 'depth': (None, 25), 'width': (None, 40)}
+    """
+    import florin
+
+    name, _, body = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ParameterError(f"--class {spec!r}: give a class name, e.g. 'cell:area=100..300'")
+    bounds = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        prop, eq, value = part.partition("=")
+        if not eq or not prop.strip():
+            raise ParameterError(f"--class {spec!r}: {part!r} must look like property=lo..hi")
+        if ".." in value:
+            lo, hi = (v.strip() for v in value.split("..", 1))
+            bounds[prop.strip()] = (_number(lo, spec) if lo else None, _number(hi, spec) if hi else None)
+        else:
+            bounds[prop.strip()] = _number(value.strip(), spec)
+    return florin.bounds_classifier(name, **bounds)
+
+
+def _classes_from_file(path: Path):
+    import sys as _sys
+
+    if _sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    import florin
+
+    if not path.exists():
+        raise InputFileError(f"classes file {os.fspath(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"classes file {os.fspath(path)!r}: invalid TOML: {exc}") from None
+    entries = data.get("class")
+    if not isinstance(entries, list) or not entries:
+        raise ParameterError(f"classes file {os.fspath(path)!r} needs [[class]] tables with a name and bounds")
+    out = []
+    for entry in entries:
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        out.append(florin.bounds_classifier(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}))
+    return out
+
+
+class _SaveObjects:
+    """Pipeline step writing the regions table to CSV and passing the regions on."""
+
+    name = "save_objects"
+    per_item = False
+
+    def __init__(self, path, overwrite):
+        self.path, self.overwrite = Path(path), overwrite
+
+    def __call__(self, regions):
+        from florin.errors import OutputExistsError
+
+        if self.path.exists() and not self.overwrite:
+            raise OutputExistsError(f"output {os.fspath(self.path)!r} already exists; pass --overwrite to replace it")
+        regions.to_csv(self.path)
+        return regions
+
+
+def build_segment_pipeline(
+    *,
+    output,
+    shape=None,
+    threshold=0.25,
+    polarity="dark",
+    tile=None,
+    stride=None,
+    executor="serial",
+    workers=None,
+    min_size=64,
+    connectivity=1,
+    classes=(),
+    objects=None,
+    mask=None,
+    overwrite=False,
+):
+    """The classic FLoRIN pipeline as the CLI runs it.
+
+    load -> [tile ->] NDNT -> binary opening [-> join] -> remove small objects ->
+    label -> (regionprops -> classify -> reconstruct) -> save.
+    Without classes the output is the instance label volume, with classes the
+    class-label volume.
+    """
+    import florin
+    import florin.conncomp as conncomp
+    import florin.morphology as morphology
+    import florin.thresholding as thresholding
+    from florin.cli.commands import with_executor
+
+    per_voxel = [
+        thresholding.ndnt(shape=shape, threshold=threshold, polarity=polarity),
+        morphology.binary_opening(),
+    ]
+    steps = [florin.load()]
+    if tile is not None or executor != "serial":
+        steps += [florin.tile(shape=tile, stride=stride), with_executor(florin.Serial(*per_voxel), executor, workers)]
+    else:
+        steps += per_voxel
+    if mask is not None:
+        steps.append(florin.save(mask, overwrite=overwrite))
+    steps += [
+        morphology.remove_small_objects(min_size=min_size, connectivity=connectivity),
+        conncomp.label(connectivity=connectivity),
+    ]
+    if not classes:
+        steps.append(florin.save(output, overwrite=overwrite))
+    if classes or objects is not None:
+        steps.append(conncomp.regionprops(intensity="input"))
+    if classes:
+        steps.append(florin.classify(*classes))
+    if objects is not None:
+        steps.append(_SaveObjects(objects, overwrite))
+    if classes:
+        steps += [florin.reconstruct(), florin.save(output, overwrite=overwrite)]
+    return florin.Serial(*steps)
+
+
+def _default_tile(shape, workers):
+    """Slabs along the first axis: two per worker, so workers stay busy."""
+    n = max(2, 2 * (workers or os.cpu_count() or 1))
+    first = max(1, math.ceil(shape[0] / n))
+    return (first, *shape[1:])
+
+
+def segment(
+    input: Path = typer.Argument(..., help="Input volume (TIFF, NPY, HDF5, ... see `florin formats`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output volume: labels, or classes with --class."),
+    shape: str = typer.Option(None, "--shape", help="NDNT neighbourhood, e.g. 10,64,64 (default: volume/8)."),
+    threshold: float = typer.Option(0.25, "--threshold", "-t", help="NDNT threshold: fraction [0,1] or percent (1,100]."),
+    polarity: str = typer.Option("dark", "--polarity", help="Foreground is 'dark' or 'bright' vs. its neighbourhood."),
+    tile: str = typer.Option(None, "--tile", help="Tile shape, e.g. 10,64,64 (default: whole volume when serial)."),
+    stride: str = typer.Option(None, "--stride", help="Tile stride (default: the tile shape)."),
+    executor: str = typer.Option("serial", "--executor", "-e", help="serial, multithread, multiprocess, mpi, ..."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers for the executor."),
+    min_size: int = typer.Option(64, "--min-size", min=0, help="Remove objects smaller than this (voxels)."),
+    connectivity: int = typer.Option(1, "--connectivity", min=1, help="1 = faces ... ndim = full."),
+    classes: list[str] = typer.Option(None, "--class", help="Class rule 'name:prop=lo..hi,...' (repeat; first match wins)."),
+    classes_file: Path = typer.Option(None, "--classes", help="TOML file of [[class]] tables (name + bounds)."),
+    objects: Path = typer.Option(None, "--objects", help="Write the objects table (CSV)."),
+    mask: Path = typer.Option(None, "--mask", help="Also write the binary segmentation."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+):
+    """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
+    from florin.io import read
+    from florin.registry import get_registry
+
+    if not input.exists():
+        raise InputFileError(f"input {os.fspath(input)!r} does not exist")
+    for out in filter(None, (output, mask, objects)):
+        if out.exists() and os.path.samefile(out, input):
+            raise ParameterError(f"output {os.fspath(out)!r} is the input; choose another path")
+        if out.exists() and not overwrite:
+            raise ParameterError(f"output {os.fspath(out)!r} already exists; pass --overwrite to replace it")
+    for out in filter(None, (output, mask)):
+        get_registry().format_for_path(out)
+    if objects is not None and objects.suffix.lower() != ".csv":
+        raise ParameterError(f"--objects must be a .csv file, got {os.fspath(objects)!r}")
+    if polarity not in ("dark", "bright"):
+        raise ParameterError(f"--polarity must be 'dark' or 'bright', got {polarity!r}")
+    if not (0 <= threshold <= 100):
+        raise ParameterError(f"--threshold must be a fraction in [0, 1] or a percentage in (1, 100], got {threshold}")
+    get_registry().executor(executor)
+    rules = [parse_class(c) for c in classes or ()]
+    if classes_file is not None:
+        rules += _classes_from_file(classes_file)
+    vol = read(input)
+    tile_shape = parse_ints(tile, "--tile")
+    if tile_shape is None and executor != "serial":
+        tile_shape = _default_tile(vol.shape, workers)
+    pipeline = build_segment_pipeline(
+        output=output, shape=parse_ints(shape, "--shape"), threshold=threshold, polarity=polarity,
+        tile=tile_shape, stride=parse_ints(stride, "--stride"), executor=executor, workers=workers,
+        min_size=min_size, connectivity=connectivity, classes=rules, objects=objects, mask=mask, overwrite=overwrite,
+    )
+    start = time.perf_counter()
+    result = _run_with_report(pipeline, input)
+    typer.echo(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}", err=True)
+    return result
+
+
+def _run_with_report(pipeline, data):
+    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings."""
+    from florin import _run
+
+    progress = _progress()
+    with _run.observe(progress=progress) as observer:
+        if progress is not None:
+            progress.start()
+        try:
+            result = pipeline(data) if data is not None else pipeline()
+        finally:
+            if progress is not None:
+                progress.stop()
+    _report_timings(observer.timings)
+    return result
+
+
+def _progress():
+    """A rich progress display on stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:  # pragma: no cover
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def _report_timings(timings):
+    import logging
+
+    log = logging.getLogger("florin")
+    if timings:
+        width = max(len(k) for k in timings)
+        log.info("time per step:")
+        for name, seconds in timings.items():
+            log.info(f"  {name:<{width}}  {seconds:8.2f} s")
+
+
+def dice(a, b) -> float:
+    """Dice coefficient of two masks."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+
+
+def class_accuracy(true_labels, true_classes_of_objects, predicted_classes) -> float:
+    """Fraction of true objects whose majority predicted class (over their voxels) is their true class."""
+    true_labels = np.asarray(true_labels)
+    predicted = np.asarray(predicted_classes)
+    n = int(true_labels.max())
+    if n == 0:
+        return 1.0
+    counts = np.zeros((n + 1, int(predicted.max()) + 1), np.int64)
+    np.add.at(counts, (true_labels.ravel(), predicted.ravel()), 1)
+    majority = counts[1:, 1:].argmax(axis=1) + 1
+    majority[counts[1:, 1:].sum(axis=1) == 0] = 0
+    return float(np.mean(majority == np.asarray(true_classes_of_objects)))
+
+
+def demo(
+    directory: Path = typer.Argument(Path("florin-demo"), help="Where to write the demo outputs."),
+    size: str = typer.Option("48,192,192", "--size", help="Phantom shape z,y,x."),
+    executor: str = typer.Option("serial", "--executor", "-e", help="Executor for the tiles and the classification."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers for the executor."),
+    seed: int = typer.Option(0, "--seed", help="Phantom seed."),
+):
+    """Generate a phantom, run the seed's weak-classification pipeline on it and report accuracy."""
+    import florin
+    import florin.conncomp as conncomp
+    import florin.morphology as morphology
+    import florin.thresholding as thresholding
+    from florin.cli.commands import with_executor
+    from florin.data import PHANTOM_CLASSES, phantom
+    from florin.preview import save_preview
+    from florin.reconstruction import class_table
+
+    shape = parse_ints(size, "--size")
+    if not isinstance(shape, tuple) or len(shape) != 3:
+        raise ParameterError(f"--size must be three integers z,y,x, got {size!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    sample = phantom(shape, seed=seed)
+    volume_path = directory / "volume.tif"
+    florin.io.write(volume_path, florin.as_volume(sample.image, spacing=(1.0, 0.5, 0.5), units="um"), overwrite=True)
+
+    def parallel(*steps):
+        return with_executor(florin.Serial(*steps), executor, workers)
+
+    pipeline = florin.Serial(
+        florin.load(volume_path),
+        florin.tile(shape=(10, 64, 64), stride=(10, 32, 32)),
+        parallel(thresholding.ndnt(shape=(10, 64, 64), threshold=0.3), morphology.binary_opening()),
+        florin.save(directory / "segmented.tiff", overwrite=True),
+        conncomp.label(),
+        morphology.remove_small_holes(min_size=20),
+        conncomp.regionprops(intensity="input"),
+        parallel(florin.classify(*(florin.bounds_classifier(n, **b) for n, b in PHANTOM_CLASSES))),
+        _SaveObjects(directory / "objects.csv", overwrite=True),
+        florin.reconstruct(),
+        florin.save(directory / "labeled.tiff", overwrite=True),
+    )
+    classes = _run_with_report(pipeline, None)
+    segmented = florin.io.read(directory / "segmented.tiff").values
+    save_preview(directory / "preview.png", sample.image, classes.values, title="phantom with classes")
+    save_preview(directory / "segmented.png", sample.image, segmented.astype(np.uint8), title="NDNT segmentation")
+    elapsed = time.perf_counter() - start
+
+    table = class_table(classes)
+    values = classes.values
+    typer.echo(f"florin demo: phantom {shape}, executor {executor}, {elapsed:.1f} s")
+    for cid, name in sorted(table.items()):
+        n_true = int(np.sum(sample.object_classes == cid))
+        typer.echo(f"  {name:<12} {n_true:4d} true objects, {int(np.sum(values == cid)):8d} voxels")
+    typer.echo(f"  foreground Dice vs. ground truth: {dice(segmented, sample.labels > 0):.3f}")
+    typer.echo(f"  objects with their true class:    "
+               f"{100 * class_accuracy(sample.labels, sample.object_classes, values):.1f}%")
+    typer.echo(f"  outputs in {directory}/: volume.tif segmented.tiff labeled.tiff objects.csv preview.png segmented.png")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``segment`` and ``demo`` to ``app``."""
+    from florin.registry import get_registry
+
+    reg = get_registry()
+    for func in (segment, demo):
+        app.command(name=func.__name__)(func)
+        reg.note_command(func.__name__)
