@@ -77,7 +77,9 @@ def main(argv=None) -> int:
     except click.ClickException as exc:
         if debug:
             raise
-        exc.show()
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"florin: error: {_one_line(exc.format_message())}{where}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("florin: interrupted", err=True)
