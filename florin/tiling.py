@@ -164,6 +164,11 @@ def join(tiles=None, *, like=None, out=None):
         infos.append(info)
     full_shape = infos[0].full_shape
     first = tiles[0]
+    if "florin_labels" in getattr(first, "attrs", {}):
+        # Tiles labelled by conncomp.label(): merge their labels across tile boundaries.
+        from florin.conncomp import join_labels
+
+        return join_labels(tiles, infos, like=like, out=out)
     if out is None:
         out = np.empty(full_shape, dtype=np.asarray(first).dtype if not hasattr(first, "dtype") else first.dtype)
     for t, info in zip(tiles, infos, strict=True):

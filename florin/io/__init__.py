@@ -181,12 +181,16 @@ class Load:
         source = self.path if self.path is not None else data
         if source is None:
             raise ParameterError("load() has no input: give it a path, or call the pipeline with a path or array")
+        state = _run.current()
         if isinstance(source, str | os.PathLike):
-            state = _run.current()
             if state is not None:
                 state.add_input(source)
-            return read(source, format=self.format, **self.options)
-        return as_volume(source)
+            volume = read(source, format=self.format, **self.options)
+        else:
+            volume = as_volume(source)
+        if state is not None:
+            state.set_input(volume)
+        return volume
 
     def to_spec(self) -> dict:
         """This step as a pipeline-file table."""

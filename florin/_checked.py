@@ -1,0 +1,37 @@
+"""Florinated factories that also check parameter values when a pipeline is built."""
+
+from __future__ import annotations
+
+from florin.operators import Florinated
+
+__all__ = ["Checked"]
+
+
+class Checked(Florinated):
+    """A florinated factory whose ``check(params)`` runs when parameters are bound.
+
+    ``florinate`` checks names against the signature; ``check`` gets the bound
+    parameters with defaults filled in and raises a :class:`florin.errors.FlorinError`
+    for a bad value, so the mistake surfaces when the pipeline is built, not
+    halfway through a run. ``data_types`` are the non-image data the function
+    takes first (regions), so that ``factory(data, ...)`` applies it directly
+    as it does for images. Instances must be module-level names (they pickle
+    by reference, like functions).
+    """
+
+    def __init__(self, func, *, check, data_types=(), **kwargs):
+        super().__init__(func, **kwargs)
+        self.check = check
+        self.data_types = tuple(data_types)
+
+    def __call__(self, *args, **kwargs):
+        # ``op(regions)`` applies at once when the first argument is data of
+        # one of ``data_types`` (besides images, which florinate recognises).
+        if args and self.data_types and isinstance(args[0], self.data_types):
+            return self.bind(*args[1:], **kwargs)(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def bind(self, *args, **kwargs):
+        op = super().bind(*args, **kwargs)
+        self.check(op.params())
+        return op

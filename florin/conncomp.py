@@ -1,0 +1,375 @@
+"""Connected components and region properties of segmented volumes.
+
+``label`` numbers the connected components of a mask; ``regionprops`` measures
+every labelled object and returns a :class:`~florin.regions.Regions`
+collection, which pipelines map per-object steps (such as
+:func:`florin.classify`) over. Both wrap the plain-array engines of
+:mod:`florin._kernels.label` and :mod:`florin._kernels.regions`.
+
+Tiled labeling
+--------------
+Inside a pipeline over tiles (``Serial(tile(...), Multithread(ndnt(...),
+label()))``) each tile labels its *core* only (the voxels it owns; the halo
+around it is context for the steps before, and is not exact for them), and
+marks its result with ``attrs['florin_labels']``. When the tiles are joined,
+:func:`join_labels` gives every tile's labels a distinct range, unions the
+labels that touch across tile faces, edges and corners (same connectivity) and
+renumbers them in raster order of their first voxel: the joined volume is
+*identical* to ``label`` of the whole volume. Steps after ``label`` inside
+the tiled pipeline must not change the labels.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from florin import _run, tilemeta
+from florin._checked import Checked
+from florin._kernels import label as _klabel
+from florin._kernels.regions import combine_stats, region_stats
+from florin.errors import ParameterError, PipelineError
+from florin.regions import Regions
+from florin.volume import as_volume, like
+
+__all__ = ["LABELS_KEY", "Regions", "join_labels", "label", "regionprops"]
+
+LABELS_KEY = "florin_labels"
+"""Key in a labelled tile's attrs of its :class:`LabelTile` (marks tiles join must merge)."""
+
+_SLAB_VOXELS = 1 << 26  # lazy volumes are measured in slabs of about this many voxels
+
+
+@dataclass(frozen=True)
+class LabelTile:
+    """What join needs to merge one tile's labels with its neighbours'.
+
+    Attributes
+    ----------
+    n : int
+        Number of labels in the tile's core (``1..n``).
+    connectivity : int
+        Connectivity the tile was labelled with.
+    first : numpy.ndarray
+        ``(n,)`` full-volume raster index of the first voxel of each label.
+    """
+
+    n: int
+    connectivity: int
+    first: np.ndarray
+
+
+def _check_connectivity(connectivity, ndim=None):
+    if isinstance(connectivity, bool) or not isinstance(connectivity, numbers.Integral) or connectivity < 1:
+        raise ParameterError(f"label(): connectivity must be an integer >= 1, got {connectivity!r}")
+    if ndim is not None and connectivity > max(ndim, 1):
+        raise ParameterError(
+            f"label(): connectivity must be between 1 and {max(ndim, 1)} for a {ndim}-D volume, got {connectivity}"
+        )
+    return int(connectivity)
+
+
+def _mask_of(vol):
+    data = vol.data if isinstance(vol.data, np.ndarray) else np.asarray(vol)
+    if data.dtype.kind not in "biuf":
+        raise ParameterError(f"label() needs a binary mask (bool or numbers, nonzero = foreground), got {data.dtype}")
+    return data
+
+
+def _label(image, connectivity=1):
+    """Label the connected components of a binary volume.
+
+    Nonzero voxels are foreground. Components are numbered ``1..N`` in raster
+    order of their first voxel (exactly as :func:`scipy.ndimage.label`), 0 is
+    background. Inside a pipeline over tiles, each tile is labelled and the
+    labels are merged across tiles when they are joined, with the same result
+    as labelling the whole volume.
+
+    Parameters
+    ----------
+    image : array_like or xarray.DataArray
+        Binary volume (any dimension >= 1).
+    connectivity : int
+        ``1`` (default) joins voxels that share a face (6-connectivity in 3-D),
+        up to ``ndim``, which also joins voxels that share an edge or a corner
+        (26-connectivity in 3-D): voxels are neighbours when their offset has at
+        most ``connectivity`` nonzero components.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``uint32`` labels (``uint64`` for volumes of more than 2**32 - 1
+        voxels) with the input's dims, coords and attrs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.array([[1, 1, 0, 0],
+    ...                  [0, 0, 1, 0],
+    ...                  [1, 0, 0, 1]], bool)
+    >>> label(mask).values
+    array([[1, 1, 0, 0],
+           [0, 0, 2, 0],
+           [3, 0, 0, 4]], dtype=uint32)
+    >>> int(label(mask, connectivity=2).values.max())
+    2
+    """
+    vol = as_volume(image)
+    connectivity = _check_connectivity(connectivity, vol.ndim)
+    info = tilemeta.info_of(vol)
+    data = _mask_of(vol)
+    if info is None:
+        labels, _ = _klabel.label(data, connectivity)
+        return like(labels, vol)
+    # A tile: label its core only; join merges the cores (see join_labels).
+    local, n = _klabel.label(data[info.core_in_tile], connectivity)
+    dtype = _klabel.label_dtype(math.prod(info.full_shape))
+    if tuple(data.shape) == tuple(info.core_shape):
+        out = local.astype(dtype, copy=False)
+    else:
+        out = np.zeros(data.shape, dtype)
+        out[info.core_in_tile] = local
+    first = _klabel.first_flat_index(local, n, origin=info.origin, shape=info.full_shape)
+    result = like(out, vol)
+    result.attrs[LABELS_KEY] = LabelTile(int(n), connectivity, first)
+    return result
+
+
+def _label_params(params):
+    _check_connectivity(params["connectivity"])
+
+
+_label.__name__ = _label.__qualname__ = "label"
+label = Checked(_label, check=_label_params)
+
+
+def _core(tile, info):
+    shape = tuple(tile.shape)
+    if shape == tuple(info.core_shape):
+        return tile
+    if shape == info.tile_shape:
+        return tile[info.core_in_tile]
+    raise PipelineError(
+        f"tile at origin {info.origin} has shape {shape}, expected {info.tile_shape}: "
+        "steps inside a tiled pipeline must keep the tile's shape",
+        origin=info.origin,
+    )
+
+
+def join_labels(tiles, infos, *, like=None, out=None):
+    """Join tiles labelled by :func:`label`, merging labels across tiles.
+
+    Called by :func:`florin.join` for tiles that carry ``attrs['florin_labels']``.
+    Each tile's labels get a distinct range (provisional ids), the pairs of ids
+    that touch across every tile boundary hyperplane are unioned with the
+    connectivity the tiles were labelled with (faces, edges and corners), and
+    components are renumbered ``1..N`` in raster order of their first voxel,
+    so the result is identical to labelling the whole volume.
+
+    Parameters
+    ----------
+    tiles : list of xarray.DataArray
+        Labelled tiles, whole or cropped to their cores.
+    infos : list of TileInfo
+        Their tile metadata, in the same order.
+    like : xarray.DataArray, optional
+        Volume whose dims and coords the result takes.
+    out : array_like, optional
+        Where to write (e.g. an on-disk dataset); allocated when omitted.
+
+    Returns
+    -------
+    xarray.DataArray
+    """
+    from florin.tiling import _wrap_joined
+
+    metas = [t.attrs.get(LABELS_KEY) for t in tiles]
+    if any(m is None for m in metas):
+        raise PipelineError("join got a mix of labelled and unlabelled tiles; label every tile or none")
+    connectivity = {m.connectivity for m in metas}
+    if len(connectivity) != 1:
+        raise PipelineError(f"tiles were labelled with different connectivities {sorted(connectivity)}")
+    connectivity = connectivity.pop()
+    full_shape = tuple(infos[0].full_shape)
+    dtype = _klabel.label_dtype(math.prod(full_shape))
+    if out is None:
+        out = np.zeros(full_shape, dtype)
+    # 1. provisional ids: tile t's labels shifted by the labels of the tiles before it
+    base = 0
+    firsts = []
+    for t, info, meta in zip(tiles, infos, metas, strict=True):
+        core = np.asarray(_core(t, info))
+        if base:
+            core = np.where(core != 0, core.astype(dtype) + dtype.type(base), dtype.type(0))
+        out[info.core_slices] = core
+        firsts.append(np.asarray(meta.first, np.int64))
+        base += meta.n
+    n_prov = base
+    # 2. pairs across every tile boundary hyperplane (covers faces, edges and corners)
+    pairs = [np.zeros((0, 2), np.uint64)]
+    ndim = len(full_shape)
+    for axis in range(ndim):
+        for e in sorted({info.origin[axis] for info in infos if info.origin[axis] > 0}):
+            lo = (slice(None),) * axis + (e - 1,)
+            hi = (slice(None),) * axis + (e,)
+            pairs.append(_klabel.boundary_pairs(np.asarray(out[lo]), np.asarray(out[hi]), connectivity))
+    # 3. union-find, then renumber in raster order of first voxels
+    relabel = _klabel.merge_pairs(np.concatenate(pairs), n_prov)
+    first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+    relabel = _klabel.renumber_by_first_voxel(relabel, first).astype(dtype, copy=False)
+    for info in infos:
+        out[info.core_slices] = relabel[np.asarray(out[info.core_slices])]
+    result = _wrap_joined(out, like, tiles[0])
+    result.attrs.pop(LABELS_KEY, None)
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# region properties
+# ----------------------------------------------------------------------------------------
+
+
+def _resolve_intensity(intensity, labels):
+    if intensity is None:
+        return None
+    if isinstance(intensity, str) and intensity == "input":
+        state = _run.current()
+        volume = getattr(state, "input", None) if state is not None else None
+        if volume is None:
+            raise ParameterError(
+                "regionprops(intensity='input') measures the volume the pipeline started from, "
+                "but no pipeline run has an input here; pass the intensity image itself"
+            )
+        intensity = volume
+    elif isinstance(intensity, str | os.PathLike):
+        from florin.io import read
+
+        intensity = read(intensity)
+    vol = as_volume(intensity)
+    if tuple(vol.shape) != tuple(labels.shape):
+        raise ParameterError(
+            f"regionprops(): the intensity image has shape {tuple(vol.shape)} but the labels have "
+            f"{tuple(labels.shape)}; they must match voxel for voxel"
+        )
+    if vol.dtype.kind not in "biuf":
+        raise ParameterError(f"regionprops(): the intensity image must be real-valued, got {vol.dtype}")
+    return vol
+
+
+def _stats(labels, intensity, slab):
+    """region_stats of the whole volume, or of slabs combined with combine_stats."""
+    in_memory = isinstance(labels.data, np.ndarray) and (intensity is None or isinstance(intensity.data, np.ndarray))
+    nz = labels.shape[0] if labels.ndim else 1
+    if slab is None:
+        if in_memory:
+            slab = nz
+        else:
+            per_slice = max(math.prod(labels.shape[1:]), 1)
+            slab = max(1, _SLAB_VOXELS // per_slice)
+    total = None
+    for start in range(0, nz, slab):
+        sl = slice(start, min(start + slab, nz))
+        part = np.asarray(labels[sl]) if slab < nz else np.asarray(labels)
+        if part.size == 0:
+            continue
+        if not np.issubdtype(part.dtype, np.integer):
+            raise ParameterError(
+                f"regionprops() needs an integer label volume, got {part.dtype}; "
+                "label a mask first with florin.conncomp.label()"
+            )
+        n = int(part.max())
+        if np.issubdtype(part.dtype, np.signedinteger) and int(part.min()) < 0:
+            raise ParameterError("regionprops(): labels must be >= 0 (0 is background)")
+        img = None
+        if intensity is not None:
+            img = np.asarray(intensity[sl]) if slab < nz else np.asarray(intensity)
+        origin = (start,) + (0,) * (labels.ndim - 1)
+        stats = region_stats(part, n, img, origin=origin)
+        total = stats if total is None else combine_stats(total, stats)
+    if total is None:
+        total = region_stats(
+            np.zeros((1,) * labels.ndim, np.uint8), 0, None if intensity is None else np.zeros((1,) * labels.ndim)
+        )
+    return total
+
+
+def _regionprops(image, intensity=None, *, slab=None):
+    """Measure every labelled object of a label volume.
+
+    The statistics are computed in one vectorized pass over the volume
+    (:func:`florin._kernels.regions.region_stats`), not with a Python loop per
+    object. A volume that is not in memory (memory-mapped, on disk, dask) is
+    measured in slabs along its first axis whose statistics are aggregated
+    (:func:`~florin._kernels.regions.combine_stats`), so it never has to fit
+    in memory.
+
+    Parameters
+    ----------
+    image : array_like or xarray.DataArray
+        Label volume (integers, 0 = background), e.g. from :func:`label`.
+    intensity : None, array_like, xarray.DataArray, str or path-like
+        Intensity image for ``intensity_mean``/``_min``/``_max``/``_sum``:
+        an array of the labels' shape, a file to read, or ``'input'``: the
+        volume the running pipeline started from (what ``florin.load()`` read
+        or the array the pipeline was called with).
+    slab : int, optional
+        First-axis slices measured at a time. Default: all at once for volumes
+        in memory, about 2**26 voxels otherwise.
+
+    Returns
+    -------
+    Regions
+        A collection of :class:`~florin.regions.Region` objects, one per
+        label present, in label order. Each region has ``label``, ``area``
+        (voxels), ``bbox`` (mins then exclusive maxes, as scikit-image),
+        ``depth``/``height``/``width`` (extents along the last three axes;
+        2-D: ``height``/``width``), ``centroid`` (voxels), ``physical_volume``
+        and ``physical_centroid`` (from the voxel spacing, see
+        :func:`florin.get_spacing`) and, with an intensity image,
+        ``intensity_mean``, ``intensity_min``, ``intensity_max`` and
+        ``intensity_sum``. See :class:`~florin.regions.Regions` for the table,
+        ``to_dataframe()`` and ``to_csv()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([[1, 1, 0],
+    ...                    [0, 2, 2],
+    ...                    [0, 0, 2]])
+    >>> regions = regionprops(labels)
+    >>> len(regions), regions[1].area, regions[1].bbox, regions[1].height
+    (2, 3, (1, 1, 3, 3), 2)
+    >>> regions.to_dataframe()[["label", "area", "width"]]
+       label  area  width
+    0      1     2      2
+    1      2     3      2
+    """
+    vol = as_volume(image)
+    if vol.ndim == 0:
+        raise ParameterError("regionprops() needs a label volume with at least one dimension")
+    if slab is not None and (isinstance(slab, bool) or not isinstance(slab, numbers.Integral) or slab < 1):
+        raise ParameterError(f"regionprops(): slab must be an integer >= 1, got {slab!r}")
+    intensity = _resolve_intensity(intensity, vol)
+    if vol.dtype == bool:
+        raise ParameterError(
+            "regionprops() needs an integer label volume, got a mask; label it first with florin.conncomp.label()"
+        )
+    stats = _stats(vol, intensity, slab)
+    return Regions.from_stats(stats, vol)
+
+
+def _regionprops_params(params):
+    intensity = params["intensity"]
+    if intensity is None or isinstance(intensity, str | os.PathLike) or hasattr(intensity, "shape"):
+        return
+    raise ParameterError(
+        f"regionprops(): intensity must be None, 'input', a path or an image array, got {type(intensity).__name__}"
+    )
+
+
+_regionprops.__name__ = _regionprops.__qualname__ = "regionprops"
+regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False)
