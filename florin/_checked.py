@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from florin.operators import Florinated
+from florin.operators import Florinated, Operator
 
-__all__ = ["Checked"]
+__all__ = ["Checked", "SpecOperator"]
+
+
+class SpecOperator(Operator):
+    """A bound operator that describes itself for pipeline files (``to_spec``)."""
+
+    def to_spec(self) -> dict:
+        return self.factory.spec(self)
 
 
 class Checked(Florinated):
@@ -15,14 +22,20 @@ class Checked(Florinated):
     for a bad value, so the mistake surfaces when the pipeline is built, not
     halfway through a run. ``data_types`` are the non-image data the function
     takes first (regions), so that ``factory(data, ...)`` applies it directly
-    as it does for images. Instances must be module-level names (they pickle
+    as it does for images. ``spec(op)`` and ``from_spec(entry)`` describe a
+    bound step as a pipeline-file table and build it back (see
+    :mod:`florin.pipeline_file`), for steps whose parameters are not plain
+    data. Instances must be module-level names (they pickle
     by reference, like functions).
     """
 
-    def __init__(self, func, *, check, data_types=(), **kwargs):
+    def __init__(self, func, *, check, data_types=(), spec=None, from_spec=None, **kwargs):
         super().__init__(func, **kwargs)
         self.check = check
         self.data_types = tuple(data_types)
+        self.spec = spec
+        if from_spec is not None:
+            self.from_spec = from_spec
 
     def __call__(self, *args, **kwargs):
         # ``op(regions)`` applies at once when the first argument is data of
@@ -34,4 +47,6 @@ class Checked(Florinated):
     def bind(self, *args, **kwargs):
         op = super().bind(*args, **kwargs)
         self.check(op.params())
+        if self.spec is not None:
+            op = SpecOperator(self, op.args, op.kwargs)
         return op

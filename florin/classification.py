@@ -299,5 +299,53 @@ def _classify_params(params):
             )
 
 
+def _classify_spec(op) -> dict:
+    """``classify(...)`` as a pipeline-file table: ``{'op': 'classify', 'classes': [{'name': ..., bounds...}]}``."""
+    classes = []
+    for c in _flatten(op.args):
+        if not isinstance(c, BoundsClassifier):
+            raise ClassificationError(
+                f"classify(): {c!r} cannot be written to a pipeline file (only bounds classifiers)"
+            )
+        entry = {"name": c.name}
+        for prop, (lo, hi) in c.bounds.items():
+            # TOML has no null: an open upper end is inf, an open lower end a scalar (upper bound)
+            entry[prop] = hi if lo is None else [lo, math.inf if hi is None else hi]
+        classes.append(entry)
+    return {"op": "classify", "classes": classes}
+
+
+def _classify_from_spec(entry) -> object:
+    """Build ``classify(...)`` from a pipeline-file table made by :func:`_classify_spec`.
+
+    Examples
+    --------
+    >>> step = classify.from_spec({"classes": [{"name": "cell", "area": [100, 300]}, {"name": "other"}]})
+    >>> step.to_spec()
+    {'op': 'classify', 'classes': [{'name': 'cell', 'area': [100, 300]}, {'name': 'other'}]}
+    """
+    entry = dict(entry)
+    classes = entry.pop("classes", None)
+    if entry:
+        raise ClassificationError(f"classify: unknown keys {sorted(entry)} (a classify step has only `classes`)")
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and "name" in c for c in classes):
+        raise ClassificationError(
+            "classify: `classes` must be a list of tables with a `name` and bounds, "
+            "e.g. classes = [{name = 'cell', area = [100, 300]}, {name = 'vasculature'}]"
+        )
+    classifiers = []
+    for c in classes:
+        c = dict(c)
+        name = c.pop("name")
+        classifiers.append(bounds_classifier(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}))
+    return classify(*classifiers)
+
+
 _classify.__name__ = _classify.__qualname__ = "classify"
-classify = Checked(_classify, check=_classify_params, data_types=(Region, Regions))
+classify = Checked(
+    _classify,
+    check=_classify_params,
+    data_types=(Region, Regions),
+    spec=_classify_spec,
+    from_spec=_classify_from_spec,
+)

@@ -145,7 +145,19 @@ def _reconstruct_params(params):
 
 
 _reconstruct.__name__ = _reconstruct.__qualname__ = "reconstruct"
-reconstruct = Checked(_reconstruct, check=_reconstruct_params, data_types=(Regions,), per_item=False)
+
+
+def _reconstruct_spec(op) -> dict:
+    spec = {"op": "reconstruct"}
+    dtype = op.params()["dtype"]
+    if dtype is not None:
+        spec["dtype"] = np.dtype(dtype).name
+    return spec
+
+
+reconstruct = Checked(
+    _reconstruct, check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec
+)
 
 
 def render(classes, *, colors=None, background=(0, 0, 0)):

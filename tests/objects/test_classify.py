@@ -157,3 +157,21 @@ def test_mapped_over_regions_under_every_executor(executor, regions):
 def test_classify_needs_regions():
     with pytest.raises(ClassificationError, match="regionprops"):
         florin.classify(florin.bounds_classifier("a"))(np.zeros((2, 2)))
+
+
+def test_pipeline_file_round_trip(regions):
+    step = florin.classify(
+        florin.bounds_classifier("cell", area=(5, 40), depth=3),
+        florin.bounds_classifier("big", area=(41, None)),
+        florin.bounds_classifier("rest"),
+    )
+    pipeline = florin.Serial(conncomp.regionprops(), florin.Serial(step), florin.reconstruct(dtype="uint16"))
+    text = pipeline.to_toml()
+    assert 'op = "classify"' in text and 'op = "reconstruct"' in text
+    again = florin.Pipeline.from_toml(text)
+    assert again.to_toml() == text
+    result = again(regions.labels)
+    assert result.dtype == np.uint16 and result.attrs["classes"] == {"1": "cell", "2": "big", "3": "rest"}
+    np.testing.assert_array_equal(result.values, pipeline(regions.labels).values)
+    with pytest.raises(ClassificationError, match="classes"):
+        florin.classify.from_spec({"classes": "cell"})
