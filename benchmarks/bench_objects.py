@@ -17,12 +17,17 @@ both florin paths; ratios are relative to the public API path).
 Times are the best of ``--repeat`` runs after a warm-up (scikit-image: one run,
 it is slow). ``--small`` runs on (20, 256, 256) for a quick check.
 
-    python benchmarks/bench_objects.py [--small] [--repeat N] [--connectivity 1|2|3]
+    python benchmarks/bench_objects.py [--small] [--repeat N] [--connectivity 1|2|3] [--json PATH]
+
+``--json PATH`` also writes the results in the benchmarks' common format (see
+``docs/_scripts/plot_benchmarks.py``), from which the docs' performance page
+draws its plot.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -90,6 +95,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--connectivity", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--no-skimage", action="store_true", help="skip scikit-image (slow)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     shape = (20, 256, 256) if args.small else (100, 512, 512)
     c = args.connectivity
@@ -142,6 +148,16 @@ def main(argv=None):
             speedup = t / t_ours
             verdict = "met" if speedup >= goals[peer] else "NOT met"
             print(f"{ours} speed-up over {peer}: {speedup:.2f}x (goal >= {goals[peer]:.2f}x: {verdict})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "benchmark": "objects",
+                "title": "Connected components + region statistics",
+                "config": {"shape": list(shape), "connectivity": c, "objects": int(n),
+                           "threads": numba.get_num_threads(), "cpus": os.cpu_count()},
+                "results": [{"name": name, "seconds": t, "objects": int(count)} for name, t, count in rows],
+                "baseline": rows[0][0],
+            }, f, indent=2)
 
 
 if __name__ == "__main__":

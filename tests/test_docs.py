@@ -1,0 +1,150 @@
+"""The documentation: it builds with warnings as errors, and its code runs.
+
+- the Sphinx site in docs/ builds with ``-W`` (API reference from the numpydoc
+  docstrings, CLI reference from the typer app);
+- every ``pycon`` snippet in the docs' Markdown pages runs as a doctest;
+- the README's Python example runs, and its set-up commands point at what exists;
+- every example script is shown on some docs page.
+
+Docstring examples of the package run through ``--doctest-modules`` (pyproject).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+DOC_TOOLS = ("sphinx", "furo", "numpydoc", "myst_parser")
+
+
+def _markdown_pages():
+    return sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
+
+
+def _fenced(text: str, language: str) -> list[tuple[int, str]]:
+    """(line number, body) of every ```language fenced block."""
+    blocks = []
+    for match in re.finditer(rf"^```{language}[ \t]*\n(.*?)^```[ \t]*$", text, flags=re.S | re.M):
+        blocks.append((text.count("\n", 0, match.start()) + 1, match.group(1)))
+    return blocks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_docs_build_without_warnings(tmp_path):
+    missing = [m for m in DOC_TOOLS if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"documentation tools not installed: {', '.join(missing)} (pip install sphinx furo numpydoc "
+                    "myst-parser)")
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+           "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=280, env=env)
+    assert proc.returncode == 0, f"docs build failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-10000:]}"
+    html = tmp_path / "html"
+    for page in ("index", "getting-started", "cli", "api/index", "api/florin", "performance",
+                 "examples/weak-classification", "concepts/halos-and-exact-tiling"):
+        assert (html / f"{page}.html").exists(), f"{page}.html missing"
+    cli = (html / "cli.html").read_text()
+    for command in ("florin info", "florin run", "florin plugins"):
+        assert command in cli, f"the CLI reference does not show `{command}`"
+    assert "thresholding.ndnt" in (html / "api" / "florin.thresholding.html").read_text()
+
+
+@pytest.mark.parametrize("page", [p.relative_to(DOCS).as_posix() for p in _markdown_pages()
+                                  if _fenced(p.read_text(), "pycon")])
+def test_markdown_snippets_run(page, tmp_path, monkeypatch):
+    """```pycon blocks of a page run in order in one namespace, as doctests."""
+    monkeypatch.chdir(tmp_path)
+    text = (DOCS / page).read_text()
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    globs: dict = {}
+    report: list[str] = []
+    for line, body in _fenced(text, "pycon"):
+        test = parser.get_doctest(body, globs, f"{page}:{line}", str(DOCS / page), line)
+        runner.run(test, out=report.append, clear_globs=False)
+        globs = test.globs  # later blocks see what earlier ones defined
+    assert runner.summarize(verbose=False).failed == 0, "".join(report)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python example runs on a volume.tif in the working directory."""
+    import numpy as np
+
+    import florin
+    from florin.data import phantom
+
+    blocks = _fenced((ROOT / "README.md").read_text(), "python")
+    assert blocks, "README.md has no Python example"
+    code = blocks[0][1]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12, "keep the README example short"
+    monkeypatch.chdir(tmp_path)
+    florin.io.write("volume.tif", phantom((16, 96, 96), seed=3).image)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert os.path.exists("segmented.tiff")
+    assert np.asarray(florin.io.read("segmented.tiff")).any()
+
+
+def test_readme_setup_commands_point_at_what_exists():
+    readme = (ROOT / "README.md").read_text()
+    commands = [line.strip() for _, body in _fenced(readme, "bash") for line in body.splitlines()
+                if line.strip().startswith("pip install")]
+    assert len(commands) >= 2, "the README shows the two set-up commands"
+    for command in commands:
+        for script in re.findall(r"python (examples/\S+\.py)", command):
+            assert (ROOT / script).exists(), f"README runs {script}, which does not exist"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest -n 2" in ci and any("python -m pytest -n 2" in c for c in commands), \
+        "the README's test command is the one CI runs"
+
+
+def test_every_example_is_documented():
+    shown = "\n".join(p.read_text() for p in _markdown_pages())
+    for script in sorted((ROOT / "examples").glob("*.py")):
+        if script.name.startswith("_"):
+            continue
+        assert f"examples/{script.name}" in shown, f"examples/{script.name} is not shown on any docs page"
+
+
+def test_benchmark_plots_script_knows_every_benchmark():
+    """Each benchmarks/bench_NAME.py has a section on the performance page and is run by the plot script."""
+    page = (DOCS / "performance.md").read_text()
+    spec = importlib.util.spec_from_file_location("plot_benchmarks", DOCS / "_scripts" / "plot_benchmarks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for script in (ROOT / "benchmarks").glob("bench_*.py"):
+        name = script.stem[len("bench_"):]
+        assert name in module.BENCHMARKS, f"docs/_scripts/plot_benchmarks.py does not run {script.name}"
+        assert f"{{florin-bench}} {name}" in page, f"docs/performance.md has no section for {script.name}"
+
+
+@pytest.mark.skipif(shutil.which("florin") is None, reason="the florin console script is not installed")
+def test_cli_reference_lists_every_command():
+    import typer
+
+    from florin.cli import build_app
+
+    root = typer.main.get_command(build_app())
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import florin_cli
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    ctx = root.make_context("florin", [], resilient_parsing=True)
+    lines: list[str] = []
+    florin_cli._render(root, ctx, ["florin"], 1, lines)
+    text = "\n".join(lines)
+    for name in root.list_commands(ctx):
+        assert f"florin {name}" in text
