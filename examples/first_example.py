@@ -20,7 +20,7 @@ import florin.morphology as morphology
 import florin.thresholding as thresholding
 from florin.data import phantom
 
-SHAPE = (64, 256, 256)
+SHAPE = (32, 128, 128)  # small and quick; try (64, 256, 256)
 SEED = 0
 
 
