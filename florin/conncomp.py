@@ -80,7 +80,7 @@ def _mask_of(vol):
     return data
 
 
-def _label(image, connectivity=1):
+def _label(image, *, connectivity=1):
     """Label the connected components of a binary volume.
 
     Nonzero voxels are foreground. Components are numbered ``1..N`` in raster
@@ -297,7 +297,7 @@ def _stats(labels, intensity, slab):
     return total
 
 
-def _regionprops(image, intensity=None, *, slab=None):
+def _regionprops(image, *, intensity=None, slab=None):
     """Measure every labelled object of a label volume.
 
     The statistics are computed in one vectorized pass over the volume
