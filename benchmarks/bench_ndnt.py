@@ -17,6 +17,7 @@ figure (output mask + per-thread rolling planes).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -89,6 +90,7 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="quick smoke run on a (32, 128, 128) volume")
     parser.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     parser.add_argument("--skip-skimage", action="store_true", help="do not time skimage.threshold_local")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON (docs/_scripts/plot_benchmarks.py)")
     args = parser.parse_args(argv)
 
     shape, nshape = ((32, 128, 128), (5, 17, 17)) if args.small else ((128, 512, 512), (11, 65, 65))
@@ -105,7 +107,7 @@ def main(argv=None):
         ndnt_mask(small, nshape, T, threads=1)
         ndnt_mask(small, nshape, T, threads=all_threads)
 
-    results = {}
+    results, records = {}, []
     for name, vol in (("float32", f32), ("uint16", u16)):
         print(f"\n== {name}: {fmt_mb(vol.nbytes).strip()} input")
         # memory first, in a clean state
@@ -141,6 +143,15 @@ def main(argv=None):
 
             tk = best_of(skimage_user, 1)
         results[name] = (t1, tn, ts, tk, tc)
+        extra = (rss.peak - rss.base) / 2**20
+        records += [
+            {"group": name, "name": "florin NDNT, 1 thread", "seconds": t1, "peak_extra_mib": extra},
+            {"group": name, "name": f"florin NDNT, {all_threads} threads", "seconds": tn},
+            {"group": name, "name": "scipy uniform_filter + compare", "seconds": ts},
+        ]
+        if tk is not None:
+            records.append({"group": name, "name": "skimage threshold_local(mean)", "seconds": tk})
+        records.append({"group": name, "name": "numpy copy of the input", "seconds": tc})
         print(f"florin NDNT, 1 thread          {t1:8.3f} s")
         print(f"florin NDNT, {all_threads} threads         {tn:8.3f} s   speed-up vs 1 thread: {t1 / tn:5.2f}x")
         print(f"scipy uniform_filter + compare {ts:8.3f} s   florin 1 thread is {ts / t1:5.1f}x faster")
@@ -148,6 +159,16 @@ def main(argv=None):
             print(f"skimage threshold_local(mean)  {tk:8.3f} s   florin 1 thread is {tk / t1:5.1f}x faster")
         print(f"numpy copy of the input        {tc:8.3f} s   florin 1 thread = {t1 / tc:5.1f} copies")
     print(f"\nload average after: {os.getloadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "benchmark": "ndnt",
+                "title": "NDNT vs. what a user would write",
+                "config": {"shape": list(shape), "neighborhood": list(nshape), "threshold": T,
+                           "threads": all_threads, "cpus": os.cpu_count()},
+                "results": records,
+                "baseline": "florin NDNT, 1 thread",
+            }, f, indent=2)
     return results
 
 
