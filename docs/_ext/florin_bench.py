@@ -51,12 +51,17 @@ class FlorinBenchDirective(SphinxDirective):
                 lines += [f".. figure:: /_static/bench/{name}.png", f"   :alt: {data.get('title', name)}", ""]
             results = data.get("results", [])
             keys = ["name", "seconds"] + sorted({k for r in results for k in r} - {"name", "seconds"})
-            base = next((r["seconds"] for r in results if r["name"] == data.get("baseline")), None)
+            bases = {r.get("group"): r["seconds"] for r in results if r["name"] == data.get("baseline")}
+            base = bool(bases)
+            if "group" in keys:
+                keys = ["group"] + [k for k in keys if k != "group"]
             header = list(keys) + (["relative time"] if base else [])
             lines += [".. list-table::", "   :header-rows: 1", ""]
             lines += [f"   * - {header[0]}"] + [f"     - {h}" for h in header[1:]]
             for r in results:
-                row = [_fmt(r.get(k, "")) for k in keys] + ([f"{r['seconds'] / base:.2f}x"] if base else [])
+                ref = bases.get(r.get("group"))
+                rel = [f"{r['seconds'] / ref:.2f}x" if ref else ""] if base else []
+                row = [_fmt(r.get(k, "")) for k in keys] + rel
                 lines += [f"   * - {row[0]}"] + [f"     - {c}" for c in row[1:]]
             lines.append("")
             if data.get("config"):

@@ -15,7 +15,9 @@ format::
     }
 
 ``seconds`` is required; ``peak_rss_mib`` (peak resident memory) adds a memory
-panel; other keys are shown in the table of the performance page. This
+panel; an optional ``group`` (e.g. the dtype) draws one panel per group, with
+the baseline looked up within each group; other keys are shown in the table of
+the performance page. This
 script runs every benchmark it knows (``--run``, the default) writing
 ``docs/_static/bench/<name>.json`` and its stdout to ``<name>.txt``, then draws
 ``<name>.png`` from every JSON file there (``--plot-only`` skips running).
@@ -73,6 +75,30 @@ def _config_text(config):
     return ", ".join(parts)
 
 
+def _groups(results):
+    groups: dict = {}
+    for r in results:
+        groups.setdefault(r.get("group"), []).append(r)
+    return groups
+
+
+def _bars(ax, results, baseline, key, unit, labels=True):
+    names = [r["name"] for r in results]
+    values = [float(r.get(key) or 0.0) for r in results]
+    y = list(range(len(results)))[::-1]
+    colors = ["#2a6f97" if n.lower().startswith("florin") else "#a0a0a0" for n in names]
+    ax.barh(y, values, color=colors)
+    ax.set_yticks(y, names if labels else [""] * len(y))
+    base = next((float(r[key]) for r in results if r["name"] == baseline and r.get(key)), None)
+    for yi, v, r in zip(y, values, results, strict=True):
+        if r.get(key) is None:
+            ax.text(0, yi, " not measured", va="center", fontsize=7, color="#888888")
+            continue
+        text = f" {v:.3g} {unit}" + (f"  ({v / base:.2f}x)" if base and key == "seconds" else "")
+        ax.text(v, yi, text, va="center", fontsize=8)
+    ax.set_xlim(0, (max(values) if values and max(values) > 0 else 1) * 1.5)
+
+
 def plot(json_path):
     import matplotlib
 
@@ -81,39 +107,28 @@ def plot(json_path):
 
     with open(json_path) as f:
         data = json.load(f)
-    results = data["results"]
-    names = [r["name"] for r in results]
-    seconds = [float(r["seconds"]) for r in results]
-    base = next((float(r["seconds"]) for r in results if r["name"] == data.get("baseline")), None)
-    memory = [r.get("peak_rss_mib") for r in results]
-    panels = 2 if any(m is not None for m in memory) else 1
-
-    height = 0.9 + 0.45 * len(results)
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, height), squeeze=False)
-    ax = axes[0][0]
-    y = list(range(len(results)))[::-1]
-    colors = ["#2a6f97" if n.lower().startswith("florin") else "#a0a0a0" for n in names]
-    ax.barh(y, seconds, color=colors)
-    ax.set_yticks(y, names)
-    ax.set_xlabel("time [s]" + (f"  (ratio: relative to {data['baseline']})" if base else ""))
-    top = max(seconds) if seconds else 1
-    for yi, s in zip(y, seconds, strict=True):
-        label = f" {s:.3g} s" + (f"  ({s / base:.2f}x)" if base else "")
-        ax.text(s, yi, label, va="center", fontsize=8)
-    ax.set_xlim(0, top * 1.45)
-    if panels == 2:
-        ax2 = axes[0][1]
-        mem = [m if m is not None else 0 for m in memory]
-        ax2.barh(y, mem, color=colors)
-        ax2.set_yticks(y, [""] * len(y))
-        ax2.set_xlabel("peak resident memory [MiB]")
-        for yi, m in zip(y, mem, strict=True):
-            ax2.text(m, yi, f" {m:.0f}", va="center", fontsize=8)
-        ax2.set_xlim(0, max(mem + [1]) * 1.3)
+    groups = _groups(data["results"])
+    baseline = data.get("baseline")
+    memory_key = next((k for k in ("peak_rss_mib", "peak_extra_mib") if any(k in r for r in data["results"])), None)
+    cols = 2 if memory_key else 1
+    rows = len(groups)
+    per_row = max(len(g) for g in groups.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, (0.9 + 0.42 * per_row) * rows), squeeze=False)
+    for row, (group, results) in enumerate(groups.items()):
+        ax = axes[row][0]
+        _bars(ax, results, baseline, "seconds", "s")
+        ax.set_xlabel("time [s]" + (f"  (ratio: relative to {baseline})" if baseline else ""), fontsize=8)
+        if group is not None:
+            ax.set_title(str(group), fontsize=10, loc="left")
+        if memory_key:
+            ax2 = axes[row][1]
+            _bars(ax2, results, baseline, memory_key, "MiB", labels=False)
+            ax2.set_xlabel("peak resident memory [MiB]" if memory_key == "peak_rss_mib"
+                           else "peak extra memory [MiB]", fontsize=8)
     fig.suptitle(data.get("title", data.get("benchmark", "")), fontsize=11)
     if data.get("config"):
         fig.text(0.01, 0.01, _config_text(data["config"]), fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     png = os.path.splitext(json_path)[0] + ".png"
     fig.savefig(png, dpi=100)
     plt.close(fig)
