@@ -302,22 +302,24 @@ def _decide_row(vals, vm, s, sn, out, cx, cnt_row, ip, q, tol_abs):
 
 
 @jit
-def _float_tolerance(src, z0, z1, y0, y1, fp, wbound):
-    """Absolute error bound (times |q|) of the float window sums of one item.
+def _row_stats(src, z, r, m, frac):
+    """Update ``m = max |v|`` and ``frac = sum |v - floor(v)|`` with the row ``src[z, r]``."""
+    row = src[z, r]
+    for j in range(row.shape[0]):
+        v = np.float64(row[j])
+        m = max(m, abs(v))
+        frac += abs(v - np.floor(v))
+    return m, frac
 
-    Reads the item's input once: ``M = max |src|``; when every value is an
-    integer and ``M * wbound < 2**53`` all running sums are exact and the bound
-    is the propagated input error only.
+
+@jit
+def _float_tolerance(m, frac, fp, wbound):
+    """Absolute error bound (times |q|) of the float window sums built from values up to ``m``.
+
+    ``m`` bounds |src| over every value that entered the running sums so far;
+    when all of them are integers (``frac == 0``) and ``m * wbound < 2**53``
+    all running sums are exact and the bound is the propagated input error only.
     """
-    m = 0.0
-    frac = 0.0
-    for z in range(z0, z1):
-        for y in range(y0, y1):
-            row = src[z, y]
-            for j in range(row.shape[0]):
-                v = np.float64(row[j])
-                m = max(m, abs(v))
-                frac += abs(v - np.floor(v))
     km = fp[_F_KM]
     if frac == 0.0 and m * wbound < 9007199254740992.0:
         km = 0.0
@@ -333,10 +335,10 @@ def _item_plane(src, sm, vals, vm, out, z0, z1, cz, cy, cx, ip, fp, proto):
     h2 = ip[_I_H2]
     fl = ip[_I_KIND] == 0
     q = fp[_F_Q]
-    tol_abs = 0.0
-    if fl:
-        wb = (min(2 * h0 + 1, nz) + 2) * (min(2 * h1 + 1, ny) + 2) * (min(2 * h2 + 1, nx) + 2)
-        tol_abs = _float_tolerance(src, max(0, z0 - h0), min(nz, z1 + h0), 0, ny, fp, wb)
+    # floats: statistics of every value that entered P so far (read while it is in cache)
+    m = 0.0
+    frac = 0.0
+    wb = (min(2 * h0 + 1, nz) + 2) * (min(2 * h1 + 1, ny) + 2) * (min(2 * h2 + 1, nx) + 2)
     P = np.zeros((ny, nx), proto.dtype)
     acc = np.empty(nx, proto.dtype)
     s = np.empty(nx, proto.dtype)
@@ -354,6 +356,8 @@ def _item_plane(src, sm, vals, vm, out, z0, z1, cz, cy, cx, ip, fp, proto):
                 _zrows_delta2(P[r], Pn[r], src, zz, zz, r, 0, 1, 0)
             else:
                 _zrows_delta(P[r], src, sm, zz, zz, r, 0, 1, 0)
+            if fl:
+                m, frac = _row_stats(src, zz, r, m, frac)
     for z in range(z0, z1):
         # entering plane z+h0 (if it exists) and leaving plane z-h0-1 (if it exists)
         za = min(z + h0, nz - 1)
@@ -368,6 +372,8 @@ def _item_plane(src, sm, vals, vm, out, z0, z1, cz, cy, cx, ip, fp, proto):
         for r in range(min(h1, ny - 1) + 1):
             if moved:
                 _plane_row_update(P, Pn, src, sm, za, zs, wa, ws, r, fl_nz)
+                if fl and wa:
+                    m, frac = _row_stats(src, za, r, m, frac)
             for j in range(nx):
                 acc[j] += P[r, j]
             if fl_nz:
@@ -379,6 +385,7 @@ def _item_plane(src, sm, vals, vm, out, z0, z1, cz, cy, cx, ip, fp, proto):
                 _xsum2(acc, accn, s, sn, h2)
             else:
                 _xsum(acc, s, h2)
+            tol_abs = _float_tolerance(m, frac, fp, wb) if fl else 0.0
             b, u = _decide_row(vals[z, y], vm, s, sn, out[z, y], cx, cnt_z * cy[y], ip, q, tol_abs)
             bad += b
             unc += u
@@ -390,6 +397,8 @@ def _item_plane(src, sm, vals, vm, out, z0, z1, cz, cy, cx, ip, fp, proto):
             ro = max(ro, 0)
             if moved and wi:
                 _plane_row_update(P, Pn, src, sm, za, zs, wa, ws, ri, fl_nz)
+                if fl and wa:
+                    m, frac = _row_stats(src, za, ri, m, frac)
             if wi + wo:
                 if fl_nz:
                     for j in range(nx):
@@ -455,8 +464,12 @@ def _item_direct(src, sm, vals, vm, out, z0, z1, y0, y1, cz, cy, cx, ip, fp, pro
     tol_abs = 0.0
     if fl:
         wb = (min(2 * h0 + 1, nz) + 2) * (min(2 * h1 + 1, ny) + 2) * (min(2 * h2 + 1, nx) + 2)
-        ylo, yhi = max(0, y0 - h1), min(ny, y1 + h1 + 1)
-        tol_abs = _float_tolerance(src, max(0, z0 - h0), min(nz, z1 + h0), ylo, yhi, fp, wb)
+        m = 0.0
+        frac = 0.0
+        for zz in range(max(0, z0 - h0), min(nz, z1 + h0)):
+            for r in range(max(0, y0 - h1), min(ny, y1 + h1 + 1)):
+                m, frac = _row_stats(src, zz, r, m, frac)
+        tol_abs = _float_tolerance(m, frac, fp, wb)
     acc = np.empty(nx, proto.dtype)
     s = np.empty(nx, proto.dtype)
     fl_nz = fl and ip[_I_NZ] == 1
