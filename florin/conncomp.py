@@ -17,6 +17,19 @@ labels that touch across tile faces, edges and corners (same connectivity) and
 renumbers them in raster order of their first voxel: the joined volume is
 *identical* to ``label`` of the whole volume. Steps after ``label`` inside
 the tiled pipeline must not change the labels.
+
+Tiled region properties
+-----------------------
+``regionprops`` in the same tiled pipeline (``Multithread(ndnt(...),
+label(), regionprops())``) measures each tile's core with its local labels
+(:func:`~florin._kernels.regions.region_stats` with the tile's origin) and
+attaches the statistics to the tile; the join maps every tile's local labels
+to the merged global ones and aggregates their statistics (sums add, minima
+of minima, maxima of maxima, then centroids and means), so the join yields the
+:class:`~florin.regions.Regions` of the whole volume, equal to ``regionprops``
+of the joined labels, computed in parallel. Outside tiled pipelines
+``regionprops`` measures the whole label volume, in slabs aggregated with
+:func:`~florin._kernels.regions.combine_stats` when it is not in memory.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,11 +69,15 @@ class LabelTile:
         Connectivity the tile was labelled with.
     first : numpy.ndarray
         ``(n,)`` full-volume raster index of the first voxel of each label.
+    stats : dict, optional
+        ``region_stats`` of the core's local labels in full-volume coordinates,
+        when ``regionprops`` ran on the tile.
     """
 
     n: int
     connectivity: int
     first: np.ndarray
+    stats: dict | None = None
 
 
 def _check_connectivity(connectivity, ndim=None):
@@ -225,7 +242,53 @@ def join_labels(tiles, infos, *, like=None, out=None):
         out[info.core_slices] = relabel[np.asarray(out[info.core_slices])]
     result = _wrap_joined(out, like, tiles[0])
     result.attrs.pop(LABELS_KEY, None)
+    measured = [m.stats is not None for m in metas]
+    if any(measured):
+        if not all(measured):
+            raise PipelineError("regionprops() ran on some tiles only; run it on every tile or after the join")
+        return Regions.from_stats(_aggregate([m.stats for m in metas], relabel), result)
     return result
+
+
+def _aggregate(tile_stats, relabel):
+    """Statistics of the merged labels from per-tile statistics of local labels.
+
+    ``tile_stats[t]`` describes tile ``t``'s local labels ``1..n_t`` whose
+    provisional ids follow those of the tiles before it; ``relabel`` maps
+    provisional ids to the merged labels ``1..N``.
+    """
+    n = int(relabel.max()) if relabel.size > 1 else 0
+    gid = relabel[1:].astype(np.int64) - 1  # provisional id p -> row of label relabel[p]
+    keys = ("area", "bbox_min", "bbox_max", "coord_sum", "intensity_sum", "intensity_min", "intensity_max")
+    cat = {k: np.concatenate([st[k] for st in tile_stats]) for k in keys if k in tile_stats[0]}
+    ndim = cat["bbox_min"].shape[1]
+    area = np.zeros(n, np.int64)
+    np.add.at(area, gid, cat["area"])
+    bmin = np.full((n, ndim), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(bmin, gid, cat["bbox_min"])
+    bmax = np.full((n, ndim), -1, np.int64)
+    np.maximum.at(bmax, gid, cat["bbox_max"])
+    csum = np.zeros((n, ndim), np.int64)
+    np.add.at(csum, gid, cat["coord_sum"])
+    out = {
+        "label": np.arange(1, n + 1, dtype=np.int64),
+        "area": area,
+        "bbox_min": bmin,
+        "bbox_max": bmax,
+        "coord_sum": csum,
+        "centroid": csum / np.maximum(area, 1)[:, None],
+    }
+    if "intensity_sum" in cat:
+        isum = np.zeros(n)
+        np.add.at(isum, gid, cat["intensity_sum"])
+        imin = np.full(n, np.inf)
+        np.minimum.at(imin, gid, cat["intensity_min"])
+        imax = np.full(n, -np.inf)
+        np.maximum.at(imax, gid, cat["intensity_max"])
+        out.update(
+            intensity_sum=isum, intensity_min=imin, intensity_max=imax, intensity_mean=isum / np.maximum(area, 1)
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,6 +360,47 @@ def _stats(labels, intensity, slab):
     return total
 
 
+def _tile_intensity(intensity, info):
+    """The intensity of a tile's core, for regionprops on a tile."""
+    if intensity is None:
+        return None
+    if isinstance(intensity, str) and intensity == "input":
+        state = _run.current()
+        volume = getattr(state, "input", None) if state is not None else None
+        if volume is None:
+            raise ParameterError(
+                "regionprops(intensity='input') on tiles needs the run's input volume, which this worker "
+                "does not have (process and MPI workers); pass the image or its path, or measure after the join"
+            )
+        intensity = volume
+    elif isinstance(intensity, str | os.PathLike):
+        from florin.io import read
+
+        intensity = read(intensity)
+    vol = as_volume(intensity)
+    if tuple(vol.shape) != tuple(info.full_shape):
+        raise ParameterError(
+            f"regionprops(): the intensity image has shape {tuple(vol.shape)} but the tiled volume has "
+            f"{tuple(info.full_shape)}; they must match voxel for voxel"
+        )
+    return np.asarray(vol[info.core_slices])
+
+
+def _regionprops_tile(vol, info, intensity):
+    meta = vol.attrs.get(LABELS_KEY)
+    if meta is None:
+        raise ParameterError(
+            "regionprops() on a tile needs conncomp.label() before it in the same tiled pipeline "
+            "(the join merges the labels and their statistics); or run regionprops() after the join"
+        )
+    data = np.asarray(vol)
+    core = data if tuple(data.shape) == tuple(info.core_shape) else data[info.core_in_tile]
+    stats = region_stats(core, meta.n, _tile_intensity(intensity, info), origin=info.origin)
+    out = vol.copy(deep=False)
+    out.attrs = {**vol.attrs, LABELS_KEY: replace(meta, stats=stats)}
+    return out
+
+
 def _regionprops(image, *, intensity=None, slab=None):
     """Measure every labelled object of a label volume.
 
@@ -334,6 +438,10 @@ def _regionprops(image, *, intensity=None, slab=None):
         ``intensity_sum``. See :class:`~florin.regions.Regions` for the table,
         ``to_dataframe()`` and ``to_csv()``.
 
+        On a tile labelled by :func:`label` in the same tiled pipeline it
+        returns the tile with its statistics attached instead; the join then
+        yields the Regions of the whole volume (see the module docstring).
+
     Examples
     --------
     >>> import numpy as np
@@ -351,6 +459,9 @@ def _regionprops(image, *, intensity=None, slab=None):
     vol = as_volume(image)
     if vol.ndim == 0:
         raise ParameterError("regionprops() needs a label volume with at least one dimension")
+    info = tilemeta.info_of(vol)
+    if info is not None:
+        return _regionprops_tile(vol, info, intensity)
     if slab is not None and (isinstance(slab, bool) or not isinstance(slab, numbers.Integral) or slab < 1):
         raise ParameterError(f"regionprops(): slab must be an integer >= 1, got {slab!r}")
     intensity = _resolve_intensity(intensity, vol)

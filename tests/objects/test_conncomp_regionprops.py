@@ -207,3 +207,46 @@ def test_regionprops_is_not_mapped_over_tiles():
     mask[2:8, 2:8] = True
     regions = florin.Serial(florin.tile(shape=4), conncomp.label(), conncomp.regionprops())(mask)
     assert len(regions) == 1 and regions[0].area == 36
+
+
+@pytest.mark.parametrize("executor", executors(), ids=lambda e: e.__name__)
+@pytest.mark.parametrize("connectivity", [1, 3])
+def test_tiled_regionprops_aggregates_tile_statistics(executor, connectivity, rng):
+    from scipy import ndimage as ndi
+
+    image = ndi.gaussian_filter(rng.random((14, 40, 36)), 1.2).astype(np.float32)
+    mask_step = florin.florinate(lambda im, *, level=0.5: im > level, name="above")
+    intensity = rng.normal(size=image.shape)
+    pipeline = florin.Serial(
+        florin.tile(shape=(5, 12, 16), stride=(4, 10, 13)),
+        executor(
+            mask_step(level=0.54),
+            conncomp.label(connectivity=connectivity),
+            conncomp.regionprops(intensity=intensity),
+        ),
+    )
+    regions = pipeline(image)
+    assert isinstance(regions, Regions) and len(regions) > 20
+    labels = conncomp.label(image > 0.54, connectivity=connectivity)
+    np.testing.assert_array_equal(regions.labels.values, labels.values)
+    whole = conncomp.regionprops(labels, intensity=intensity).to_dataframe()
+    pd.testing.assert_frame_equal(regions.to_dataframe(), whole, check_exact=False, rtol=1e-10)
+    classified = florin.classify(florin.bounds_classifier("small", area=20), florin.bounds_classifier("big"))(regions)
+    assert florin.reconstruct(classified).shape == image.shape
+
+
+def test_tiled_regionprops_of_the_input(rng):
+    image = rng.random((6, 20, 24)).astype(np.float32)
+    above = florin.florinate(lambda im: im > 0.55, name="above")
+    runner = getattr(florin, "Multithread", florin.Serial)  # threads see the run's input
+    regions = florin.Serial(
+        florin.tile(shape=(3, 8, 8)), runner(above(), conncomp.label(), conncomp.regionprops(intensity="input"))
+    )(image)
+    expected = conncomp.regionprops(conncomp.label(image > 0.55), intensity=image).to_dataframe()
+    pd.testing.assert_frame_equal(regions.to_dataframe(), expected, check_exact=False, rtol=1e-10)
+
+
+def test_regionprops_on_unlabelled_tiles_is_explained(rng):
+    labels = conncomp.label(rng.random((8, 8)) < 0.5)
+    with pytest.raises(ParameterError, match="needs conncomp.label"):
+        florin.Serial(florin.tile(shape=4), florin.Serial(conncomp.regionprops()))(labels)
