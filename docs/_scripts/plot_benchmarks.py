@@ -113,7 +113,7 @@ def plot(json_path):
     cols = 2 if memory_key else 1
     rows = len(groups)
     per_row = max(len(g) for g in groups.values())
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, (0.9 + 0.42 * per_row) * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(9 if cols == 1 else 13, (1.0 + 0.42 * per_row) * rows), squeeze=False)
     for row, (group, results) in enumerate(groups.items()):
         ax = axes[row][0]
         _bars(ax, results, baseline, "seconds", "s")
