@@ -13,10 +13,12 @@ exists, the script runs for real.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -115,13 +117,18 @@ def _run(script: str, out_dir: Path, mpi: bool) -> subprocess.CompletedProcess:
     if mpi:
         cmd = [shutil.which("mpiexec"), "-n", "2", *cmd]
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    # Own process group, so that a hung run (mpiexec, its proxies and ranks, pool workers) is killed whole.
+    proc = subprocess.Popen(cmd, cwd=out_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=out_dir.parent, env=env, capture_output=True, text=True, timeout=TIMEOUT,
-                              start_new_session=True)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}")
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT} s\n{stdout}\n{stderr}")
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{stdout}\n{stderr}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _dice(mask, truth) -> float:
