@@ -672,7 +672,7 @@ def _solve3(src, sm, vals, vm, out, h, outer, e_src, dec, threads, budget, proto
         return _run_parallel(src, sm, vals, vm, out, items, plane, cz, cy, cx, ip, fp, proto)
 
 
-def _solve(src, srcn, sm, vals, vm, out, h, outer, e_src, m_src, dec, threads, budget, proto):
+def _solve(src, srcn, sm, vals, vm, out, h, outer, e_src, m_src, dec, threads, budget, proto, src_is_image=True):
     """N-D (N >= 3) solver: peel the outer axis in Python down to 3-D.
 
     ``src`` is what the kernels read (unsigned viewed as signed, see ``_widen``),
@@ -681,15 +681,16 @@ def _solve(src, srcn, sm, vals, vm, out, h, outer, e_src, m_src, dec, threads, b
     Returns ``(non-finite count, uncertain count)``.
     """
     if src.ndim == 3:
-        return _solve3(src, sm, vals, vm, out, h, outer, e_src, dec, threads, budget, proto, src is vals)
+        return _solve3(src, sm, vals, vm, out, h, outer, e_src, dec, threads, budget, proto, src_is_image)
     n0 = src.shape[0]
     h0 = h[0]
     bad = unc = 0
     if h0 == 0:
         for i in range(n0):
             b, u = _solve(
-                src[i], srcn[i], sm, vals[i], vm, out[i], h[1:], outer, e_src, m_src, dec, threads, budget, proto
-            )
+                src[i], srcn[i], sm, vals[i], vm, out[i], h[1:], outer, e_src, m_src, dec, threads, budget, proto,
+                src_is_image,
+            )  # fmt: skip
             bad += b
             unc += u
         return bad, unc
@@ -715,8 +716,9 @@ def _solve(src, srcn, sm, vals, vm, out, h, outer, e_src, m_src, dec, threads, b
             if i - h0 - 1 >= 0:
                 np.subtract(P, srcn[i - h0 - 1], out=P, casting="unsafe")
         b, u = _solve(
-            Pr, P, minus_one, vals[i], vm, out[i], h[1:], outer * int(c0[i]), e_p, m_p, dec, threads, budget, proto
-        )
+            Pr, P, minus_one, vals[i], vm, out[i], h[1:], outer * int(c0[i]), e_p, m_p, dec, threads, budget, proto,
+            False,
+        )  # fmt: skip
         bad += b
         unc += u
     return bad, unc

@@ -194,9 +194,9 @@ def test_float_rounding_residue_and_zero_windows_are_exact():
     # decide 0 <= q*0 (dark) and 0 >= q*0 (bright), and near-cancellations exactly.
     rng = np.random.default_rng(8)
     pool = np.array([0.0, 0.0, 0.0, 0.1, 0.2, 0.3, 1e16, -1e16, 1e-300, 7.0, -2.5])
-    for trial in range(40):
-        ndim = 1 + trial % 3
-        vshape = tuple(rng.integers(2, 9, size=ndim))
+    for trial in range(48):
+        ndim = 1 + trial % 4
+        vshape = tuple(rng.integers(2, 9 if ndim < 4 else 5, size=ndim))
         image = rng.choice(pool, size=vshape)
         if trial % 2:
             image = image.astype(np.float32)
