@@ -86,7 +86,9 @@ def _bars(ax, results, baseline, key, unit, labels=True):
     names = [r["name"] for r in results]
     values = [float(r.get(key) or 0.0) for r in results]
     y = list(range(len(results)))[::-1]
-    colors = ["#2a6f97" if n.lower().startswith("florin") else "#a0a0a0" for n in names]
+    # florin in blue, peers in grey; a benchmark of florin executors only is all blue
+    any_florin = any(n.lower().startswith("florin") for n in names)
+    colors = ["#2a6f97" if n.lower().startswith("florin") or not any_florin else "#a0a0a0" for n in names]
     ax.barh(y, values, color=colors)
     ax.set_yticks(y, names if labels else [""] * len(y))
     base = next((float(r[key]) for r in results if r["name"] == baseline and r.get(key)), None)
@@ -94,7 +96,11 @@ def _bars(ax, results, baseline, key, unit, labels=True):
         if r.get(key) is None:
             ax.text(0, yi, " not measured", va="center", fontsize=7, color="#888888")
             continue
-        text = f" {v:.3g} {unit}" + (f"  ({v / base:.2f}x)" if base and key == "seconds" else "")
+        text = f" {v:.3g} {unit}"
+        if key == "seconds" and r.get("speedup") is not None:
+            text += f"  ({float(r['speedup']):.2f}x speed-up)"
+        elif key == "seconds" and base:
+            text += f"  ({v / base:.2f}x)"
         ax.text(v, yi, text, va="center", fontsize=8)
     ax.set_xlim(0, (max(values) if values and max(values) > 0 else 1) * 1.5)
 
@@ -117,7 +123,11 @@ def plot(json_path):
     for row, (group, results) in enumerate(groups.items()):
         ax = axes[row][0]
         _bars(ax, results, baseline, "seconds", "s")
-        ax.set_xlabel("time [s]" + (f"  (ratio: relative to {baseline})" if baseline else ""), fontsize=8)
+        if any(r.get("speedup") is not None for r in results):
+            note = f"  (speed-up over {baseline})" if baseline else "  (speed-up)"
+        else:
+            note = f"  (ratio: relative to {baseline})" if baseline else ""
+        ax.set_xlabel("time [s]" + note, fontsize=8)
         if group is not None:
             ax.set_title(str(group), fontsize=10, loc="left")
         if memory_key:
