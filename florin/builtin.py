@@ -11,7 +11,13 @@ import importlib.util
 
 from florin.hookspecs import hookimpl
 
-_OPERATOR_MODULES = ("florin.thresholding", "florin.morphology", "florin.conncomp", "florin.classification")
+_OPERATOR_MODULES = (
+    "florin.thresholding",
+    "florin.morphology",
+    "florin.conncomp",
+    "florin.classification",
+    "florin.reconstruction",
+)
 _EXECUTORS = (
     ("serial", "florin.pipelines", "Serial", None),
     ("multithread", "florin.executors", "Multithread", None),
