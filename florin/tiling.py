@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import mmap
 import numbers
 
 import numpy as np
@@ -21,7 +22,7 @@ from florin.collection import Collection
 from florin.errors import PipelineError, TilingError
 from florin.volume import as_volume
 
-__all__ = ["Tile", "Tiles", "join", "tile", "tile_infos"]
+__all__ = ["Tile", "TileRef", "Tiles", "is_lazy", "join", "tile", "tile_infos"]
 
 
 def _per_axis(value, ndim, name):
@@ -88,6 +89,116 @@ def tile_infos(full_shape, shape, stride=None, halo=0) -> list[tilemeta.TileInfo
     return infos
 
 
+def is_lazy(volume) -> bool:
+    """Whether ``volume`` is file-backed, so a worker can read a tile itself.
+
+    True for volumes that florin's lazy readers return (decided by
+    ``florin.io.lazy.is_lazy`` when that module exists), for xarray lazily
+    indexed backend arrays, and for read-only memory-mapped numpy data
+    (``np.load(..., mmap_mode='r')``). For such volumes executors ship a
+    :class:`TileRef` (the volume as a file reference plus the tile's geometry)
+    instead of the tile's voxels, and the worker reads only its own slice.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_lazy(as_volume(np.zeros((2, 2))))
+    False
+    """
+    if not isinstance(volume, xr.DataArray):
+        return False
+    try:
+        from florin.io.lazy import is_lazy as io_is_lazy
+    except ImportError:
+        io_is_lazy = None
+    if io_is_lazy is not None:
+        try:
+            if io_is_lazy(volume):
+                return True
+        except Exception:  # a reader's check must never break tiling
+            pass
+    if _memmap_source(volume) is not None:
+        return True
+    data = getattr(volume.variable, "_data", None)
+    for _ in range(8):  # xarray wraps backend arrays: CopyOnWrite(MemoryCached(LazilyIndexed(Backend)))
+        if isinstance(data, xr.backends.BackendArray):
+            return True
+        data = getattr(data, "array", None)
+        if data is None or isinstance(data, np.ndarray):
+            return False
+    return False
+
+
+def _memmap_source(volume):
+    """(filename, file offset, strides) of read-only memory-mapped volume data, else None."""
+    data = getattr(volume.variable, "_data", None)
+    if not isinstance(data, np.ndarray):
+        return None
+    # The memmap that numpy created over the mmap: its first byte is at file offset ``mm.offset``.
+    mm = data
+    while isinstance(mm, np.ndarray) and not isinstance(mm.base, mmap.mmap):
+        mm = mm.base
+    if not isinstance(mm, np.memmap) or mm.mode != "r" or not mm.filename:
+        return None
+    start = data.__array_interface__["data"][0] - mm.__array_interface__["data"][0]
+    return mm.filename, int(mm.offset) + int(start), tuple(data.strides)
+
+
+class TileRef:
+    """A light reference to one tile: its volume and its :class:`~florin.tilemeta.TileInfo`.
+
+    Executors ship these for file-backed volumes (see :func:`is_lazy`): a
+    ``TileRef`` pickles as a reference to the file, and :meth:`resolve` in the
+    worker cuts the tile, so each worker reads only its own slice.
+    """
+
+    __slots__ = ("volume", "info")
+
+    def __init__(self, volume, info):
+        self.volume = volume
+        self.info = info
+
+    def resolve(self):
+        """The tile (a DataArray carrying its metadata), read once into memory."""
+        return tilemeta.attach(self.volume[self.info.read_slices].load(), self.info)
+
+    def __reduce__(self):
+        source = _memmap_source(self.volume)
+        if source is None:
+            return (TileRef, (self.volume, self.info))  # lazy volumes pickle as file references
+        filename, offset, strides = source
+        tile = self.volume[self.info.read_slices]
+        coords = {k: v.variable for k, v in tile.coords.items()}
+        header = (self.volume.shape, self.volume.dtype.str, strides, tile.dims, coords, dict(tile.attrs), tile.name)
+        return (_open_memmap_tile, (filename, offset, header, self.info))
+
+    def __repr__(self):
+        return f"<TileRef: tile at origin {self.info.origin} of a {tuple(self.volume.shape)} volume>"
+
+
+def _open_memmap_tile(filename, offset, header, info):
+    shape, dtype, strides, dims, coords, attrs, name = header
+    raw = np.memmap(filename, dtype=np.uint8, mode="r")
+    full = np.ndarray(shape, dtype=np.dtype(dtype), buffer=raw, offset=offset, strides=strides)
+    tile = xr.DataArray(full[info.read_slices], dims=dims, coords=coords, attrs=attrs, name=name)
+    return _ResolvedTile(tilemeta.attach(tile, info))
+
+
+class _ResolvedTile:
+    """A tile re-opened in a worker from its file (what a memory-mapped TileRef unpickles to)."""
+
+    __slots__ = ("tile",)
+
+    def __init__(self, tile):
+        self.tile = tile
+
+    def resolve(self):
+        return self.tile
+
+    def __reduce__(self):
+        return (_ResolvedTile, (self.tile,))
+
+
 class Tiles(Collection):
     """The tiles of a volume; indexing cuts (and reads, if lazy) one tile.
 
@@ -97,6 +208,13 @@ class Tiles(Collection):
         The source volume (may be lazy: slicing it reads only the tile).
     infos : list of TileInfo
         Geometry of each tile.
+
+    Notes
+    -----
+    :meth:`items` is what executors ship to workers: the cut tiles of an
+    in-memory volume (pickling a tile copies only its voxels), or
+    :class:`TileRef` references for a file-backed volume (:func:`is_lazy`),
+    which :meth:`resolve` turns into the tile inside the worker.
     """
 
     def __init__(self, volume: xr.DataArray, infos):
@@ -111,6 +229,19 @@ class Tiles(Collection):
             return [self[j] for j in range(*i.indices(len(self)))]
         info = self.infos[i]
         return tilemeta.attach(self.volume[info.read_slices], info)
+
+    def items(self) -> list:
+        """What executors map over: tiles, or :class:`TileRef` for a file-backed volume."""
+        if is_lazy(self.volume):
+            return [TileRef(self.volume, info) for info in self.infos]
+        return [self[i] for i in range(len(self))]
+
+    @staticmethod
+    def resolve(item):
+        """The tile an item stands for (reads it when the item is a reference)."""
+        if isinstance(item, TileRef | _ResolvedTile):
+            return item.resolve()
+        return item
 
     def item_label(self, item) -> str:
         info = tilemeta.info_of(item)
@@ -264,7 +395,7 @@ class Join:
 
     def __call__(self, data):
         if isinstance(data, Tiles):
-            return data.rebuild(data.items())
+            return data.rebuild(data[:])
         if isinstance(data, list | tuple):
             return join(data, like=self.like, out=self.out)
         return data

@@ -1,0 +1,211 @@
+"""Benchmark: the same tiled pipeline under every executor, speedups over Serial.
+
+Pipeline (the seed's parallel example, with a tiling suited to the volume)::
+
+    florin.Serial(
+        florin.tile(shape=TILE),                      # halo 'auto' from the steps
+        EXECUTOR(thresholding.ndnt(shape=(5, 31, 31), threshold=0.25),
+                 morphology.binary_opening()),
+    )
+
+on a (128, 512, 512) ``uint16`` volume (dark blobs on an uneven, noisy
+background; seed 0), with EXECUTOR one of Serial, Multithread(threads=W),
+Multiprocess(processes=W), MPI(max_workers=W) (an MPIPoolExecutor spawning W
+workers) and MPI in SPMD mode (``mpiexec -n W python bench_parallel.py``, timed
+inside rank 0), W = ``--workers`` (default 2). Every result is checked equal to
+Serial's.
+
+For a fair comparison of the executors, NDNT's numba kernel, which is itself
+multithreaded, runs with ONE thread everywhere (``NUMBA_NUM_THREADS=1`` is set
+before numba is imported, in this process and so in every worker and rank),
+unless ``--kernel-threads`` says otherwise. Times are the best of ``--repeat``
+runs after one warm-up run per executor (JIT compilation, worker pool and
+forkserver start-up are not timed; a Multiprocess run does start its worker
+processes, forked from the server, each time). Goal: 2 processes >= 1.7x Serial.
+
+    python benchmarks/bench_parallel.py [--small] [--workers W] [--repeat N] [--kernel-threads T] [--json PATH]
+
+``--small`` runs on (32, 128, 128) for a quick check. ``--json PATH`` writes the
+results in the benchmarks' common format (``docs/_scripts/plot_benchmarks.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+FULL = ((128, 512, 512), (32, 256, 256))  # volume shape, tile shape (16 tiles)
+SMALL = ((32, 128, 128), (16, 64, 64))  # 16 tiles
+NDNT_SHAPE = (5, 31, 31)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="run on (32, 128, 128) for a quick check")
+    parser.add_argument("--workers", type=int, default=2, help="threads / processes / MPI workers (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per executor; the best is kept (default 3)")
+    parser.add_argument("--kernel-threads", type=int, default=1,
+                        help="numba threads of the NDNT kernel (default 1: a fair executor comparison)")
+    parser.add_argument("--no-mpi", action="store_true", help="skip the MPI runs")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--spmd-rank", action="store_true", help=argparse.SUPPRESS)  # used under mpiexec
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args()
+# Before numba is imported (florin imports it): the kernel's thread count.
+os.environ["NUMBA_NUM_THREADS"] = str(ARGS.kernel_threads)
+
+import numpy as np  # noqa: E402
+from scipy import ndimage as ndi  # noqa: E402
+
+import florin  # noqa: E402
+import florin.morphology as morphology  # noqa: E402
+import florin.thresholding as thresholding  # noqa: E402
+
+
+def make_volume(shape, seed=0):
+    """Dark blobs on an uneven, noisy background (uint16)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = (np.linspace(0, 1, n, dtype=np.float32) for n in shape)
+    background = 20000 + 6000 * (x[None, None, :] + 0.5 * y[None, :, None] + 0.25 * z[:, None, None])
+    blobs = ndi.gaussian_filter((rng.random(shape, dtype=np.float32) < 0.002).astype(np.float32), 2.0)
+    image = background - 12000 * np.minimum(blobs / max(float(blobs.max()), 1e-6) * 4, 1.0)
+    image += rng.normal(0, 600, size=shape).astype(np.float32)
+    return np.clip(image, 0, 65535).astype(np.uint16)
+
+
+def pipeline(make, tile_shape):
+    return florin.Serial(
+        florin.tile(shape=tile_shape),
+        make(thresholding.ndnt(shape=NDNT_SHAPE, threshold=0.25), morphology.binary_opening()),
+    )
+
+
+def best_of(func, repeat):
+    func()  # warm-up: JIT, pools, forkserver
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = func()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def peak_rss_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def spmd_rank_main(args):
+    """Under ``mpiexec -n W``: every rank runs this; rank 0 prints the best time."""
+    shape, tile_shape = SMALL if args.small else FULL
+    volume = make_volume(shape)
+    pipe = pipeline(florin.MPI, tile_shape)
+    seconds, result = best_of(lambda: pipe(volume), args.repeat)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(json.dumps({"seconds": seconds, "sum": int(result.values.sum())}), flush=True)
+
+
+def run_spmd(args, expected_sum):
+    import shutil
+
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        return None, "mpiexec not found"
+    cmd = [mpiexec, "-n", str(args.workers), sys.executable, os.path.abspath(__file__), "--spmd-rank",
+           "--repeat", str(args.repeat), "--kernel-threads", str(args.kernel_threads)]
+    if args.small:
+        cmd.append("--small")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return None, f"failed: {proc.stderr.strip()[-300:]}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if report["sum"] != expected_sum:
+        return None, "result differs from Serial"
+    return report["seconds"], None
+
+
+def main(args):
+    from florin.executors import cpu_count
+
+    shape, tile_shape = SMALL if args.small else FULL
+    w = args.workers
+    volume = make_volume(shape)
+    n_tiles = len(florin.tile(shape=tile_shape)(volume))
+    print(f"volume {shape} uint16 ({volume.nbytes / 2**20:.0f} MiB), {n_tiles} tiles of {tile_shape}, "
+          f"NDNT shape {NDNT_SHAPE} + binary_opening; {cpu_count()} CPU cores; {w} workers")
+    print(f"NDNT kernel threads: {args.kernel_threads} (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}) "
+          "in Serial and inside every thread, process and MPI worker")
+    print(f"best of {args.repeat} runs after a warm-up run\n")
+
+    executors = [
+        ("Serial", florin.Serial),
+        (f"Multithread(threads={w})", lambda *s: florin.Multithread(*s, threads=w)),
+        (f"Multiprocess(processes={w})", lambda *s: florin.Multiprocess(*s, processes=w)),
+    ]
+    mpi_ok = not args.no_mpi
+    if mpi_ok:
+        try:
+            import mpi4py  # noqa: F401
+
+            executors.append((f"MPI(max_workers={w}) spawn", lambda *s: florin.MPI(*s, max_workers=w)))
+        except ImportError:
+            mpi_ok = False
+            print("MPI: mpi4py not installed (pip install '.[mpi]'), skipped")
+
+    results, serial, expected = [], None, None
+    print(f"{'executor':34s} {'seconds':>8s} {'speedup':>8s}")
+    for name, make in executors:
+        pipe = pipeline(make, tile_shape)
+        seconds, result = best_of(lambda p=pipe: p(volume), args.repeat)
+        if expected is None:
+            serial, expected = seconds, result.values
+        elif not np.array_equal(result.values, expected):
+            print(f"{name}: RESULT DIFFERS FROM SERIAL")
+            sys.exit(1)
+        results.append({"name": name, "seconds": round(seconds, 4), "speedup": round(serial / seconds, 2),
+                        "peak_rss_mib": round(peak_rss_mib(), 1)})
+        print(f"{name:34s} {seconds:8.2f} {serial / seconds:7.2f}x", flush=True)
+    if mpi_ok:
+        name = f"MPI SPMD (mpiexec -n {w})"
+        seconds, problem = run_spmd(args, int(expected.sum()))
+        if seconds is None:
+            print(f"{name:34s} {problem}")
+        else:
+            results.append({"name": name, "seconds": round(seconds, 4), "speedup": round(serial / seconds, 2)})
+            print(f"{name:34s} {seconds:8.2f} {serial / seconds:7.2f}x")
+
+    procs = next((r for r in results if r["name"].startswith("Multiprocess")), None)
+    if procs is not None:
+        verdict = "met" if procs["speedup"] >= 1.7 else "NOT met"
+        print(f"\ngoal {w} processes >= 1.7x Serial: {procs['speedup']:.2f}x, {verdict}")
+    try:
+        print(f"load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    except OSError:
+        pass
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "benchmark": "parallel",
+                "title": f"Tiled NDNT + binary_opening, {w} workers, speedup over Serial",
+                "config": {"shape": list(shape), "tile": list(tile_shape), "ndnt_shape": list(NDNT_SHAPE),
+                           "workers": w, "kernel_threads": args.kernel_threads, "repeat": args.repeat},
+                "results": results,
+                "baseline": "Serial",
+            }, f, indent=2)
+
+
+if __name__ == "__main__":
+    if ARGS.spmd_rank:
+        spmd_rank_main(ARGS)
+    else:
+        main(ARGS)

@@ -1,0 +1,873 @@
+"""Parallel executors: :class:`Multithread`, :class:`Multiprocess` and :class:`MPI`.
+
+An executor is a :class:`~florin.pipelines.Pipeline` that overrides one method,
+:meth:`~florin.pipelines.Pipeline.map`: how the per-item steps are applied to
+the items of a collection (the tiles of a volume, the regions of a labelled
+volume). Everything else (tiling, halos, the implicit join) is the pipeline's,
+so every executor returns exactly what :class:`~florin.Serial` returns.
+
+What travels between processes
+------------------------------
+Process and MPI workers receive, per task, the pickled steps (cloudpickle, so
+lambdas and closures work; florin operators pickle by reference) and a chunk of
+items: the cut tiles of an in-memory volume (only the tile's voxels are
+copied), or :class:`florin.tiling.TileRef` references for a file-backed volume,
+so that each worker reads only its own slice. Workers send back the tiles'
+cores only.
+
+Faults
+------
+An exception in any item is raised in the caller: steps that fail are reported
+as :class:`~florin.errors.PipelineError` naming the operator and the tile
+origin, and the worker's exception and its traceback are chained
+(``__cause__``). A worker process that dies (killed, ``os._exit``, segfault)
+makes the run fail at once with a :class:`~florin.errors.WorkerError`; under
+MPI a dead rank aborts the whole MPI job, as MPI does.
+
+Numba kernels
+-------------
+Kernels such as NDNT are multithreaded themselves. Inside a worker the kernels
+get ``cpu_count // workers`` threads (at least 1), so ``N`` workers do not start
+``N x cpu_count`` threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import contextlib
+import contextvars
+import math
+import numbers
+import os
+import sys
+import threading
+import traceback
+import uuid
+
+import xarray as xr
+
+from florin import _run, tilemeta
+from florin.errors import ParameterError, WorkerError
+from florin.pipelines import Pipeline
+
+__all__ = [
+    "MPI", "Multiprocess", "Multithread", "RemoteException", "RemoteTraceback", "cpu_count", "mpi_mode", "shutdown_pools",
+]
+
+
+# -- helpers shared by every executor ---------------------------------------------------------
+def _check_count(name, value):
+    """``None`` (one per CPU core) or an integer >= 1, else a ParameterError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"{name} must be an integer >= 1 (or None for one per CPU core), got {value!r}")
+    return int(value)
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _kernel_threads_for(workers) -> int:
+    return max(1, cpu_count() // max(1, workers))
+
+
+@contextlib.contextmanager
+def _kernel_threads(n):
+    """Run with ``n`` numba threads in this thread (numba's setting is thread-local)."""
+    numba = sys.modules.get("numba")
+    if n is None or numba is None:
+        yield
+        return
+    try:
+        n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+        old = numba.get_num_threads()
+        if n != old:
+            numba.set_num_threads(n)
+    except Exception:  # numba without a threading layer: leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        if n != old:
+            numba.set_num_threads(old)
+
+
+# True inside a process or MPI worker, and on an MPI rank while it runs its
+# share of an SPMD map: nested process/MPI maps then run in place (no
+# process trees, no collective calls from inside an item).
+_in_worker = contextvars.ContextVar("florin_in_worker", default=False)
+_process_worker = False
+
+
+def _nested() -> bool:
+    return _process_worker or _in_worker.get()
+
+
+def _label(item, index) -> str:
+    info = getattr(item, "info", None)
+    if not isinstance(info, tilemeta.TileInfo):
+        info = tilemeta.info_of(item) if isinstance(item, xr.DataArray) else None
+    if info is None and hasattr(item, "resolve") and hasattr(item, "tile"):
+        info = tilemeta.info_of(item.tile)
+    return f"tile at origin {info.origin}" if info is not None else f"item {index}"
+
+
+def _describe_steps(func) -> str:
+    from florin.operators import step_name
+
+    steps = getattr(func, "steps", None)
+    if not steps:
+        return "the steps"
+    return ", ".join(step_name(s) for s in steps)
+
+
+def _chunks(n, workers, chunksize=None):
+    """Index ranges: about four chunks per worker so that uneven items balance."""
+    if chunksize is None:
+        chunksize = max(1, math.ceil(n / (4 * max(1, workers))))
+    return [range(i, min(n, i + chunksize)) for i in range(0, n, chunksize)]
+
+
+# -- shipping errors across processes -------------------------------------------------------------
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker process or rank."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteException(Exception):
+    """Stands for a worker's exception that could not be pickled (its type and message)."""
+
+
+def _dumps(obj) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj)
+
+
+def _loads(data):
+    import pickle
+
+    import cloudpickle  # noqa: F401  (what cloudpickle-made pickles need)
+
+    return pickle.loads(data)
+
+
+def _portable(exc) -> bytes:
+    """``exc`` pickled so that it unpickles (or a stand-in that does)."""
+    try:
+        data = _dumps(exc)
+        _loads(data)
+        return data
+    except Exception:
+        return _dumps(RemoteException(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"))
+
+
+def _capture(exc) -> tuple:
+    """A worker's exception as ``(exception, cause, traceback text)``, each picklable."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    cause = exc.__cause__
+    return (_portable(exc), _portable(cause) if cause is not None else None, tb)
+
+
+def _rebuild(captured) -> BaseException:
+    """The exception of :func:`_capture`, its cause and the remote traceback chained."""
+    exc_data, cause_data, tb = captured
+    exc = _loads(exc_data)
+    remote = RemoteTraceback(tb)
+    if cause_data is not None:
+        cause = _loads(cause_data)
+        cause.__cause__ = remote
+        exc.__cause__ = cause
+    else:
+        exc.__cause__ = remote
+    return exc
+
+
+# -- what process and MPI workers run --------------------------------------------------------------
+_func_cache: dict = {}
+
+
+def _run_chunk(payload: bytes) -> bytes:
+    """Worker side: run the steps on a chunk of items; results (or the failure) as bytes.
+
+    ``payload`` is ``(token, steps, [(index, item)...], kernel_threads)`` pickled.
+    Returns a pickled list of ``(index, ok, value)``; ``value`` is the result, or
+    the captured exception; processing stops at the first failure.
+    """
+    global _process_worker
+    _process_worker = True
+    out = []
+    try:
+        token, func_data, chunk, threads = _loads(payload)
+        func = _func_cache.get(token)
+        if func is None:
+            func = _loads(func_data)
+            _func_cache.clear()  # keep only the pipeline of the current map
+            _func_cache[token] = func
+    except Exception as exc:
+        err = WorkerError(f"a worker could not unpickle the pipeline's steps or items: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return _dumps([(None, False, _capture(err))])
+    token_ctx = _in_worker.set(True)
+    try:
+        with _kernel_threads(threads):
+            for index, item in chunk:
+                try:
+                    out.append((index, True, func(item)))
+                except Exception as exc:
+                    out.append((index, False, _capture(exc)))
+                    break
+    finally:
+        _in_worker.reset(token_ctx)
+    try:
+        return _dumps(out)
+    except Exception as exc:  # a result that cannot travel back
+        err = WorkerError(f"the result of {_label(chunk[0][1], chunk[0][0])} cannot be pickled: {exc}")
+        return _dumps([(chunk[0][0], False, _capture(err))])
+
+
+def _raise_first(errors: dict, items):
+    index = min(errors, key=lambda i: (i is None, i if i is not None else 0))
+    raise _rebuild(errors[index])
+
+
+def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize=None):
+    """Map ``func`` over ``items`` with ``submit(bytes) -> Future`` (process or MPI pool).
+
+    At most two chunks per worker are in flight, so a large in-memory volume is
+    not pickled all at once. The first failure stops the run.
+    """
+    n = len(items)
+    results = [None] * n
+    chunks = _chunks(n, workers, chunksize)
+    token = uuid.uuid4().hex
+    func_data = _dumps(func)
+    pending = {}
+    errors = {}
+    todo = iter(chunks)
+
+    def submit_next():
+        rng = next(todo, None)
+        if rng is None:
+            return False
+        chunk = [(i, items[i]) for i in rng]
+        pending[submit(_dumps((token, func_data, chunk, kernel_threads)))] = rng
+        return True
+
+    for _ in range(2 * workers):
+        if not submit_next():
+            break
+    while pending:
+        done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            rng = pending.pop(fut)
+            try:
+                data = fut.result()
+            except cf.CancelledError:
+                continue
+            except Exception as exc:  # the pool broke: a worker died
+                unfinished = [i for r in [rng, *pending.values()] for i in r]
+                on_broken(exc, [_label(items[i], i) for i in unfinished])
+                raise  # on_broken raises; this is a safety net
+            for index, ok, value in _loads(data):
+                if ok:
+                    results[index] = value
+                else:
+                    errors[index] = value
+        if errors:
+            for fut in pending:
+                fut.cancel()
+            _raise_first(errors, items)
+        while len(pending) < 2 * workers and submit_next():
+            pass
+    return results
+
+
+# -- Multithread -----------------------------------------------------------------------------------
+class Multithread(Pipeline):
+    """Pipeline that maps its steps over items in threads of this process.
+
+    numba kernels (NDNT) release the GIL, as do many NumPy routines, so threads
+    run tiles concurrently without copying any data (steps that hold the GIL
+    run one thread at a time: use :class:`Multiprocess` for those).
+
+    Parameters
+    ----------
+    *steps : callable
+        The steps applied to every item (see :class:`florin.Pipeline`).
+    threads : int, optional
+        Number of threads; default one per CPU core. Each thread's numba
+        kernels use ``cpu_count // threads`` threads (at least 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> mask = np.zeros((6, 8), bool); mask[1:5, 1:7] = True
+    >>> out = florin.Serial(florin.tile(shape=(3, 4)), florin.Multithread(binary_opening(), threads=2))(mask)
+    >>> bool((out.values == binary_opening(mask).values).all())
+    True
+    """
+
+    name = "multithread"
+
+    def __init__(self, *steps, threads=None):
+        super().__init__(*steps)
+        self.threads = _check_count("threads", threads)
+
+    def map(self, func, items):
+        items = list(items)
+        if not items:
+            return []
+        workers = min(self.threads or cpu_count(), len(items))
+        kernel_threads = _kernel_threads_for(workers)
+
+        def run(item):
+            with _kernel_threads(kernel_threads):
+                return func(item)
+
+        results = [None] * len(items)
+        errors = {}
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="florin") as pool:
+            futures = {pool.submit(contextvars.copy_context().run, run, item): i for i, item in enumerate(items)}
+            try:
+                for fut in cf.as_completed(futures):
+                    i = futures[fut]
+                    try:
+                        results[i] = fut.result()
+                    except Exception as exc:
+                        errors[i] = exc
+                        break
+            except BaseException:  # interrupted: do not start what is still queued
+                for fut in futures:
+                    fut.cancel()
+                raise
+            if errors:
+                for fut in futures:
+                    fut.cancel()
+        if errors:
+            raise errors[min(errors)]
+        return results
+
+
+# -- Multiprocess ----------------------------------------------------------------------------------
+def _fork_is_safe() -> bool:
+    """Whether forking this process gives working children.
+
+    Not after GNU OpenMP has started (numba's ``omp`` threading layer: forked
+    children abort), nor while other Python threads run (locks they hold stay
+    locked in the child).
+    """
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return False
+    if threading.active_count() > 1:
+        return False
+    if "numba" in sys.modules:
+        try:
+            from numba.np.ufunc import parallel
+
+            if parallel._is_initialized and sys.modules["numba"].threading_layer() == "omp":
+                return False
+        except Exception:
+            return False
+    return True
+
+
+_PRELOAD = ["florin.executors", "florin.tiling", "florin.thresholding", "florin.morphology"]
+
+
+def _mp_context(start_method):
+    import multiprocessing
+
+    if start_method is None:
+        methods = multiprocessing.get_all_start_methods()
+        if "fork" in methods and _fork_is_safe():
+            start_method = "fork"
+        elif "forkserver" in methods:
+            start_method = "forkserver"
+        else:
+            start_method = "spawn"
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        # The server imports florin once; each worker is forked from it.
+        ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+@contextlib.contextmanager
+def _main_not_reimported(start_method):
+    """Start spawn/forkserver workers without re-running the user's script in them.
+
+    multiprocessing makes such workers import ``__main__`` (so an unguarded
+    script, like the seed's examples, would run again in every worker). florin
+    pickles everything it ships with cloudpickle, which carries ``__main__``'s
+    functions by value, so the workers do not need the script.
+    """
+    main = sys.modules.get("__main__")
+    if start_method == "fork" or main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
+class Multiprocess(Pipeline):
+    """Pipeline that maps its steps over items in worker processes.
+
+    Workers receive the steps (pickled with cloudpickle, as pathos pickles
+    with dill: lambdas and closures work) and their own tiles only; for a
+    file-backed volume a tile reference, so the worker reads just its slice.
+    The pool is the standard library's process pool: unlike pathos/multiprocess
+    pools, which wait forever for a worker that died, it notices the death and
+    the run fails with a :class:`~florin.errors.WorkerError`.
+
+    Parameters
+    ----------
+    *steps : callable
+        The steps applied to every item (see :class:`florin.Pipeline`).
+    processes : int, optional
+        Number of worker processes; default one per CPU core. Each worker's
+        numba kernels use ``cpu_count // processes`` threads (at least 1).
+    start_method : {'fork', 'forkserver', 'spawn'}, optional
+        How workers start. Default: ``fork`` where it is safe (Linux, no
+        OpenMP runtime started in this process yet), else ``forkserver``
+        (POSIX) or ``spawn``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> mask = np.zeros((6, 8), bool); mask[1:5, 1:7] = True
+    >>> pipe = florin.Serial(florin.tile(shape=(3, 4)), florin.Multiprocess(binary_opening(), processes=2))
+    >>> bool((pipe(mask).values == binary_opening(mask).values).all())
+    True
+    """
+
+    name = "multiprocess"
+
+    def __init__(self, *steps, processes=None, start_method=None):
+        super().__init__(*steps)
+        self.processes = _check_count("processes", processes)
+        if start_method is not None:
+            import multiprocessing
+
+            valid = multiprocessing.get_all_start_methods()
+            if start_method not in valid:
+                raise ParameterError(f"start_method must be one of {', '.join(valid)} (or None), got {start_method!r}")
+        self.start_method = start_method
+
+    def map(self, func, items):
+        items = list(items)
+        if not items:
+            return []
+        if _nested():  # already inside a worker: no process trees
+            return [func(item) for item in items]
+        size = self.processes or cpu_count()
+        workers = min(size, len(items))
+        ctx = _mp_context(self.start_method)
+        pool = _process_pool(size, ctx)
+        processes = {}
+
+        def submit(payload):
+            with _main_not_reimported(ctx.get_start_method()):  # workers start on submit
+                fut = pool.submit(_run_chunk, payload)
+            processes.update(getattr(pool, "_processes", None) or {})
+            return fut
+
+        def on_broken(exc, unfinished):
+            _discard_process_pool(pool)
+            raise WorkerError(
+                f"a worker process of Multiprocess died{_exit_status(processes)} while running "
+                f"({_describe_steps(func)}) on {_some(unfinished)}; the run was stopped. "
+                "A worker dies when it is killed (e.g. by the out-of-memory killer: try fewer processes "
+                "or smaller tiles), crashes in compiled code, or calls os._exit()"
+            ) from exc
+
+        ok = False
+        try:
+            results = _pool_map(submit, func, items, workers, _kernel_threads_for(size), on_broken)
+            ok = True
+            return results
+        finally:
+            if not ok:  # a failure or an interrupt: stop the work still running, start afresh next time
+                _discard_process_pool(pool)
+
+
+# Worker pools are kept between maps (as pathos keeps its pools): workers start,
+# import florin and load the compiled kernels once, not on every map.
+_process_pools: dict = {}
+_pools_lock = threading.Lock()
+
+
+def _process_pool(size, ctx):
+    key = (size, ctx.get_start_method())
+    with _pools_lock:
+        pool = _process_pools.get(key)
+        if pool is not None and getattr(pool, "_broken", False):
+            _process_pools.pop(key, None)
+            _terminate(pool)
+            pool = None
+        if pool is None:
+            if not _process_pools:
+                atexit.register(shutdown_pools)  # before interpreter teardown, not during it
+            pool = _process_pools[key] = cf.ProcessPoolExecutor(max_workers=size, mp_context=ctx)
+    return pool
+
+
+def _discard_process_pool(pool):
+    with _pools_lock:
+        for key, cached in list(_process_pools.items()):
+            if cached is pool:
+                del _process_pools[key]
+    _terminate(pool)
+
+
+def shutdown_pools() -> None:
+    """Stop the worker processes florin keeps between maps (they also stop at exit)."""
+    with _pools_lock:
+        pools = list(_process_pools.values())
+        _process_pools.clear()
+    for pool in pools:
+        with contextlib.suppress(Exception):
+            pool.shutdown(wait=True, cancel_futures=True)
+    _shutdown_spawn_pools()
+
+
+def _some(labels, k=4) -> str:
+    shown = ", ".join(labels[:k])
+    more = f" and {len(labels) - k} more" if len(labels) > k else ""
+    return f"one of: {shown}{more}" if len(labels) > 1 else (shown or "an item")
+
+
+def _exit_status(processes) -> str:
+    import signal
+
+    codes = []
+    for proc in list(processes.values()):
+        try:
+            code = proc.exitcode
+        except Exception:
+            continue
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                codes.append(f"killed by {signal.Signals(-code).name}")
+            except ValueError:
+                codes.append(f"killed by signal {-code}")
+        else:
+            codes.append(f"exit code {code}")
+    return f" ({', '.join(dict.fromkeys(codes))})" if codes else ""
+
+
+def _terminate(pool) -> None:
+    """Stop a process pool now: cancel queued work and end its workers."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+    except Exception:
+        pass
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            if proc.is_alive():
+                proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+
+
+# -- MPI -------------------------------------------------------------------------------------------
+_MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+_mpi_state: dict = {}
+_spmd_lock = threading.Lock()
+
+
+def _launched_by_mpiexec() -> bool:
+    """Whether this process was started by ``mpiexec``/``srun`` with more than one process."""
+    for var in _MPI_ENV:
+        try:
+            if int(os.environ.get(var, "1")) > 1:
+                return True
+        except ValueError:
+            continue
+    return "mpi4py.MPI" in sys.modules
+
+
+def _mpi():
+    """mpi4py's MPI module, configured to pickle with cloudpickle (lambdas, closures)."""
+    from mpi4py import MPI as mpi
+
+    if not _mpi_state.get("configured"):
+        import cloudpickle
+
+        mpi.pickle.__init__(cloudpickle.dumps, cloudpickle.loads)
+        _mpi_state["configured"] = True
+    return mpi
+
+
+def _shared_pool() -> bool:
+    """Whether this script runs under ``python -m mpi4py.futures`` (rank 0; other ranks serve)."""
+    core = sys.modules.get("mpi4py.futures._core")
+    return getattr(core, "SharedPool", None) is not None
+
+
+def mpi_mode() -> str:
+    """How :class:`MPI` maps here: ``'spmd'``, ``'shared'`` or ``'spawn'``.
+
+    * ``'shared'``: ``mpiexec -n N python -m mpi4py.futures script.py``; rank 0
+      runs the script, ranks 1..N-1 are the workers of an MPIPoolExecutor.
+    * ``'spmd'``: ``mpiexec -n N python script.py`` (N > 1); every rank runs the
+      script, items are split by rank and the results gathered on every rank.
+    * ``'spawn'``: one process; an MPIPoolExecutor spawns the workers.
+    """
+    if _shared_pool():
+        return "shared"
+    if _process_worker:
+        return "spawn"  # a spawned worker's COMM_WORLD is its pool, not a job to split
+    if _launched_by_mpiexec() and _mpi().COMM_WORLD.Get_size() > 1:
+        return "spmd"
+    return "spawn"
+
+
+def _enter_spmd():
+    """Once per process in SPMD mode: only rank 0 writes; an uncaught error aborts the job."""
+    with _spmd_lock:
+        if "spmd" in _mpi_state:
+            return _mpi_state["spmd"]
+        mpi = _mpi()
+        world = mpi.COMM_WORLD
+        comm = world.Dup()
+        try:
+            from mpi4py.util import pkl5
+
+            gather_comm = pkl5.Intracomm(comm)  # no 2 GiB limit on gathered results
+        except Exception:
+            gather_comm = comm
+        local = world.Split_type(mpi.COMM_TYPE_SHARED)
+        _mpi_state["local_size"] = local.Get_size()
+        local.Free()
+        _run.set_writer(world.Get_rank() == 0)
+        _install_abort_hook(mpi)
+        _mpi_state["spmd"] = (comm, gather_comm)
+        return _mpi_state["spmd"]
+
+
+def _install_abort_hook(mpi):
+    """An uncaught exception on one rank must end the job, not leave the others waiting."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        try:
+            previous(exc_type, exc, tb)
+            sys.stderr.flush()
+        finally:
+            mpi.COMM_WORLD.Abort(1)
+
+    if not getattr(sys.excepthook, "_florin_mpi_abort", False):
+        hook._florin_mpi_abort = True
+        sys.excepthook = hook
+
+
+def _local_ranks(default) -> int:
+    """Ranks on this node, from the launcher's environment (no collective call)."""
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"):
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    return max(1, default)
+
+
+_spawn_pools: dict = {}
+
+
+def _spawn_pool(max_workers):
+    """One MPIPoolExecutor per worker count, kept for the life of the process."""
+    from mpi4py.futures import MPIPoolExecutor
+
+    pool = _spawn_pools.get(max_workers)
+    if pool is None:
+        if not _spawn_pools:
+            atexit.register(_shutdown_spawn_pools)
+        pool = _spawn_pools[max_workers] = MPIPoolExecutor(max_workers=max_workers, main=False)
+    return pool
+
+
+def _shutdown_spawn_pools():
+    for pool in list(_spawn_pools.values()):
+        with contextlib.suppress(Exception):
+            pool.shutdown(wait=True)
+    _spawn_pools.clear()
+
+
+class MPI(Pipeline):
+    """Pipeline that maps its steps over items on MPI processes (mpi4py).
+
+    It works in the three ways MPI programs are started:
+
+    * ``mpiexec -n N python script.py`` (SPMD, no dynamic process spawning
+      needed): every rank runs the whole script; the items of each map are
+      split round-robin over the ranks, and every rank receives all results, so
+      all ranks go on identically. Only rank 0 writes files
+      (:func:`florin.save` is a no-op on the others), and an uncaught exception
+      on any rank aborts the job instead of leaving the others waiting.
+    * ``mpiexec -n N python -m mpi4py.futures script.py``: rank 0 runs the
+      script, the other N - 1 ranks are the workers.
+    * ``python script.py``: an ``mpi4py.futures.MPIPoolExecutor`` spawns the
+      workers (needs an MPI with dynamic process management).
+
+    Steps and items are pickled with cloudpickle; a file-backed volume's
+    tiles travel as file references and each worker reads its own slice.
+
+    Parameters
+    ----------
+    *steps : callable
+        The steps applied to every item (see :class:`florin.Pipeline`).
+    max_workers : int, optional
+        Most workers (ranks) to use. Default: all ranks (SPMD, shared pool), or
+        ``$MPI4PY_FUTURES_MAX_WORKERS`` or one per CPU core (spawn).
+
+    Examples
+    --------
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> florin.MPI(binary_opening(), max_workers=2)
+    MPI(binary_opening())
+    """
+
+    name = "mpi"
+
+    def __init__(self, *steps, max_workers=None):
+        super().__init__(*steps)
+        self.max_workers = _check_count("max_workers", max_workers)
+        # Under mpiexec, enter SPMD mode as soon as the pipeline is built, so that
+        # ranks other than 0 skip writes anywhere in the script.
+        if _launched_by_mpiexec() and not _nested() and mpi_mode() == "spmd":
+            _enter_spmd()
+
+    def map(self, func, items):
+        items = list(items)
+        if not items:
+            return []
+        if _nested():  # inside a worker, or inside an item of an SPMD map
+            return [func(item) for item in items]
+        mode = mpi_mode()
+        if mode == "spmd":
+            return self._spmd_map(func, items)
+        if mode == "shared":
+            from mpi4py.futures import MPIPoolExecutor
+
+            _mpi()
+            size = _mpi().COMM_WORLD.Get_size()
+            workers = min(self.max_workers or size - 1, size - 1, len(items))
+            with MPIPoolExecutor(main=False) as pool:
+                return self._pool_map(pool, func, items, workers, _kernel_threads_for(_local_ranks(size)))
+        _mpi()
+        max_workers = self.max_workers or _default_spawn_workers()
+        pool = _spawn_pool(max_workers)
+        try:
+            return self._pool_map(pool, func, items, min(max_workers, len(items)), _kernel_threads_for(max_workers))
+        except WorkerError:
+            _spawn_pools.pop(max_workers, None)
+            raise
+
+    @staticmethod
+    def _pool_map(pool, func, items, workers, kernel_threads):
+        def on_broken(exc, unfinished):
+            raise WorkerError(
+                f"an MPI worker failed while running ({_describe_steps(func)}) on {_some(unfinished)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+        submit = lambda payload: pool.submit(_run_chunk, payload)  # noqa: E731
+        return _pool_map(submit, func, items, workers, kernel_threads, on_broken)
+
+    def _spmd_map(self, func, items):
+        comm, gather_comm = _enter_spmd()
+        size, rank = comm.Get_size(), comm.Get_rank()
+        workers = min(self.max_workers or size, size)
+        local = []
+        token = _in_worker.set(True)
+        try:
+            with _kernel_threads(_kernel_threads_for(_mpi_state["local_size"])):
+                for i in range(rank, len(items), workers) if rank < workers else ():
+                    try:
+                        local.append((i, True, func(items[i])))
+                    except Exception as exc:
+                        local.append((i, False, _capture(exc)))
+                        local_error = (i, exc)
+                        break
+                else:
+                    local_error = None
+        finally:
+            _in_worker.reset(token)
+        try:
+            blob = _dumps(local)
+        except Exception as exc:
+            err = WorkerError(f"rank {rank} cannot send its results to the other ranks: {exc}")
+            blob = _dumps([(local[0][0] if local else None, False, _capture(err))])
+        _idle_until_all_arrive(comm)
+        results = [None] * len(items)
+        errors = {}
+        for part in gather_comm.allgather(blob):
+            for index, ok, value in _loads(part):
+                if ok:
+                    results[index] = value
+                else:
+                    errors[index] = value
+        if errors:
+            first = min(errors, key=lambda i: (i is None, i or 0))
+            if local_error is not None and local_error[0] == first:
+                raise local_error[1]  # this rank's own exception, with its live traceback
+            raise _rebuild(errors[first])
+        return results
+
+
+def _idle_until_all_arrive(comm):
+    """Wait for every rank without spinning a core (MPI's blocking calls busy-poll).
+
+    Ranks that finish their share early sleep between tests of a non-blocking
+    barrier, leaving the cores to the ranks still working (which matters when
+    ranks share cores).
+    """
+    import time
+
+    request = comm.Ibarrier()
+    delay = 1e-4
+    while not request.Test():
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+
+
+def _default_spawn_workers() -> int:
+    env = os.environ.get("MPI4PY_FUTURES_MAX_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return cpu_count()
+

@@ -1,0 +1,185 @@
+"""Faults: a failing item is reported with its operator and tile origin; a dead worker never hangs a run."""
+
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from executor_helpers import MPI_TIMEOUT, executor, in_process_executors, mpi_available, run_job, run_mpi
+
+import florin
+from florin.errors import PipelineError, WorkerError
+from florin.executors import Multiprocess, RemoteException, RemoteTraceback
+
+
+@florin.florinate
+def fails_on_tile(image, index=1):
+    """Raises on the tile with raster index ``index``."""
+    if florin.tilemeta.info_of(image).index == index:
+        raise ValueError(f"bad tile {index}")
+    return image
+
+
+class Unpicklable(Exception):
+    def __init__(self, message, handle):
+        super().__init__(message)
+        self.handle = handle
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle me")
+
+
+@florin.florinate
+def raises_unpicklable(image):
+    if florin.tilemeta.info_of(image).index == 2:
+        raise Unpicklable("odd failure", handle=lambda: None)
+    return image
+
+
+@florin.florinate
+def dies_on_tile(image, how="exit", index=2):
+    """Kills its worker process on one tile (never call it outside a worker)."""
+    if florin.tilemeta.info_of(image).index == index:
+        if how == "exit":
+            os._exit(3)
+        elif how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)
+    return image
+
+
+def _failing(make):
+    return florin.Serial(florin.tile(shape=(4, 4)), make(np.negative, fails_on_tile(index=1)))
+
+
+IMAGE = np.arange(64.0).reshape(8, 8)
+
+
+def test_failing_item_names_operator_and_origin_under_every_executor():
+    for name, make in {"serial": florin.Serial, **in_process_executors()}.items():
+        with pytest.raises(PipelineError) as err:
+            _failing(make)(IMAGE)
+        assert err.value.operator == "fails_on_tile", name
+        assert err.value.origin == (0, 4), name
+        assert "fails_on_tile" in str(err.value) and "(0, 4)" in str(err.value), name
+        cause = err.value.__cause__
+        assert isinstance(cause, ValueError) and str(cause) == "bad tile 1", name
+
+
+def test_process_failure_chains_the_worker_traceback():
+    with pytest.raises(PipelineError) as err:
+        _failing(lambda *s: Multiprocess(*s, processes=2))(IMAGE)
+    remote = err.value.__cause__.__cause__
+    assert isinstance(remote, RemoteTraceback)
+    assert "fails_on_tile" in remote.tb and "ValueError: bad tile 1" in remote.tb
+
+
+def test_unpicklable_worker_exception_still_reported():
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_unpicklable(), processes=2))
+    with pytest.raises(PipelineError) as err:
+        pipe(IMAGE)
+    assert err.value.operator == "raises_unpicklable" and err.value.origin == (4, 0)
+    assert isinstance(err.value.__cause__, RemoteException) and "odd failure" in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("how", ["exit", "kill", "segfault"])
+def test_dead_worker_fails_fast_with_a_clear_error(how):
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how=how), processes=2))
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as err:
+        pipe(IMAGE)
+    assert time.monotonic() - start < 30
+    message = str(err.value)
+    assert "died" in message and "dies_on_tile" in message
+    expected = {"exit": "exit code 3", "kill": "SIGKILL", "segfault": "SIGSEGV"}[how]
+    assert expected in message
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_dead_worker_detected_with_every_start_method(start_method):
+    import multiprocessing
+
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{start_method} is not available here")
+    pipe = florin.Serial(
+        florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2, start_method=start_method)
+    )
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match="SIGKILL"):
+        pipe(IMAGE)
+    assert time.monotonic() - start < 30
+
+
+def test_dead_worker_pool_is_stopped_and_forgotten():
+    import psutil
+
+    from florin import executors
+
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2))
+    with pytest.raises(WorkerError):
+        pipe(IMAGE)
+    kept = {pid for pool in executors._process_pools.values() for pid in (pool._processes or {})}
+    time.sleep(0.5)
+    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    # What is left are kept pools of other tests, the forkserver and multiprocessing's resource tracker.
+    helpers = ("forkserver", "resource_tracker", "mpi4py", "hydra", "mpiexec")
+    stray = [p.pid for p in children if p.pid not in kept and not any(h in " ".join(p.cmdline()) for h in helpers)]
+    assert not stray
+
+
+def test_run_after_a_dead_worker_works_again():
+    with pytest.raises(WorkerError):
+        florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="exit"), processes=2))(IMAGE)
+    out = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(np.negative, processes=2))(IMAGE)
+    np.testing.assert_array_equal(out.values, -IMAGE)
+
+
+# -- MPI ------------------------------------------------------------------------------------------
+needs_mpi = pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
+
+
+@pytest.mark.mpi
+@needs_mpi
+@pytest.mark.parametrize("launch", ["spmd-3", "spawn"])
+def test_mpi_failing_item_reaches_every_rank(tmp_path, launch):
+    results = run_mpi({"failing": (_failing(executor("mpi")), IMAGE)}, tmp_path, launch)
+    for err in results["failing"]:  # every SPMD rank raises the same error
+        assert isinstance(err, PipelineError), err
+        assert err.operator == "fails_on_tile" and err.origin == (0, 4)
+        assert isinstance(err.__cause__, ValueError) and str(err.__cause__) == "bad tile 1"
+
+
+DEAD_RANK = textwrap.dedent(
+    """
+    import os
+    import numpy as np
+    import florin
+
+    def die(image):
+        if florin.tilemeta.info_of(image).index == 1:
+            os._exit(7)
+        return image
+
+    florin.Serial(florin.tile(shape=(4, 4)), florin.MPI(florin.florinate(die)(), max_workers=2))(np.zeros((8, 8)))
+    print("finished")
+    """
+)
+
+
+@pytest.mark.mpi
+@needs_mpi
+@pytest.mark.parametrize("launch", [["mpiexec", "-n", "2"], []], ids=["spmd-2", "spawn"])
+def test_mpi_dead_rank_ends_the_job_instead_of_hanging(tmp_path, launch):
+    script = tmp_path / "dead_rank.py"
+    script.write_text(DEAD_RANK)
+    start = time.monotonic()
+    proc = run_job([*launch, sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "finished" not in proc.stdout
+    assert time.monotonic() - start < MPI_TIMEOUT
