@@ -151,8 +151,8 @@ class LocalSLURMPipeline(SLURMPipeline):
 
     def submit(self, jobscript, *args):
         jobid = str(len(self._procs) + 1)
-        log = open(os.path.join(self.workdir, f"slurm-{jobid}.out"), "w")  # noqa: SIM115
-        self._procs[jobid] = subprocess.Popen(["bash", jobscript, *args], stdout=log, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.workdir, f"slurm-{jobid}.out"), "w") as log:
+            self._procs[jobid] = subprocess.Popen(["bash", jobscript, *args], stdout=log, stderr=subprocess.STDOUT)
         return jobid
 
     def finished(self, jobid):
