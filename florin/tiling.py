@@ -293,6 +293,11 @@ def join(tiles=None, *, like=None, out=None):
                 "(wrap plain functions with florin.florinate or return a DataArray with the input's attrs)"
             )
         infos.append(info)
+    from florin.io.ondisk import join_written  # tiles that save() already wrote into an on-disk output
+
+    written = join_written(tiles, infos, like=like, out=out)
+    if written is not None:
+        return written
     full_shape = infos[0].full_shape
     first = tiles[0]
     if "florin_labels" in getattr(first, "attrs", {}):

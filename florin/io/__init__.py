@@ -18,7 +18,7 @@ from florin.errors import FlorinError, FormatError, InputFileError, OutputExists
 from florin.io.atomic import atomic_path
 from florin.volume import as_volume
 
-__all__ = ["Format", "Load", "Save", "load", "read", "save", "write"]
+__all__ = ["Format", "Load", "Save", "create", "load", "read", "save", "write"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class Format:
         passes a temporary path and renames it on success).
     description : str
         One line for ``florin formats``.
+    create : callable, optional
+        ``create(path, shape, dtype, *, dims, attrs, **options) -> dict``: create
+        an empty (zero-filled) file at exactly ``path`` that can then be written
+        region by region; returns the read options that locate the array in it
+        (e.g. ``{'key': 'data'}``). Formats with ``create`` can be the target of
+        :func:`florin.io.create` and of tile-by-tile saves.
+    open_region : callable, optional
+        ``open_region(path, **locator)``: a context manager yielding an object
+        whose ``obj[slices] = values`` writes a region of a file made by ``create``.
     """
 
     name: str
@@ -45,6 +54,8 @@ class Format:
     read: object = field(repr=False)
     write: object = field(repr=False)
     description: str = ""
+    create: object = field(default=None, repr=False)
+    open_region: object = field(default=None, repr=False)
 
 
 def _registry():
@@ -55,7 +66,16 @@ def _registry():
 
 def _format(path, format):
     reg = _registry()
-    return reg.format(format) if format is not None else reg.format_for_path(path)
+    if format is not None:
+        return format if isinstance(format, Format) else reg.format(format)
+    try:
+        return reg.format_for_path(path)
+    except FormatError:
+        # A directory without a format extension is a stack of 2-D slices.
+        text = os.fspath(path) if isinstance(path, str | os.PathLike) else ""
+        if "stack" in reg.formats and text and (os.path.isdir(text) or text.endswith(("/", os.sep))):
+            return reg.formats["stack"]
+        raise
 
 
 def _check_options(func, options, fmt, what):
@@ -80,12 +100,16 @@ def read(path, *, format=None, **options):
     format : str, optional
         Format name; by default chosen from the extension.
     **options
-        Format-specific options (e.g. ``key=`` for HDF5).
+        Format-specific options (e.g. ``key=`` for the HDF5 dataset, Zarr array
+        or NetCDF variable; ``level=`` for OME-Zarr; ``lazy=False`` to read the
+        voxels now).
 
     Returns
     -------
     xarray.DataArray
-        Lazy (memory-mapped) where the format allows.
+        Lazy: no voxels are read until the volume (or a slice or tile of it)
+        is indexed or converted with ``.values``; it pickles as a reference to
+        the file (see :mod:`florin.io.lazy`).
 
     Examples
     --------
@@ -139,13 +163,8 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
         return
     fmt = _format(path, format)
     _check_options(fmt.write, options, fmt, "writer")
-    state = _run.current()
-    if os.path.exists(path):
-        if state is not None and state.is_input(path):
-            raise OutputExistsError(f"refusing to write {os.fspath(path)!r}: it is this pipeline's input")
-        if not overwrite:
-            raise OutputExistsError(f"output {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
     volume = as_volume(volume)
+    check_output(path, overwrite=overwrite, volume=volume)
     try:
         with atomic_path(path) as tmp:
             fmt.write(tmp, volume, **options)
@@ -153,6 +172,28 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
         raise
     except Exception as exc:
         raise FormatError(f"cannot write {os.fspath(path)!r} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_output(path, *, overwrite=False, volume=None, source=None) -> None:
+    """Raise :class:`OutputExistsError` unless ``path`` may be written.
+
+    ``path`` must not be an input of the running pipeline, nor a file that
+    ``volume`` is lazily read from (or ``source``), and must not exist unless
+    ``overwrite`` is true.
+    """
+    from florin.io.lazy import sources
+
+    real = os.path.realpath(os.fspath(path))
+    state = _run.current()
+    reads = [os.path.realpath(p) for p in sources(volume)] if volume is not None else []
+    if source is not None:
+        reads.append(os.path.realpath(os.fspath(source)))
+    if real in reads or (state is not None and state.is_input(path) and os.path.exists(path)):
+        raise OutputExistsError(
+            f"refusing to write {os.fspath(path)!r}: it is the input being read; choose another output path"
+        )
+    if os.path.exists(path) and not overwrite:
+        raise OutputExistsError(f"output {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
 
 
 class Load:
@@ -210,28 +251,50 @@ class Save:
 
     name = "save"
     per_item = False
+    #: Given the tiles of a volume (instead of the joined volume) it writes them one by one.
+    accepts_tiles = True
+    #: It can take part in a tiled run and write each tile's core into the output.
+    streams_tiles = True
 
     def __init__(self, path, *, format=None, overwrite=False, **options):
+        from florin.io.ondisk import OnDiskArray
+
+        if isinstance(path, OnDiskArray):
+            if format is not None or options:
+                raise ParameterError("save(out) with an array from florin.io.create takes no format or options")
+            self.path, self.format, self.overwrite, self.options, self.out = Path(path.target), None, True, {}, path
+            return
         if path is None or not isinstance(path, str | os.PathLike):
-            raise ParameterError(f"save() needs an output path, got {path!r}")
+            raise ParameterError(f"save() needs an output path (or an array from florin.io.create), got {path!r}")
+        fmt = _format(path, format)
+        _check_options(fmt.write, options, fmt, "writer")
         self.path = Path(path)
-        self.format = format
+        self.format = fmt.name
         self.overwrite = overwrite
         self.options = options
-        _check_options(_format(self.path, format).write, options, _format(self.path, format), "writer")
+        self.out = None
 
     def __call__(self, data):
+        from florin import tilemeta
+        from florin.io import ondisk
+        from florin.tiling import Tiles
+
+        if isinstance(data, Tiles):
+            if self.out is not None or _format(self.path, self.format).create is not None:
+                ondisk.save_tiles(self, data)  # tile by tile: never the whole volume in memory
+            else:
+                write(self.path, data.volume, format=self.format, overwrite=self.overwrite, **self.options)
+            return data
+        info = tilemeta.info_of(data)
+        if info is not None:
+            # Inside a tiled pipeline: write this tile's core into the output.
+            return ondisk.save_tile(self, data, info)
+        if self.out is not None:
+            self.out.fill(data)
+            self.out.commit()
+            return data
         write(self.path, data, format=self.format, overwrite=self.overwrite, **self.options)
         return data
-
-    def to_spec(self) -> dict:
-        """This step as a pipeline-file table."""
-        spec = {"op": "save", "path": os.fspath(self.path)}
-        if self.format is not None:
-            spec["format"] = self.format
-        if self.overwrite:
-            spec["overwrite"] = True
-        return {**spec, **self.options}
 
     def __repr__(self):
         return f"save({os.fspath(self.path)!r})"
@@ -264,13 +327,53 @@ def save(path, *, format=None, overwrite=False, **options) -> Save:
 
     Parameters
     ----------
-    path : str or path-like
-        Output file.
+    path : str, path-like or OnDiskArray
+        Output file, or an output made with :func:`create`.
     format : str, optional
         Format name; by default chosen from the extension.
     overwrite : bool
         Replace an existing output (never the pipeline's input).
     **options
         Format-specific write options.
+
+    Notes
+    -----
+    **Out-of-core runs.** As the *last step of a tiled pipeline* (the pipeline
+    that maps over tiles, e.g. ``florin.Multiprocess(ndnt(...),
+    binary_opening(), florin.save('seg.h5'))``), ``save`` writes each tile's core
+    into the output as soon as the tile is done, in whichever worker did it, and
+    hands back only a reference; the implicit join then renames the finished
+    file into place and returns it as a lazy volume. A result larger than memory
+    is never held in memory. This works for formats that can be written region
+    by region (HDF5, Zarr, OME-Zarr, TIFF, NPY); writes from several processes
+    are serialised by a lock file beside the output. Until the join, the output
+    lives under a hidden temporary name (``.seg.h5.florin-tiles.tmp/``), so an
+    interrupted run never leaves a partial file under the real name; a later
+    run with the same output reuses or replaces it.
+
+    Placed after the tiled pipeline (``..., florin.Multiprocess(...),
+    florin.save('seg.h5')``) it writes the joined volume, which the join holds
+    in memory.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> import florin
+    >>> path = os.path.join(tempfile.mkdtemp(), "twice.npy")
+    >>> pipe = florin.Serial(florin.tile(shape=(2, 2)), florin.Serial(np.negative, florin.save(path)))
+    >>> pipe(np.arange(12).reshape(3, 4)).values[2].tolist()
+    [-8, -9, -10, -11]
+    >>> np.load(path)[2].tolist()
+    [-8, -9, -10, -11]
     """
     return Save(path, format=format, overwrite=overwrite, **options)
+
+
+def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=False, **options):
+    """Create an on-disk output to be written region by region (e.g. by :func:`florin.join`).
+
+    See :func:`florin.io.ondisk.create`.
+    """
+    from florin.io.ondisk import create as _create
+
+    return _create(path, shape, dtype, like=like, format=format, overwrite=overwrite, **options)

@@ -8,7 +8,7 @@ import numpy as np
 
 from florin import tilemeta
 
-__all__ = ["from_json", "to_json"]
+__all__ = ["from_json", "meta_json", "to_json"]
 
 
 def _plain(value):
@@ -24,16 +24,24 @@ def _plain(value):
 
 
 def to_json(volume) -> str:
-    """Serialize dims, dtype and JSON-compatible attrs of ``volume``."""
-    attrs = {}
-    for key, value in tilemeta.strip(dict(volume.attrs)).items():
+    """Serialize dims, shape, dtype and JSON-compatible attrs of ``volume``."""
+    return meta_json(volume.dims, volume.dtype, volume.attrs, shape=getattr(volume, "shape", None))
+
+
+def meta_json(dims, dtype, attrs, shape=None) -> str:
+    """Like :func:`to_json`, from the parts (for files created before their data exists)."""
+    out = {}
+    for key, value in tilemeta.strip(dict(attrs)).items():
         value = _plain(value)
         try:
             json.dumps(value)
         except (TypeError, ValueError):
             continue  # not representable in a file; provenance only
-        attrs[key] = value
-    return json.dumps({"florin": 1, "dims": list(volume.dims), "dtype": str(volume.dtype), "attrs": attrs})
+        out[key] = value
+    meta = {"florin": 1, "dims": list(dims), "dtype": str(np.dtype(dtype)), "attrs": out}
+    if shape is not None:
+        meta["shape"] = [int(n) for n in shape]  # lets readers notice a truncated file
+    return json.dumps(meta)
 
 
 def from_json(text):

@@ -1,0 +1,87 @@
+"""Copying volumes block by block, so that writing a lazy volume never loads it whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks"]
+
+#: Size of the blocks writers copy at a time.
+BLOCK_BYTES = 64 * 2**20
+
+
+def blocks(shape, itemsize, max_bytes=BLOCK_BYTES):
+    """Slices that cover an array of ``shape`` in C order, each at most ``max_bytes``.
+
+    Whole trailing axes are kept together as long as they fit; the first axis
+    that does not fit is split.
+
+    Examples
+    --------
+    >>> [b[0] for b in blocks((10, 4, 4), 8, max_bytes=8 * 16 * 3)]
+    [slice(0, 3, None), slice(3, 6, None), slice(6, 9, None), slice(9, 10, None)]
+    >>> list(blocks((), 1))
+    [()]
+    """
+    shape = tuple(int(n) for n in shape)
+    if not shape:
+        yield ()
+        return
+    if any(n == 0 for n in shape):
+        yield tuple(slice(0, n) for n in shape)
+        return
+    # Find the outermost axis to split: the trailing axes after it must fit.
+    inner = itemsize
+    split = len(shape) - 1
+    for axis in range(len(shape) - 1, -1, -1):
+        if inner * shape[axis] > max_bytes:
+            split = axis
+            break
+        inner *= shape[axis]
+    else:
+        yield tuple(slice(0, n) for n in shape)
+        return
+    step = max(1, max_bytes // inner)
+    for outer in np.ndindex(*shape[:split]):
+        for start in range(0, shape[split], step):
+            stop = min(start + step, shape[split])
+            yield (*(slice(i, i + 1) for i in outer), slice(start, stop), *(slice(0, n) for n in shape[split + 1 :]))
+
+
+def copy_blocks(target, volume, dtype=None, max_bytes=BLOCK_BYTES) -> None:
+    """``target[...] = volume`` one block at a time (reads lazy volumes block by block)."""
+    shape = tuple(volume.shape)
+    dtype = np.dtype(dtype if dtype is not None else volume.dtype)
+    for sl in blocks(shape, max(dtype.itemsize, np.dtype(volume.dtype).itemsize), max_bytes):
+        part = volume[sl] if sl else volume
+        target[sl if sl else ()] = np.asarray(part).astype(dtype, copy=False)
+
+
+def default_chunks(shape, itemsize, target_bytes=2**20):
+    """A chunk shape of about ``target_bytes`` (1 MiB) for chunked formats.
+
+    Spatial chunks are near-cubic in 3-D and square in 2-D, never larger than
+    the array.
+
+    Examples
+    --------
+    >>> default_chunks((100, 1000, 1000), 2)
+    (64, 64, 128)
+    >>> default_chunks((5, 7), 1)
+    (5, 7)
+    """
+    shape = tuple(max(1, int(n)) for n in shape)
+    if not shape:
+        return ()
+    chunks = [1] * len(shape)
+    # Grow the chunk axis by axis from the last one, doubling, until it is big enough.
+    while True:
+        grew = False
+        for axis in range(len(shape) - 1, -1, -1):
+            if int(np.prod(chunks)) * itemsize >= target_bytes:
+                return tuple(chunks)
+            if chunks[axis] < shape[axis]:
+                chunks[axis] = min(shape[axis], chunks[axis] * 2)
+                grew = True
+        if not grew:
+            return tuple(chunks)

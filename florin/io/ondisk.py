@@ -1,0 +1,492 @@
+"""On-disk outputs written region by region: out-of-core joins and tile-by-tile saves.
+
+Two ways for a tiled run to write a result larger than memory:
+
+* ``florin.save(path)`` as the **last step of the tiled pipeline**::
+
+      florin.Serial(
+          florin.load("volume.h5"),
+          florin.tile(shape=(64, 512, 512)),
+          florin.Multiprocess(ndnt(shape=(8, 64, 64)), binary_opening(), florin.save("seg.h5")),
+      )
+
+  Each worker writes its tile's core into the output (under a lock file, so
+  processes and MPI ranks on a shared file system take turns) and returns a
+  reference; the implicit join sees the references, renames the finished file
+  into place and returns it as a lazy volume.
+
+* :func:`create` an :class:`OnDiskArray` and join into it::
+
+      out = florin.io.create("seg.h5", like=volume, dtype=bool)
+      with out:                       # commit on success, delete on error
+          florin.join(tiles, out=out)
+
+  ``florin.save(out)`` inside the tiled pipeline writes into such an array too.
+
+Either way the output is written under a hidden temporary name beside the
+target and renamed into place only when it is complete (atomic writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+from florin import tilemeta
+from florin.errors import FormatError, ParameterError, PipelineError
+
+__all__ = ["OnDiskArray", "create", "file_lock", "join_written", "save_tile", "save_tiles"]
+
+_MARKER = ".florin-output.json"
+
+try:  # POSIX advisory locks; elsewhere only threads of one process are serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+_thread_locks: dict = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Exclusive lock on ``path`` (created if needed) across threads and processes."""
+    path = os.fspath(path)
+    with _thread_locks_guard:
+        tlock = _thread_locks.setdefault(path, threading.Lock())
+    with tlock:
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _format_of(name):
+    from florin.io import _format
+
+    return _format(None, name)
+
+
+def _writable_formats():
+    from florin.registry import get_registry
+
+    return sorted(n for n, f in get_registry().formats.items() if f.create is not None)
+
+
+class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
+    """An output file being written region by region; atomic until :meth:`commit`.
+
+    Made by :func:`create` (or by ``florin.save`` inside a tiled pipeline).
+    ``out[slices] = values`` writes a region, from any thread or process
+    (writes are serialised by a lock file); the object pickles as a small
+    reference, so it can be shipped to workers. Wrapped in a DataArray (as
+    :func:`florin.join` does with ``out=``) it stays lazy. Reading it reads the
+    file: the temporary one before :meth:`commit`, the target after.
+
+    Use it as a context manager to commit on success and delete the temporary
+    file on an exception.
+    """
+
+    def __init__(self, target, tmp, format, locator, shape, dtype, dims, attrs, *, overwrite, lock, workdir):
+        self.target = os.fspath(target)
+        self.tmp = os.fspath(tmp)
+        self.format = format
+        self.locator = dict(locator)
+        self._shape = tuple(int(n) for n in shape)
+        self._dtype = np.dtype(dtype)
+        self.dims = tuple(dims)
+        self.attrs = dict(attrs)
+        self.overwrite = overwrite
+        self.lock = os.fspath(lock)
+        self.workdir = os.fspath(workdir)
+        self._committed = False
+        self._lazy = None
+
+    @property
+    def committed(self) -> bool:
+        """Whether the output is complete and in place (committed here or by a copy of this reference)."""
+        if not self._committed and not os.path.exists(self.workdir) and os.path.exists(self.target):
+            self._committed = True
+        return self._committed
+
+    # -- array protocol --------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def path(self) -> str:
+        """Where the data is now: the temporary file, or the target once committed."""
+        return self.target if self.committed else self.tmp
+
+    def _lazy_array(self):
+        if self._lazy is None or self._lazy[0] != self.path:
+            from florin.io import read
+
+            vol = read(self.path, format=self.format, **self.locator)
+            self._lazy = (self.path, vol.variable._data)
+        return self._lazy[1]
+
+    def get_duck_array(self):
+        return np.asarray(self._lazy_array())
+
+    def __getitem__(self, key):
+        if isinstance(key, indexing.ExplicitIndexer):
+            return self._lazy_array()[key]
+        key = indexing.expanded_indexer(key if isinstance(key, tuple) else (key,), len(self.shape))
+        return np.asarray(self._lazy_array()[indexing.BasicIndexer(key)])
+
+    def _oindex_get(self, indexer):
+        return self._lazy_array().oindex[indexer]
+
+    def _vindex_get(self, indexer):
+        return self._lazy_array().vindex[indexer]
+
+    def __setitem__(self, key, value):
+        if isinstance(key, indexing.ExplicitIndexer):
+            key = key.tuple
+        if self.committed:
+            raise PipelineError(f"{self.target!r} is already complete (committed); it cannot be written any more")
+        if not os.path.exists(self.tmp):
+            raise PipelineError(
+                f"the temporary output of {self.target!r} is gone ({self.tmp!r}): "
+                "it was committed or removed by another process"
+            )
+        from florin.io.lazy import close_handles
+
+        value = np.asarray(value)
+        if value.dtype != self.dtype:
+            value = value.astype(self.dtype)
+        fmt = _format_of(self.format)
+        close_handles(self.tmp)
+        with file_lock(self.lock), fmt.open_region(self.tmp, **self.locator) as region:
+            region[key] = value
+
+    def fill(self, volume) -> None:
+        """Write a whole volume of this shape, block by block."""
+        from florin.io._blocks import copy_blocks
+
+        if tuple(volume.shape) != self.shape:
+            raise ParameterError(f"cannot write a {tuple(volume.shape)} volume into {self.target!r} of shape {self.shape}")
+        copy_blocks(self, volume, self.dtype)
+
+    # -- life cycle ------------------------------------------------------------------------
+    def commit(self) -> OnDiskArray:
+        """Move the finished file into place (atomically); idempotent."""
+        if self.committed:
+            return self
+        from florin.io import check_output
+        from florin.io.atomic import _replace, remove_path
+        from florin.io.lazy import close_handles
+
+        with file_lock(self.lock):
+            if not os.path.exists(self.tmp):
+                if os.path.exists(self.target):  # another copy of this reference committed it
+                    self._committed = True
+                    return self
+                raise PipelineError(f"the temporary output of {self.target!r} is gone ({self.tmp!r})")
+            check_output(self.target, overwrite=self.overwrite)
+            close_handles(self.tmp)
+            work = Path(self.workdir)
+            name = Path(self.target).name
+            for companion in sorted(work.iterdir()):
+                if companion.name not in (name, _MARKER, ".lock"):
+                    _replace(companion, Path(self.target).parent / companion.name)
+            _replace(Path(self.tmp), Path(self.target))
+            remove_path(work)
+            if Path(self.lock).parent != work:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.lock)
+        self._committed = True
+        self._lazy = None
+        return self
+
+    def abort(self) -> None:
+        """Delete the temporary output (nothing is written under the target's name)."""
+        from florin.io.atomic import remove_path
+
+        if not self.committed:
+            remove_path(self.workdir)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+    def volume(self, like=None):
+        """The output as a lazy volume (dims, spacing and attrs as written)."""
+        from florin.io import read
+
+        vol = read(self.path, format=self.format, **self.locator)
+        if like is not None:
+            coords = {k: v for k, v in like.coords.items() if set(v.dims) <= set(like.dims)}
+            vol = xr.DataArray(xr.Variable(like.dims, vol.variable._data), coords=coords,
+                               attrs=dict(vol.attrs), name=like.name)
+        return vol
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_lazy"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        status = "committed" if self.committed else "pending"
+        return f"<OnDiskArray {self.target!r} ({self.format}, {status}): shape={self.shape}, dtype={self.dtype}>"
+
+
+def _meta_of(like, shape, dtype):
+    from florin.volume import as_volume, default_dims
+
+    if like is not None:
+        like = as_volume(like)
+        dims, attrs = like.dims, tilemeta.strip(dict(like.attrs))
+        shape = tuple(like.shape) if shape is None else shape
+        dtype = like.dtype if dtype is None else dtype
+        info = tilemeta.info_of(like)
+        if info is not None:  # a tile stands for its whole volume
+            shape = info.full_shape if shape == tuple(like.shape) else shape
+    else:
+        dims, attrs = None, {}
+    if shape is None or dtype is None:
+        raise ParameterError("create() needs shape= and dtype=, or like= a volume to take them from")
+    shape = tuple(int(n) for n in shape)
+    dims = tuple(dims) if dims is not None and len(dims) == len(shape) else default_dims(len(shape))
+    if "spacing" in attrs and len(attrs["spacing"]) != len(shape):
+        attrs.pop("spacing")
+    attrs.pop("source", None)
+    return shape, np.dtype(dtype), dims, attrs
+
+
+def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=False, **options) -> OnDiskArray:
+    """Create an output file to be written region by region, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output. Parent directories are created. Until :meth:`OnDiskArray.commit`
+        the data lives under a hidden temporary name beside it.
+    shape, dtype : optional
+        Shape and dtype of the output; default: those of ``like``.
+    like : array_like or xarray.DataArray, optional
+        Volume whose dims, spacing and attrs (and shape and dtype unless given)
+        the output takes.
+    format : str, optional
+        Format name; by default chosen from the extension. Must support
+        region writes (HDF5, Zarr, OME-Zarr, TIFF, NPY).
+    overwrite : bool
+        Replace an existing output at commit (never a pipeline's input).
+    **options
+        Format-specific creation options (``key=``, ``chunks=``, ``compression=`` ...).
+
+    Returns
+    -------
+    OnDiskArray
+        Writable with ``out[slices] = values``; pass it as ``florin.join(tiles, out=out)``
+        or ``florin.save(out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.npy")
+    >>> with create(path, (4, 4), np.uint8) as out:
+    ...     out[:2] = 1
+    ...     out[2:] = 2
+    >>> np.load(path)[:, 0].tolist()
+    [1, 1, 2, 2]
+    """
+    from florin.io import _check_options, _format, check_output
+
+    fmt = _format(path, format)
+    if fmt.create is None:
+        raise FormatError(
+            f"format {fmt.name!r} of {os.fspath(path)!r} cannot be written region by region; "
+            f"use one of: {', '.join(_writable_formats())}"
+        )
+    _check_options(fmt.create, options, fmt, "create")
+    shape, dtype, dims, attrs = _meta_of(like, shape, dtype)
+    check_output(path, overwrite=overwrite, volume=like if isinstance(like, xr.DataArray) else None)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workdir = target.parent / f".{target.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
+    workdir.mkdir()
+    tmp = workdir / target.name
+    try:
+        locator = fmt.create(tmp, shape, dtype, dims=dims, attrs=attrs, **options) or {}
+    except Exception as exc:
+        from florin.io.atomic import remove_path
+
+        remove_path(workdir)
+        if isinstance(exc, (FormatError, ParameterError)):
+            raise
+        raise FormatError(f"cannot create {os.fspath(path)!r} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
+    return OnDiskArray(target, tmp, fmt.name, locator, shape, dtype, dims, attrs,
+                       overwrite=overwrite, lock=workdir / ".lock", workdir=workdir)
+
+
+# -- tile-by-tile saves ----------------------------------------------------------------------
+class _WrittenTile(BackendArray):
+    """Stands for a tile core that ``save`` wrote into an output; never read."""
+
+    __slots__ = ("dtype", "shape", "sink")
+
+    def __init__(self, sink, shape, dtype):
+        self.sink = sink
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, key):
+        raise PipelineError(
+            f"a step after `save` in a tiled pipeline needs the tile, but save wrote it to {self.sink.target!r} "
+            "and kept only a reference: make save the last step of the tiled pipeline"
+        )
+
+    def __reduce__(self):
+        return (_WrittenTile, (self.sink, self.shape, self.dtype.str))
+
+
+def _written_ref(sink, tile, info):
+    """A lazy stand-in for ``tile``'s core, carrying the sink it was written to."""
+    core = tile[info.core_in_tile] if tuple(tile.shape) == info.tile_shape else tile
+    data = indexing.LazilyIndexedArray(_WrittenTile(sink, info.full_shape, sink.dtype))[
+        indexing.BasicIndexer(info.core_slices)
+    ]
+    coords = {k: v.variable for k, v in core.coords.items() if set(v.dims) <= set(core.dims)}
+    ref = xr.DataArray(xr.Variable(core.dims, data), coords=coords, attrs=dict(core.attrs), name=core.name)
+    return tilemeta.attach(ref, info.as_core())
+
+
+def _sink_of(item):
+    data = getattr(getattr(item, "variable", None), "_data", None)
+    for _ in range(8):
+        if isinstance(data, _WrittenTile):
+            return data.sink
+        data = getattr(data, "array", None)
+        if data is None:
+            return None
+    return None
+
+
+def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
+    """Open (creating it if this is the first tile) the temporary output of a tile-by-tile save."""
+    if save.out is not None:
+        return save.out
+    from florin.io import _check_options, _format, check_output
+    from florin.io.atomic import remove_path
+
+    fmt = _format(save.path, save.format)
+    if fmt.create is None:
+        raise FormatError(
+            f"save({os.fspath(save.path)!r}) inside a tiled pipeline writes tile by tile, which format "
+            f"{fmt.name!r} cannot do; use one of {', '.join(_writable_formats())}, or put save after the tiled pipeline"
+        )
+    _check_options(fmt.create, save.options, fmt, "tile-by-tile writer")
+    target = Path(save.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workdir = target.parent / f".{target.name}.florin-tiles.tmp"
+    lock = target.parent / f".{target.name}.florin-tiles.lock"
+    tmp = workdir / target.name
+    marker = workdir / _MARKER
+    shape, dtype, dims, attrs = _meta_of(tile, info.full_shape, dtype)
+    want = {"shape": list(shape), "dtype": dtype.str, "format": fmt.name, "options": repr(sorted(save.options.items()))}
+    with file_lock(lock):
+        check_output(target, overwrite=save.overwrite, source=tile.attrs.get("source"))
+        locator = None
+        if marker.exists() and tmp.exists():
+            try:
+                meta = json.loads(marker.read_text())
+            except ValueError:
+                meta = {}
+            if {k: meta.get(k) for k in want} == want:
+                locator = meta["locator"]
+        if locator is None:  # first tile of this run (or leftovers of another output): start afresh
+            remove_path(workdir)
+            workdir.mkdir()
+            locator = fmt.create(tmp, shape, dtype, dims=dims, attrs=attrs, **save.options) or {}
+            marker.write_text(json.dumps({**want, "locator": locator}))
+    return OnDiskArray(target, tmp, fmt.name, locator, shape, dtype, dims, attrs,
+                       overwrite=save.overwrite, lock=lock, workdir=workdir)
+
+
+def save_tile(save, tile, info):
+    """Write ``tile``'s core into the output of ``save``; return a reference to it."""
+    core = tile[info.core_in_tile] if tuple(tile.shape) == info.tile_shape else tile
+    if tuple(core.shape) != tuple(info.core_shape):
+        raise PipelineError(
+            f"tile at origin {info.origin} has shape {tuple(tile.shape)}, expected {info.tile_shape}: "
+            "steps inside a tiled pipeline must keep the tile's shape", operator="save", origin=info.origin,
+        )
+    sink = _tile_sink(save, tile, info, core.dtype)
+    sink[info.core_slices] = np.asarray(core)
+    return _written_ref(sink, tile, info)
+
+
+def save_tiles(save, tiles) -> None:
+    """Write the (unprocessed) tiles of a volume one by one: the volume, never whole in memory."""
+    sink = None
+    for i in range(len(tiles)):
+        tile = tiles[i]
+        info = tilemeta.info_of(tile)
+        core = tile[info.core_in_tile]
+        if sink is None:
+            sink = _tile_sink(save, tile, info, core.dtype)
+        sink[info.core_slices] = np.asarray(core)
+    if sink is not None:
+        sink.commit()
+
+
+def join_written(tiles, infos, *, like=None, out=None):
+    """The join of tiles that ``save`` already wrote into an on-disk output, else None.
+
+    Called by :func:`florin.join`: when the tiles are references left by
+    ``save`` at the end of a tiled pipeline, there is nothing to copy. Checks
+    that every voxel was written, commits the output (renames it into place)
+    and returns it as a lazy volume with the dims and coords of ``like``.
+    """
+    sinks = [_sink_of(t) for t in tiles]
+    if all(s is None for s in sinks):
+        return None
+    if any(s is None for s in sinks):
+        raise PipelineError("some tiles were written by save() and others not; save must end the tiled pipeline")
+    targets = {(s.target, s.tmp) for s in sinks}
+    if len(targets) != 1:
+        raise PipelineError(f"tiles were saved to different outputs: {sorted(t for t, _ in targets)}")
+    if out is not None:
+        raise PipelineError(f"the tiles were already saved to {sinks[0].target!r}; join them without out=")
+    sink = sinks[0]
+    covered = sum(math.prod(i.core_shape) for i in infos)
+    if covered != math.prod(sink.shape) or len({i.origin for i in infos}) != len(infos):
+        raise PipelineError(
+            f"the saved tiles cover {covered} of the {math.prod(sink.shape)} voxels of {sink.target!r}; "
+            "not committing an incomplete output"
+        )
+    sink.commit()
+    vol = sink.volume(like=like)
+    vol.attrs = tilemeta.strip(dict(tiles[0].attrs))
+    return vol
