@@ -6,7 +6,6 @@ import inspect
 import os
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from florin.errors import InputFileError, ParameterError
@@ -16,13 +15,13 @@ __all__ = ["register"]
 
 def info(file: Path = typer.Argument(..., help="Volume file to describe.")):
     """Show shape, dtype, spacing and format of a volume file."""
-    from florin.io import read
-    from florin.registry import get_registry
+    from florin.io import _format, read
+    from florin.io.lazy import is_lazy
     from florin.volume import get_spacing
 
-    fmt = get_registry().format_for_path(file)
+    fmt = _format(file, None)
     vol = read(file)
-    lazy = not isinstance(vol.data, np.ndarray) or isinstance(vol.data, np.memmap)
+    lazy = is_lazy(vol)
     typer.echo(f"file:    {file}")
     typer.echo(f"format:  {fmt.name}")
     typer.echo(f"shape:   {tuple(vol.shape)}  dims: {', '.join(vol.dims)}")
