@@ -12,6 +12,7 @@ Multithread(ndnt(...)), save(...))`` thresholds tiles in threads.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -111,11 +112,12 @@ class Pipeline:
             step = steps[i]
             if isinstance(datum, Collection) and is_per_item(step):
                 j = i
-                while j < len(steps) and is_per_item(steps[j]):
+                while j < len(steps) and self._maps_over(steps[j], datum):
                     j += 1
-                datum = self.map_collection(steps[i:j], datum)
-                i = j
-                continue
+                if j > i:
+                    datum = self.map_collection(steps[i:j], datum)
+                    i = j
+                    continue
             if isinstance(datum, Tiles) and not isinstance(step, Pipeline) and not getattr(step, "accepts_tiles", False):
                 datum = datum.volume  # implicit join of untouched tiles: the volume itself
             if isinstance(step, Tile):
@@ -128,15 +130,30 @@ class Pipeline:
         return datum
 
     @staticmethod
+    def _maps_over(step, collection) -> bool:
+        """Whether ``step`` is mapped over the items of ``collection``.
+
+        Over tiles, a per-item step whose halo is unbounded (it needs whole
+        objects, e.g. ``remove_small_objects``) is not: the tiles are joined
+        before it, as before any whole-volume step.
+        """
+        if not is_per_item(step):
+            return False
+        if isinstance(collection, Tiles):
+            return math.inf not in halo_of(step, collection.volume.shape)
+        return True
+
+    @staticmethod
     def _halo_after(steps, index, full_shape):
         following = steps[index + 1 :]
         if following and isinstance(following[0], Pipeline):
             return following[0].halo(full_shape)
         total = np.zeros(len(full_shape), dtype=object)
         for step in following:
-            if not is_per_item(step):
-                break
-            total = total + np.array(halo_of(step, full_shape), dtype=object)
+            halo = halo_of(step, full_shape) if is_per_item(step) else None
+            if halo is None or math.inf in halo:
+                break  # the tiles are joined before this step
+            total = total + np.array(halo, dtype=object)
         return tuple(total.tolist())
 
     def halo(self, full_shape) -> tuple:

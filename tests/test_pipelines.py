@@ -135,3 +135,18 @@ def test_dump_and_run_with_python_m_florin(tmp_path, volume):
                           capture_output=True, text=True, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)})
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_allclose(np.load(out), volume + 1)
+
+
+def test_whole_volume_step_after_tiles_joins_them_first(volume):
+    # remove_small_objects needs whole objects (unbounded halo): the flat pipeline
+    # joins the tiles before it instead of refusing to tile.
+    flat = florin.Serial(
+        florin.tile(shape=(6, 16, 16), stride=(6, 8, 8)),
+        thresholding.ndnt(shape=(5, 9, 9)),
+        morphology.binary_opening(),
+        morphology.remove_small_objects(min_size=30),
+    )
+    whole = morphology.remove_small_objects(
+        morphology.binary_opening(thresholding.ndnt(volume, shape=(5, 9, 9))), min_size=30
+    )
+    np.testing.assert_array_equal(flat(volume).values, whole.values)

@@ -60,6 +60,10 @@ def _imagej_spacing(tif):
     return spacing, _UNITS.get(unit, unit)
 
 
+def _squeezed(shape):
+    return tuple(n for n in shape if n != 1)
+
+
 def read_tiff(path, *, lazy=True, mmap=None, series=0):
     """Read a TIFF/OME-TIFF volume lazily (memory-mapped or page by page).
 
@@ -100,7 +104,14 @@ def read_tiff(path, *, lazy=True, mmap=None, series=0):
             data = FileArray(array.path, array.format, array.key, array.shape, array.dtype, array.reader,
                              array.options, view="bool")
     wrap = lazy_volume if isinstance(data, FileArray) else as_volume
-    if meta is not None and meta.get("shape") is not None and tuple(meta["shape"]) != tuple(data.shape):
+    written = tuple(meta["shape"]) if meta is not None and meta.get("shape") is not None else None
+    if written is not None and written != tuple(data.shape) and _squeezed(written) == _squeezed(data.shape):
+        # tifffile drops length-1 axes (a single slice of a 3-D volume): restore them.
+        data = tifffile.imread(path, series=series).reshape(written)
+        if meta.get("dtype") == "bool":
+            data = data.astype(bool)
+        wrap = as_volume
+    if written is not None and written != tuple(data.shape):
         raise InputFileError(
             f"{path!r} is truncated or corrupt: it was written with shape {tuple(meta['shape'])} "
             f"but holds {tuple(data.shape)}"

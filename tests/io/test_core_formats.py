@@ -101,3 +101,12 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"not a tiff at all")
     with pytest.raises(InputFileError, match="bad.tif"):
         read(path)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (1, 3, 5, 7), (3, 1, 7)])
+def test_tiff_keeps_length_one_axes(tmp_path, shape):
+    data = (np.arange(np.prod(shape)) % 200).reshape(shape).astype(np.uint16)
+    write(tmp_path / "a.tif", data)
+    back = read(tmp_path / "a.tif")
+    assert back.shape == shape
+    np.testing.assert_array_equal(back.values, data)

@@ -148,3 +148,18 @@ def test_label_pickles_and_runs_in_a_thread_map(rng):
     mask = rng.random((10, 20)) < 0.5
     out = florin.Serial(florin.tile(shape=(4, 7)), ThreadMap(op))(mask)
     np.testing.assert_array_equal(out.values, scipy_label(mask, 2)[0])
+
+
+def test_save_of_unmerged_tile_labels_is_refused(tmp_path):
+    import numpy as np
+    import pytest
+
+    import florin
+    import florin.conncomp as conncomp
+
+    mask = np.zeros((8, 8), bool)
+    mask[:, 3] = True
+    pipe = florin.Serial(florin.tile(shape=(4, 8)), florin.Serial(conncomp.label(), florin.save(tmp_path / "l.npy")))
+    with pytest.raises(florin.errors.ParameterError, match="after the tiled pipeline"):
+        pipe(mask)
+    assert not (tmp_path / "l.npy").exists()
