@@ -324,7 +324,7 @@ class Dask(Pipeline):
     def __repr__(self):
         options = [f"{k}={getattr(self, k)!r}" for k in ("address", "workers") if getattr(self, k) is not None]
         inner = super().__repr__()[len(type(self).__name__) + 1 : -1]
-        return f"Dask({', '.join([inner, *options]) if inner else ', '.join(options)})"
+        return f"{type(self).__name__}({', '.join([inner, *options]) if inner else ', '.join(options)})"
 
 
 def _shutdown(client, cluster, quiet=None):
