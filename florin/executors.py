@@ -45,6 +45,7 @@ import threading
 import traceback
 import uuid
 
+import numpy as np
 import xarray as xr
 
 from florin import _run, tilemeta
@@ -158,6 +159,18 @@ def _dumps(obj) -> bytes:
     return cloudpickle.dumps(obj)
 
 
+def _dumps_fast(obj) -> bytes:
+    """Pickle with the standard pickler (about twice as fast on arrays), cloudpickle if it must."""
+    import pickle
+
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return _dumps(obj)
+    # Workers do not import the user's script: what it defines must travel by value.
+    return _dumps(obj) if b"__main__" in data else data
+
+
 def _loads(data):
     import pickle
 
@@ -234,10 +247,14 @@ def _run_chunk(payload: bytes) -> bytes:
     finally:
         _in_worker.reset(token_ctx)
     try:
-        return _dumps(out)
+        return _dumps_fast(out)
     except Exception as exc:  # a result that cannot travel back
         err = WorkerError(f"the result of {_label(chunk[0][1], chunk[0][0])} cannot be pickled: {exc}")
         return _dumps([(chunk[0][0], False, _capture(err))])
+    finally:
+        del out, chunk
+        if _attached:
+            _detach_blocks()
 
 
 def _raise_first(errors: dict, items):
@@ -265,7 +282,7 @@ def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize
         if rng is None:
             return False
         chunk = [(i, items[i]) for i in rng]
-        pending[submit(_dumps((token, func_data, chunk, kernel_threads)))] = rng
+        pending[submit(_dumps_fast((token, func_data, chunk, kernel_threads)))] = rng
         return True
 
     for _ in range(2 * workers):
@@ -325,6 +342,7 @@ class Multithread(Pipeline):
     """
 
     name = "multithread"
+    in_process = True  # items run in this process: progress advances per item
 
     def __init__(self, *steps, threads=None):
         super().__init__(*steps)
@@ -485,12 +503,11 @@ class Multiprocess(Pipeline):
             return [func(item) for item in items]
         size = self.processes or cpu_count()
         workers = min(size, len(items))
-        ctx = _mp_context(self.start_method)
-        pool = _process_pool(size, ctx)
+        pool, method = _process_pool(size, self.start_method)
         processes = {}
 
         def submit(payload):
-            with _main_not_reimported(ctx.get_start_method()):  # workers start on submit
+            with _main_not_reimported(method):  # workers start on submit
                 fut = pool.submit(_run_chunk, payload)
             processes.update(getattr(pool, "_processes", None) or {})
             return fut
@@ -504,14 +521,132 @@ class Multiprocess(Pipeline):
                 "or smaller tiles), crashes in compiled code, or calls os._exit()"
             ) from exc
 
+        shared = _share_tiles(items)
         ok = False
         try:
-            results = _pool_map(submit, func, items, workers, _kernel_threads_for(size), on_broken)
+            shipped = shared[1] if shared is not None else items
+            results = _pool_map(submit, func, shipped, workers, _kernel_threads_for(size), on_broken)
             ok = True
             return results
         finally:
             if not ok:  # a failure or an interrupt: stop the work still running, start afresh next time
                 _discard_process_pool(pool)
+            if shared is not None:
+                _release_block(shared[0])
+
+
+# -- in-memory volumes travel through shared memory ------------------------------------------------
+_SHARED_MIN_BYTES = 1 << 20  # smaller volumes are simply pickled with their tiles
+
+
+class _SharedTile:
+    """A tile of a volume copied once into shared memory: pickles as the block's name and geometry."""
+
+    __slots__ = ("block", "shape", "dtype", "dims", "coords", "attrs", "name", "info")
+
+    def __init__(self, block, shape, dtype, tile, info):
+        self.block, self.shape, self.dtype, self.info = block, shape, dtype, info
+        self.dims, self.name, self.attrs = tile.dims, tile.name, dict(tile.attrs)
+        self.coords = {k: v.variable for k, v in tile.coords.items()}
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def resolve(self):
+        """The tile: a read-only view of the shared volume (no copy)."""
+        full = np.ndarray(self.shape, np.dtype(self.dtype), buffer=_attach_block(self.block).buf)
+        full.flags.writeable = False
+        tile = xr.DataArray(full[self.info.read_slices], dims=self.dims, coords=self.coords,
+                            attrs=self.attrs, name=self.name)
+        return tilemeta.attach(tile, self.info)
+
+
+_attached: dict = {}
+
+
+def _attach_block(name):
+    from multiprocessing import shared_memory
+
+    block = _attached.get(name)
+    if block is None:
+        try:
+            block = shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+        except TypeError:
+            # Registers the name with the parent's resource tracker, which the
+            # workers share (started before the pool): a no-op, the parent
+            # created and unlinks the block.
+            block = shared_memory.SharedMemory(name=name)
+        _attached[name] = block
+    return block
+
+
+def _detach_blocks():
+    """Unmap shared volumes in a worker once no tile uses them."""
+    for name, block in list(_attached.items()):
+        try:
+            block.close()
+        except BufferError:  # a result still views the block; try after the next chunk
+            continue
+        del _attached[name]
+
+
+def _share_tiles(items):
+    """Put the volume of in-memory tiles into shared memory once; ``(block, refs)`` or None.
+
+    Applies when every item is a tile viewing one C-contiguous array of the
+    full volume's shape (what :func:`florin.tile` cuts from an in-memory
+    volume). Workers then view their tile in the block instead of unpickling a
+    copy, and the parent pickles nothing but references.
+    """
+    if len(items) < 2 or not all(isinstance(it, xr.DataArray) for it in items):
+        return None
+    first = items[0].variable._data
+    base = first.base if isinstance(first, np.ndarray) else None
+    if (not isinstance(base, np.ndarray) or base.dtype.hasobject or not base.flags.c_contiguous
+            or base.nbytes < _SHARED_MIN_BYTES):
+        return None
+    infos = []
+    for it in items:
+        info, data = tilemeta.info_of(it), it.variable._data
+        if info is None or tuple(info.full_shape) != base.shape or not isinstance(data, np.ndarray):
+            return None
+        expect = base[info.read_slices]
+        if (data.base is not base or data.shape != expect.shape or data.strides != expect.strides
+                or data.__array_interface__["data"][0] != expect.__array_interface__["data"][0]):
+            return None
+        infos.append(info)
+    if base.nbytes > _available_memory() // 2:  # a copy must not crowd out the workers: pickle tiles instead
+        return None
+    from multiprocessing import shared_memory
+
+    block = shared_memory.SharedMemory(create=True, size=base.nbytes)
+    try:
+        np.ndarray(base.shape, base.dtype, buffer=block.buf)[...] = base
+        refs = [_SharedTile(block.name, base.shape, base.dtype.str, it, info) for it, info in zip(items, infos, strict=True)]
+    except BaseException:
+        _release_block(block)
+        raise
+    return block, refs
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return 0
+
+
+def _release_block(block):
+    with contextlib.suppress(Exception):
+        block.close()
+    with contextlib.suppress(Exception):
+        block.unlink()
 
 
 # Worker pools are kept between maps (as pathos keeps its pools): workers start,
@@ -520,8 +655,14 @@ _process_pools: dict = {}
 _pools_lock = threading.Lock()
 
 
-def _process_pool(size, ctx):
-    key = (size, ctx.get_start_method())
+def _process_pool(size, start_method):
+    """The kept pool of ``size`` workers and its start method.
+
+    With ``start_method=None`` the method is chosen when the pool is created
+    (:func:`_mp_context`) and the pool is reused whatever happens later in this
+    process: its workers were started safely.
+    """
+    key = (size, start_method)
     with _pools_lock:
         pool = _process_pools.get(key)
         if pool is not None and getattr(pool, "_broken", False):
@@ -531,8 +672,12 @@ def _process_pool(size, ctx):
         if pool is None:
             if not _process_pools:
                 atexit.register(shutdown_pools)  # before interpreter teardown, not during it
+            ctx = _mp_context(start_method)
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()  # workers share it (shared-memory volumes)
             pool = _process_pools[key] = cf.ProcessPoolExecutor(max_workers=size, mp_context=ctx)
-    return pool
+    return pool, pool._mp_context.get_start_method()
 
 
 def _discard_process_pool(pool):

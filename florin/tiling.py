@@ -238,8 +238,13 @@ class Tiles(Collection):
 
     @staticmethod
     def resolve(item):
-        """The tile an item stands for (reads it when the item is a reference)."""
-        if isinstance(item, TileRef | _ResolvedTile):
+        """The tile an item stands for (reads it when the item is a reference).
+
+        A reference is any object with a ``resolve()`` method returning the
+        tile: :class:`TileRef`, or what an executor ships instead of a tile
+        (e.g. a tile of a volume in shared memory).
+        """
+        if not isinstance(item, xr.DataArray) and callable(getattr(item, "resolve", None)):
             return item.resolve()
         return item
 

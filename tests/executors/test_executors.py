@@ -232,6 +232,28 @@ def test_in_memory_tiles_ship_only_their_voxels_and_come_back_as_cores(volume):
     assert ex.returned == [tuple(i.core_shape) for i in tiles.infos]
 
 
+def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
+    import glob
+
+    from florin.executors import _release_block, _share_tiles
+
+    image = rng.random((16, 128, 128))  # 2 MiB: above the shared-memory threshold
+    tiles = florin.tile(shape=(8, 64, 64), halo=2)(image)
+    block, refs = _share_tiles(tiles.items())
+    try:
+        assert max(len(pickle.dumps(r)) for r in refs) < 3000 < tiles[0].nbytes
+        for i, ref in enumerate(refs):
+            tile = Tiles.resolve(pickle.loads(pickle.dumps(ref)))
+            xr.testing.assert_identical(tile, tiles[i])
+            assert not tile.values.flags.writeable  # no tile can change its neighbours' halos
+    finally:
+        _release_block(block)
+    before = set(glob.glob("/dev/shm/psm_*"))
+    pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3), np.sqrt))  # noqa: E731
+    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert set(glob.glob("/dev/shm/psm_*")) <= before  # the block is unlinked after the map
+
+
 def test_memory_mapped_volume_ships_tile_references(tmp_path, volume):
     path = tmp_path / "v.npy"
     np.save(path, volume)
