@@ -96,6 +96,31 @@ def best_of(func, repeat):
     return min(times), result
 
 
+def _burn(n):
+    start = time.perf_counter()
+    s = 0
+    for i in range(n):
+        s += i
+    return time.perf_counter() - start
+
+
+def parallel_capacity(workers, n=3_000_000):
+    """How much of ``workers`` cores this machine gives now: ``workers`` busy loops in processes vs one.
+
+    ``workers`` means every core is free; on a shared machine other jobs take
+    some, and no executor can beat this ratio.
+    """
+    import multiprocessing
+
+    one = min(_burn(n) for _ in range(2))
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_burn, [1000] * workers)
+        start = time.perf_counter()
+        pool.map(_burn, [n] * workers)
+        both = time.perf_counter() - start
+    return workers * one / both
+
+
 def peak_rss_mib():
     import resource
 
@@ -144,7 +169,9 @@ def main(args):
           f"NDNT shape {NDNT_SHAPE} + binary_opening; {cpu_count()} CPU cores; {w} workers")
     print(f"NDNT kernel threads: {args.kernel_threads} (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}) "
           "in Serial and inside every thread, process and MPI worker")
-    print(f"best of {args.repeat} runs after a warm-up run\n")
+    capacity = parallel_capacity(w)
+    print(f"best of {args.repeat} runs after a warm-up run; machine capacity now: {capacity:.2f} of {w} cores "
+          f"({w} busy processes vs 1: the best speedup possible)\n")
 
     executors = [
         ("Serial", florin.Serial),
@@ -187,6 +214,7 @@ def main(args):
     if procs is not None:
         verdict = "met" if procs["speedup"] >= 1.7 else "NOT met"
         print(f"\ngoal {w} processes >= 1.7x Serial: {procs['speedup']:.2f}x, {verdict}")
+    print(f"machine capacity after the runs: {parallel_capacity(w):.2f} of {w} cores")
     try:
         print(f"load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     except OSError:
@@ -198,7 +226,8 @@ def main(args):
                 "benchmark": "parallel",
                 "title": f"Tiled NDNT + binary_opening, {w} workers, speedup over Serial",
                 "config": {"shape": list(shape), "tile": list(tile_shape), "ndnt_shape": list(NDNT_SHAPE),
-                           "workers": w, "kernel_threads": args.kernel_threads, "repeat": args.repeat},
+                           "workers": w, "kernel_threads": args.kernel_threads, "repeat": args.repeat,
+                           "capacity": round(capacity, 2)},
                 "results": results,
                 "baseline": "Serial",
             }, f, indent=2)

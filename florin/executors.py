@@ -131,9 +131,9 @@ def _describe_steps(func) -> str:
 
 
 def _chunks(n, workers, chunksize=None):
-    """Index ranges: about four chunks per worker so that uneven items balance."""
+    """Index ranges: one item each for few items (tiles), about 16 chunks per worker for many (regions)."""
     if chunksize is None:
-        chunksize = max(1, math.ceil(n / (4 * max(1, workers))))
+        chunksize = max(1, math.ceil(n / (16 * max(1, workers))))
     return [range(i, min(n, i + chunksize)) for i in range(0, n, chunksize)]
 
 
