@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.ndimage import uniform_filter
 
+import florin._kernels.ndnt as ndnt_module
 from florin._kernels.ndnt import MAX_DENOMINATOR, ndnt_mask, rational_threshold
 from florin._ndnt_checks import default_shape, validate_ndnt_args
 from florin.errors import ParameterError
@@ -188,7 +189,10 @@ def test_float_dtypes_match_oracle(dtype, bright):
         np.testing.assert_array_equal(got, exact_oracle(image, nshape, t, bright))
 
 
-def test_float_rounding_residue_and_zero_windows_are_exact():
+@pytest.mark.parametrize("rerun", [None, 0], ids=["default", "always-count-nonzeros"])
+def test_float_rounding_residue_and_zero_windows_are_exact(rerun, monkeypatch):
+    if rerun is not None:  # force the second pass with exact non-zero counts
+        monkeypatch.setattr(ndnt_module, "_NZ_RERUN", rerun)
     # Running sums leave rounding residue after values such as 0.1, 0.2, 0.3 or a
     # huge value leave the window; windows that sum to exactly 0 must still
     # decide 0 <= q*0 (dark) and 0 >= q*0 (bright), and near-cancellations exactly.
@@ -299,6 +303,12 @@ def test_fortran_and_strided_inputs():
     big = rng.integers(0, 50, size=(9, 20, 11)).astype(np.uint8)
     strided = big[:, ::2]
     np.testing.assert_array_equal(ndnt_mask(strided, (3, 5, 4), 0.25), exact_oracle(strided, (3, 5, 4), 0.25, False))
+    floats = (rng.random((9, 20, 11)) * 10).astype(np.float32)[:, ::2]
+    floats[:, 3:6] = 0.0
+    for bright in (False, True):
+        np.testing.assert_array_equal(
+            ndnt_mask(floats, (3, 5, 4), 0.0, bright), exact_oracle(floats, (3, 5, 4), 0.0, bright)
+        )
 
 
 def test_length_one_axes_and_single_voxel():
