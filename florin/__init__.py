@@ -79,9 +79,8 @@ def __getattr__(name):
         for cls in registry.executors.values():
             if cls.__name__ == name:
                 return cls
-        missing = {"MPI": "mpi", "Multiprocess": "all", "Dask": "dask"}
+        missing = {"MPI": "pip install 'florin[mpi]'", "Multiprocess": "pip install pathos",
+                   "Dask": "pip install ./plugins/florin-dask (from a florin checkout)"}
         if name in missing:
-            raise AttributeError(
-                f"florin.{name} is not available: install it with pip install 'florin[{missing[name]}]'"
-            )
+            raise AttributeError(f"florin.{name} is not available: install it with {missing[name]}")
     raise AttributeError(f"module 'florin' has no attribute {name!r}")

@@ -28,7 +28,7 @@ BUILTIN = "florin"
 
 # Which pip extra provides the built-in names that need optional packages.
 EXTRAS = {
-    "executors": {"mpi": "mpi", "dask": "dask (pip install ./plugins/florin-dask)"},
+    "executors": {"mpi": "mpi", "dask": "dask, then pip install ./plugins/florin-dask"},
     "formats": {"zarr": "zarr", "ome-zarr": "zarr", "netcdf": "netcdf"},
 }
 

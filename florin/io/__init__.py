@@ -301,6 +301,21 @@ class Save:
         write(self.path, data, format=self.format, overwrite=self.overwrite, **self.options)
         return data
 
+    def to_spec(self) -> dict:
+        """This step as a pipeline-file table."""
+        if self.out is not None:
+            raise ParameterError("save(out) to an array from florin.io.create cannot be written to a pipeline file")
+        spec = {"op": "save", "path": os.fspath(self.path)}
+        try:
+            inferred = _format(self.path, None).name
+        except FormatError:
+            inferred = None
+        if self.format != inferred:
+            spec["format"] = self.format
+        if self.overwrite:
+            spec["overwrite"] = True
+        return {**spec, **self.options}
+
     def __repr__(self):
         return f"save({os.fspath(self.path)!r})"
 
