@@ -970,14 +970,14 @@ class MPI(Pipeline):
         finally:
             _in_worker.reset(token)
         try:
-            blob = _dumps(local)
+            blob = _dumps_fast(local)
         except Exception as exc:
             err = WorkerError(f"rank {rank} cannot send its results to the other ranks: {exc}")
             blob = _dumps([(local[0][0] if local else None, False, _capture(err))])
         _idle_until_all_arrive(comm)
         results = [None] * len(items)
         errors = {}
-        for part in gather_comm.allgather(blob):
+        for part in _allgather_bytes(comm, gather_comm, blob):
             for index, ok, value in _loads(part):
                 if ok:
                     results[index] = value
@@ -989,6 +989,20 @@ class MPI(Pipeline):
                 raise local_error[1]  # this rank's own exception, with its live traceback
             raise _rebuild(errors[first])
         return results
+
+
+def _allgather_bytes(comm, gather_comm, blob):
+    """Every rank's ``blob``, on every rank: one raw ``Allgatherv`` (no pickling of the bytes)."""
+    sizes = comm.allgather(len(blob))
+    if sum(sizes) >= 2**31 - 1:  # beyond 32-bit counts: mpi4py's chunked pickle-5 transport
+        return gather_comm.allgather(blob)
+    from mpi4py import MPI as mpi
+
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    out = bytearray(sum(sizes))
+    comm.Allgatherv([blob, mpi.BYTE], [out, (sizes, offsets), mpi.BYTE])
+    view = memoryview(out)
+    return [view[o:o + n] for o, n in zip(offsets, sizes, strict=True)]
 
 
 def _idle_until_all_arrive(comm):
