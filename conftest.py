@@ -46,10 +46,15 @@ def _missing_cause(excinfo):
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        inner = getattr(exc, "exc_info", None)  # doctest.UnexpectedException wraps the real error
+        if isinstance(inner, tuple) and len(inner) == 3 and isinstance(inner[1], BaseException):
+            exc = inner[1]
         if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in MISSING:
             return exc.name.split(".")[0]
         text = str(exc)
-        for name in MISSING:
+        for name, hint in MISSING.items():
+            if hint in text:
+                return name
             if name.lower() in text.lower() and ("install" in text or "extra" in text or "No module" in text):
                 return name
         if "cannot tell the format" in text and ("zarr" in MISSING or "netCDF4" in MISSING):

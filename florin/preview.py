@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from florin.errors import ParameterError
+from florin.errors import FlorinError, ParameterError
 from florin.io.atomic import atomic_path
 from florin.volume import as_volume, get_spacing
 
 __all__ = ["label_colors", "save_preview"]
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise FlorinError("previews need matplotlib: pip install 'florin[preview]'") from None
+    return matplotlib
 
 
 def label_colors(n: int) -> np.ndarray:
@@ -23,7 +31,7 @@ def label_colors(n: int) -> np.ndarray:
     >>> label_colors(3).shape
     (4, 4)
     """
-    import matplotlib
+    matplotlib = _matplotlib()
 
     golden = 0.618033988749895
     hues = (np.arange(n) * golden) % 1.0
@@ -77,8 +85,7 @@ def save_preview(path, volume, labels=None, *, montage=None, title=None, dpi=100
     title : str, optional
         Figure title.
     """
-    import matplotlib
-
+    matplotlib = _matplotlib()
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap

@@ -81,6 +81,7 @@ def test_run_toml_with_output_and_executor(sample, tmp_path):
 
 
 def test_demo_writes_valid_outputs(tmp_path):
+    pytest.importorskip("matplotlib", reason="the demo writes previews: pip install 'florin[preview]'")
     proc = subprocess.run([sys.executable, "-m", "florin", "demo", str(tmp_path), "--size", "24,96,96"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -94,6 +95,7 @@ def test_demo_writes_valid_outputs(tmp_path):
 
 
 def test_preview_is_a_png(sample, tmp_path):
+    pytest.importorskip("matplotlib", reason="previews need matplotlib: pip install 'florin[preview]'")
     _, path, _ = sample
     labels = tmp_path / "l.tif"
     assert main(["segment", str(path), "-o", str(labels)]) == 0
