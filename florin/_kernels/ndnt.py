@@ -49,14 +49,16 @@ Arithmetic
   ``float64(I) * count <= (1 -+ t) * sum`` -- and the decisions are *certified
   exact* (equal to exact real arithmetic on the stored values and ``t``):
 
-  - each work item first reads its input once for ``M = max |I|`` (and whether
-    all values are integers, in which case, with ``M * window < 2**53``, all
-    sums are exact); ``_float_error_coefs`` turns ``M`` into a proven bound on
-    the error of every running sum;
+  - while rows enter the running sums (still in cache) the kernel keeps
+    ``M >= max |I|`` of what entered so far and whether all of it are integers
+    (then, with ``M * window < 2**53``, all sums are exact); both are scanned as
+    integer bit patterns so that the scan vectorises; ``_float_error_coefs``
+    turns ``M`` into a proven bound on the error of every running sum;
   - running sums leave rounding *residue* (e.g. after 0.1, 0.2, 0.3 or a huge
-    value left the window), which matters where the true sum is exactly 0:
-    an exact int32 running count of non-zero values per window identifies
-    those windows and their sum is taken as exactly 0;
+    value left the window), which matters where the true sum is exactly 0
+    (e.g. a zero background): when a run leaves more than ``_NZ_RERUN``
+    uncertain voxels it is redone with an exact int32 running count of the
+    non-zero values per window, and windows without any take the sum 0;
   - a voxel whose margin ``|I*count - q*sum|`` is within the bound is flagged
     (2 in the uint8 view of the output) and decided afterwards in Python with
     exact rationals (``_fixup_uncertain``): for ordinary data none or a handful.
