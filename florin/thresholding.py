@@ -13,6 +13,7 @@ import numpy as np
 from florin import tilemeta
 from florin._kernels.ndnt import ndnt_mask
 from florin._ndnt_checks import validate_ndnt_args
+from florin.errors import ParameterError
 from florin.operators import florinate
 from florin.volume import as_volume, like
 
@@ -71,8 +72,20 @@ def _ndnt(image, shape=None, threshold=0.25, *, polarity="dark", threads=None):
     """
     vol = as_volume(image)
     data = vol.data if isinstance(vol.data, np.ndarray) else np.asarray(vol)
-    shape, fraction, bright = validate_ndnt_args(data, shape, threshold, polarity, full_shape=_full_shape(vol))
-    return like(ndnt_mask(data, shape, fraction, bright, threads=threads), vol)
+    # The kernel counts NaN/inf itself while it reads (no extra pass over the image).
+    shape, fraction, bright = validate_ndnt_args(data, shape, threshold, polarity, full_shape=_full_shape(vol),
+                                                 check_finite=False)
+    try:
+        mask = ndnt_mask(data, shape, fraction, bright, threads=threads)
+    except ParameterError:
+        bad = np.count_nonzero(~np.isfinite(data)) if data.dtype.kind == "f" else 0
+        if bad:  # error path only: name the exact number of bad voxels
+            raise ParameterError(
+                f"image has {bad} NaN or infinite voxel(s); NDNT needs finite values "
+                "(replace them, e.g. with numpy.nan_to_num)"
+            ) from None
+        raise
+    return like(mask, vol)
 
 
 _ndnt.__name__ = _ndnt.__qualname__ = "ndnt"

@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 import florin
+import florin.morphology
 import florin.thresholding as thresholding
 from florin.errors import OperatorBindError
 
