@@ -150,3 +150,28 @@ def test_whole_volume_step_after_tiles_joins_them_first(volume):
         morphology.binary_opening(thresholding.ndnt(volume, shape=(5, 9, 9))), min_size=30
     )
     np.testing.assert_array_equal(flat(volume).values, whole.values)
+
+
+def test_progress_ticks_once_per_tile_and_timings_are_recorded(volume):
+    from florin import _run
+
+    class Recorder:
+        def __init__(self):
+            self.tasks, self.ticks = [], 0
+
+        def add_task(self, description, total):
+            self.tasks.append((description, total))
+            return len(self.tasks)
+
+        def advance(self, task, n):
+            self.ticks += n
+
+        def remove_task(self, task):
+            pass
+
+    recorder = Recorder()
+    pipe = florin.Serial(florin.tile(shape=(12, 20, 24)), florin.Serial(thresholding.ndnt(shape=3)))
+    with _run.observe(progress=recorder) as observer:
+        pipe(volume)
+    assert recorder.tasks == [("Serial over 4 tiles", 4)] and recorder.ticks == 4
+    assert {"tile", "ndnt", "serial"} <= set(observer.timings)

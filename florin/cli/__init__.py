@@ -46,10 +46,11 @@ def build_app() -> typer.Typer:
     def root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
         debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
-        verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug log output."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors (no progress, no timing summary)."),
     ):
-        level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+        # INFO by default: the per-step timing summary at the end of a run; -q hides it.
+        level = logging.ERROR if quiet else (logging.INFO, logging.DEBUG)[min(verbose, 1)]
         logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
     from florin.registry import call_hook

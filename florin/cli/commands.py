@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def run(
     if output is not None:
         write(output, result, overwrite=overwrite)
     shape = getattr(result, "shape", None)
-    typer.echo(f"done: {type(result).__name__}{' ' + str(tuple(shape)) if shape is not None else ''}", err=True)
+    logging.getLogger("florin").info(f"done: {type(result).__name__}{' ' + str(tuple(shape)) if shape is not None else ''}")
 
 
 def preview(
@@ -152,7 +153,7 @@ def preview(
     vol = read(volume)
     lab = read(labels) if labels is not None else None
     save_preview(output, vol, None if lab is None else lab.values, montage=montage, title=volume.name)
-    typer.echo(f"wrote {output}", err=True)
+    logging.getLogger("florin").info(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -233,7 +234,7 @@ def segment(
     )
     start = time.perf_counter()
     result = _run_with_report(pipeline, input)
-    typer.echo(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}", err=True)
+    logging.getLogger("florin").info(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}")
     return result
 
 
