@@ -37,8 +37,18 @@ class PipelineError(FlorinError):
         self.origin = origin
 
     def __reduce__(self):
-        # Keep operator and origin when the error travels back from a worker.
-        return (_rebuild_pipeline_error, (type(self), str(self), self.operator, self.origin))
+        # Keep operator, origin and the chained cause when the error travels between processes
+        # (plain pickle drops __cause__).
+        state = dict(self.__dict__)
+        state["_cause"] = self.__cause__
+        return (_rebuild_pipeline_error, (type(self), str(self), self.operator, self.origin), state)
+
+    def __setstate__(self, state):
+        state = dict(state)
+        cause = state.pop("_cause", None)
+        self.__dict__.update(state)
+        if cause is not None:
+            self.__cause__ = cause
 
 
 def _rebuild_pipeline_error(cls, message, operator, origin):
