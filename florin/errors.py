@@ -40,7 +40,14 @@ class PipelineError(FlorinError):
         # Keep operator, origin and the chained cause when the error travels between processes
         # (plain pickle drops __cause__).
         state = dict(self.__dict__)
-        state["_cause"] = self.__cause__
+        if self.__cause__ is not None:
+            import pickle
+
+            try:
+                pickle.dumps(self.__cause__)
+                state["_cause"] = self.__cause__
+            except Exception:  # an unpicklable cause stays behind; the executor reports it as text
+                pass
         return (_rebuild_pipeline_error, (type(self), str(self), self.operator, self.origin), state)
 
     def __setstate__(self, state):
