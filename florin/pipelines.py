@@ -313,6 +313,12 @@ def _call_step(step, datum):
             ) from exc
         if isinstance(datum, xr.DataArray) and isinstance(result, np.ndarray) and result.shape == datum.shape:
             result = like(result, datum)  # plain functions keep the volume's labels
+        elif (isinstance(datum, xr.DataArray) and isinstance(result, xr.DataArray)
+              and result.shape == datum.shape and any(k not in result.attrs for k in datum.attrs)):
+            # xarray < 2025.7 drops attrs in arithmetic (image * k): keep the input's attrs, the
+            # tile metadata among them, as newer xarray does.
+            result = result.copy(deep=False)
+            result.attrs = {**datum.attrs, **result.attrs}
         return result
 
     if isinstance(step, Pipeline):
