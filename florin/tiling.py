@@ -280,7 +280,7 @@ def join(tiles=None, *, like=None, out=None):
     --------
     >>> import numpy as np
     >>> vol = as_volume(np.arange(20).reshape(4, 5))
-    >>> parts = [t * 2 for t in tile(shape=(2, 2))(vol)]
+    >>> parts = [t.copy(data=t.values * 2) for t in tile(shape=(2, 2))(vol)]  # keeps the tile metadata
     >>> join(parts, like=vol).values.tolist() == (vol.values * 2).tolist()
     True
     """
