@@ -296,23 +296,29 @@ def _aggregate(tile_stats, relabel):
 # ----------------------------------------------------------------------------------------
 
 
-def _resolve_intensity(intensity, labels):
-    if intensity is None:
-        return None
+def _intensity_volume(intensity, no_input_message):
+    """The intensity image as a volume: ``'input'`` (the run's input), a path to read, or an array."""
     if isinstance(intensity, str) and intensity == "input":
         state = _run.current()
         volume = getattr(state, "input", None) if state is not None else None
         if volume is None:
-            raise ParameterError(
-                "regionprops(intensity='input') measures the volume the pipeline started from, "
-                "but no pipeline run has an input here; pass the intensity image itself"
-            )
+            raise ParameterError(no_input_message)
         intensity = volume
     elif isinstance(intensity, str | os.PathLike):
         from florin.io import read
 
         intensity = read(intensity)
-    vol = as_volume(intensity)
+    return as_volume(intensity)
+
+
+def _resolve_intensity(intensity, labels):
+    if intensity is None:
+        return None
+    vol = _intensity_volume(
+        intensity,
+        "regionprops(intensity='input') measures the volume the pipeline started from, "
+        "but no pipeline run has an input here; pass the intensity image itself",
+    )
     if tuple(vol.shape) != tuple(labels.shape):
         raise ParameterError(
             f"regionprops(): the intensity image has shape {tuple(vol.shape)} but the labels have "
@@ -364,20 +370,11 @@ def _tile_intensity(intensity, info):
     """The intensity of a tile's core, for regionprops on a tile."""
     if intensity is None:
         return None
-    if isinstance(intensity, str) and intensity == "input":
-        state = _run.current()
-        volume = getattr(state, "input", None) if state is not None else None
-        if volume is None:
-            raise ParameterError(
-                "regionprops(intensity='input') on tiles needs the run's input volume, which this worker "
-                "does not have (process and MPI workers); pass the image or its path, or measure after the join"
-            )
-        intensity = volume
-    elif isinstance(intensity, str | os.PathLike):
-        from florin.io import read
-
-        intensity = read(intensity)
-    vol = as_volume(intensity)
+    vol = _intensity_volume(
+        intensity,
+        "regionprops(intensity='input') on tiles needs the run's input volume, which this worker "
+        "does not have (process and MPI workers); pass the image or its path, or measure after the join",
+    )
     if tuple(vol.shape) != tuple(info.full_shape):
         raise ParameterError(
             f"regionprops(): the intensity image has shape {tuple(vol.shape)} but the tiled volume has "
