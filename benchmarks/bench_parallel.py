@@ -19,9 +19,9 @@ For a fair comparison of the executors, NDNT's numba kernel, which is itself
 multithreaded, runs with ONE thread everywhere (``NUMBA_NUM_THREADS=1`` is set
 before numba is imported, in this process and so in every worker and rank),
 unless ``--kernel-threads`` says otherwise. Times are the best of ``--repeat``
-runs after one warm-up run per executor (JIT compilation, worker pool and
-forkserver start-up are not timed; a Multiprocess run does start its worker
-processes, forked from the server, each time). Goal: 2 processes >= 1.7x Serial.
+runs after one warm-up run per executor (JIT compilation and the start of the
+worker pools, which florin keeps between runs, are not timed). Goal: 2
+processes >= 1.7x Serial.
 
     python benchmarks/bench_parallel.py [--small] [--workers W] [--repeat N] [--kernel-threads T] [--json PATH]
 

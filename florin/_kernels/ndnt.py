@@ -827,6 +827,9 @@ def _default_threads() -> int:
     return numba.get_num_threads()
 
 
+_COPY_MAX_BYTES = 256 << 20  # larger strided inputs are read in place (no extra memory)
+
+
 def ndnt_mask(
     image: np.ndarray,
     shape: tuple[int, ...],
@@ -925,6 +928,10 @@ def ndnt_mask(
         a = a.transpose(perm)
         out = out.transpose(perm)
         h = [h[i] for i in perm]
+    if a.ndim > 1 and not a.flags.c_contiguous and a.nbytes <= _COPY_MAX_BYTES:
+        # A tile is a strided view of its volume; the compiled kernel runs about
+        # twice as fast on a C-contiguous copy, which costs a few percent of that.
+        a = np.ascontiguousarray(a)
     if a.ndim == 0:  # a single voxel
         a, out, h = a.reshape(1, 1, 1), out.reshape(1, 1, 1), [0, 0, 0]
     elif a.ndim == 1:

@@ -12,7 +12,7 @@ import florin
 import florin.morphology as morphology
 import florin.thresholding as thresholding
 from florin.errors import ParameterError, PipelineError
-from florin.executors import MPI, Multiprocess, Multithread
+from florin.executors import MPI, Multiprocess, Multithread, shutdown_pools
 from florin.tiling import TileRef, Tiles, is_lazy
 
 
@@ -235,7 +235,7 @@ def test_in_memory_tiles_ship_only_their_voxels_and_come_back_as_cores(volume):
 def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
     import glob
 
-    from florin.executors import _release_block, _share_tiles
+    from florin.executors import _give_back, _share_tiles
 
     image = rng.random((16, 128, 128))  # 2 MiB: above the shared-memory threshold
     tiles = florin.tile(shape=(8, 64, 64), halo=2)(image)
@@ -247,11 +247,44 @@ def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
             xr.testing.assert_identical(tile, tiles[i])
             assert not tile.values.flags.writeable  # no tile can change its neighbours' halos
     finally:
-        _release_block(block)
+        _give_back(block)
+    shutdown_pools()
     before = set(glob.glob("/dev/shm/psm_*"))
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3), np.sqrt))  # noqa: E731
     assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
-    assert set(glob.glob("/dev/shm/psm_*")) <= before  # the block is unlinked after the map
+    kept = set(glob.glob("/dev/shm/psm_*")) - before
+    assert len(kept) == 1  # one block, kept for the next map
+    smaller = image[:12].copy()  # fits the kept block: no new block, and no stale voxels of the last volume
+    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(smaller), pipe(florin.Serial)(smaller))
+    assert set(glob.glob("/dev/shm/psm_*")) - before == kept
+    shutdown_pools()
+    assert set(glob.glob("/dev/shm/psm_*")) <= before  # released with the pools
+
+
+def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):
+    import glob
+
+    from florin import executors
+
+    shutdown_pools()
+    monkeypatch.setattr(executors, "_KEEP_MAX_BYTES", 1 << 20)
+    image = rng.random((16, 128, 128))  # 2 MiB: shared, but above the (patched) kept size
+    before = set(glob.glob("/dev/shm/psm_*"))
+    pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
+    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert set(glob.glob("/dev/shm/psm_*")) <= before  # unlinked right after the map
+
+
+def test_boolean_results_travel_packed_and_arrive_identical(rng):
+    from florin.executors import _from_wire, _PackedMask, _to_wire
+
+    mask = florin.as_volume(rng.random((5, 67, 301)) > 0.5, attrs={"units": "px"})  # size not a multiple of 8
+    wire = _to_wire(mask)
+    assert isinstance(wire, _PackedMask)
+    assert len(pickle.dumps(wire)) < mask.size / 7
+    xr.testing.assert_identical(_from_wire(pickle.loads(pickle.dumps(wire))), mask)
+    small, floats = mask[:1, :2, :3], mask.astype(float)
+    assert _to_wire(small) is small and _to_wire(floats) is floats  # other results travel as they are
 
 
 def test_memory_mapped_volume_ships_tile_references(tmp_path, volume):

@@ -294,7 +294,10 @@ def test_readonly_and_memmapped_inputs(tmp_path):
         np.testing.assert_array_equal(ndnt_mask(mm, (5, 3, 7), 0.2, threads=2), expected)
 
 
-def test_fortran_and_strided_inputs():
+@pytest.mark.parametrize("copy_max", [ndnt_module._COPY_MAX_BYTES, 0], ids=["copied", "read-in-place"])
+def test_fortran_and_strided_inputs(copy_max, monkeypatch):
+    # Small strided inputs are copied to C order first; large ones are read in place.
+    monkeypatch.setattr(ndnt_module, "_COPY_MAX_BYTES", copy_max)
     rng = np.random.default_rng(22)
     image = rng.integers(0, 50, size=(9, 10, 11)).astype(np.uint8)
     expected = exact_oracle(image, (3, 5, 4), 0.25, False)
@@ -303,6 +306,8 @@ def test_fortran_and_strided_inputs():
     big = rng.integers(0, 50, size=(9, 20, 11)).astype(np.uint8)
     strided = big[:, ::2]
     np.testing.assert_array_equal(ndnt_mask(strided, (3, 5, 4), 0.25), exact_oracle(strided, (3, 5, 4), 0.25, False))
+    tile = big[1:8, 2:17, 3:10]  # what florin.tile cuts: a view with gaps between rows
+    np.testing.assert_array_equal(ndnt_mask(tile, (3, 5, 4), 0.25), exact_oracle(tile, (3, 5, 4), 0.25, False))
     floats = (rng.random((9, 20, 11)) * 10).astype(np.float32)[:, ::2]
     floats[:, 3:6] = 0.0
     for bright in (False, True):
