@@ -42,6 +42,7 @@ get ``cpu_count // workers`` threads (at least 1), so ``N`` workers do not start
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures as cf
 import contextlib
 import contextvars
@@ -120,12 +121,18 @@ def _nested() -> bool:
     return _process_worker or _in_worker.get()
 
 
-def _label(item, index) -> str:
+def _tile_info(item):
+    """The TileInfo of a tile or of what an executor ships for one, else None."""
     info = getattr(item, "info", None)
     if not isinstance(info, tilemeta.TileInfo):
         info = tilemeta.info_of(item) if isinstance(item, xr.DataArray) else None
     if info is None and hasattr(item, "resolve") and hasattr(item, "tile"):
         info = tilemeta.info_of(item.tile)
+    return info
+
+
+def _label(item, index) -> str:
+    info = _tile_info(item)
     return f"tile at origin {info.origin}" if info is not None else f"item {index}"
 
 
@@ -311,11 +318,13 @@ def _raise_first(errors: dict, items):
     raise _rebuild(errors[index])
 
 
-def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize=None):
+def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize=None, wait=None):
     """Map ``func`` over ``items`` with ``submit(bytes) -> Future`` (process or MPI pool).
 
     At most two chunks per worker are in flight, so a large in-memory volume is
-    not pickled all at once. The first failure stops the run.
+    not pickled all at once. The first failure stops the run. ``wait(futures)``
+    returns the done ones (default :func:`concurrent.futures.wait`); a future
+    that fails means a worker died, and ``on_broken`` ends the run.
     """
     n = len(items)
     results = [None] * n
@@ -337,8 +346,10 @@ def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize
     for _ in range(2 * workers):
         if not submit_next():
             break
+    if wait is None:
+        wait = lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED)[0]  # noqa: E731
     while pending:
-        done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+        done = wait(list(pending))
         for fut in done:
             rng = pending.pop(fut)
             try:
@@ -459,7 +470,8 @@ _PRELOAD = ["florin.executors", "florin.tiling", "florin.thresholding", "florin.
 
 
 def _mp_context(start_method):
-    import multiprocessing
+    """A context of ``multiprocess``, pathos' fork of :mod:`multiprocessing`."""
+    import multiprocess as multiprocessing
 
     if start_method is None:
         methods = multiprocessing.get_all_start_methods()
@@ -501,12 +513,14 @@ def _main_not_reimported(start_method):
 class Multiprocess(Pipeline):
     """Pipeline that maps its steps over items in worker processes.
 
-    Workers receive the steps (pickled with cloudpickle, as pathos pickles
-    with dill: lambdas and closures work) and their own tiles only; for a
-    file-backed volume a tile reference, so the worker reads just its slice.
-    The pool is the standard library's process pool: unlike pathos/multiprocess
-    pools, which wait forever for a worker that died, it notices the death and
-    the run fails with a :class:`~florin.errors.WorkerError`.
+    The workers are processes of pathos (its ``multiprocess`` package), kept
+    between maps, each fed tasks over its own pipe. They receive the steps
+    (pickled with cloudpickle: lambdas and closures work) and their own tiles
+    only: for a file-backed volume a tile reference, so the worker reads just
+    its slice; for an in-memory volume a view of it in shared memory. florin
+    waits on the workers' pipes and exit sentinels together, so a worker that
+    dies fails the run at once with a :class:`~florin.errors.WorkerError`
+    (a ``multiprocess.Pool`` would wait forever for the dead worker's task).
 
     Parameters
     ----------
@@ -537,9 +551,9 @@ class Multiprocess(Pipeline):
         super().__init__(*steps)
         self.processes = _check_count("processes", processes)
         if start_method is not None:
-            import multiprocessing
+            import multiprocess
 
-            valid = multiprocessing.get_all_start_methods()
+            valid = multiprocess.get_all_start_methods()
             if start_method not in valid:
                 raise ParameterError(f"start_method must be one of {', '.join(valid)} (or None), got {start_method!r}")
         self.start_method = start_method
@@ -552,19 +566,13 @@ class Multiprocess(Pipeline):
             return [func(item) for item in items]
         size = self.processes or cpu_count()
         workers = min(size, len(items))
-        pool, method = _process_pool(size, self.start_method)
-        processes = {}
-
-        def submit(payload):
-            with _main_not_reimported(method):  # workers start on submit
-                fut = pool.submit(_run_chunk, payload)
-            processes.update(getattr(pool, "_processes", None) or {})
-            return fut
+        pool = _process_pool(size, self.start_method)
 
         def on_broken(exc, unfinished):
+            dead = pool.dead()
             _discard_process_pool(pool)
             raise WorkerError(
-                f"a worker process of Multiprocess died{_exit_status(processes)} while running "
+                f"a worker process of Multiprocess died{_exit_status(dead)} while running "
                 f"({_describe_steps(func)}) on {_some(unfinished)}; the run was stopped. "
                 "A worker dies when it is killed (e.g. by the out-of-memory killer: try fewer processes "
                 "or smaller tiles), crashes in compiled code, or calls os._exit()"
@@ -574,7 +582,8 @@ class Multiprocess(Pipeline):
         ok = False
         try:
             shipped = shared[1] if shared is not None else items
-            results = _pool_map(submit, func, shipped, workers, _kernel_threads_for(size), on_broken)
+            results = _pool_map(pool.submit, func, shipped, workers, _kernel_threads_for(size), on_broken,
+                                wait=pool.wait)
             ok = True
             return results
         finally:
@@ -623,7 +632,7 @@ _kept_names: set = set()  # blocks this worker keeps mapped between chunks (the 
 
 
 def _attach_block(name, keep=False):
-    from multiprocessing import shared_memory
+    from multiprocess import shared_memory  # pathos' multiprocessing
 
     block = _attached.get(name)
     if block is None:
@@ -702,7 +711,7 @@ _kept_lock = threading.Lock()
 
 def _take_block(nbytes):
     """A shared-memory block of at least ``nbytes`` and whether it is the kept one; see :func:`_give_back`."""
-    from multiprocessing import shared_memory
+    from multiprocess import shared_memory  # pathos' multiprocessing
 
     if nbytes <= _KEEP_MAX_BYTES and _kept_lock.acquire(blocking=False):  # busy: another thread's map uses it
         try:
@@ -750,14 +759,165 @@ def _release_block(block):
         block.unlink()
 
 
+class _WorkerDied(Exception):
+    """A worker process exited while it had tasks."""
+
+
+class _ProcessPool:
+    """Worker processes started by pathos' ``multiprocess``, one pipe each.
+
+    The parent hands each task to a chosen worker over that worker's pipe and
+    waits on the pipes and on the processes' sentinels at once, so a worker
+    that dies is noticed the moment it exits (a ``multiprocess.Pool`` would
+    wait forever for its task). There are no queue threads or shared queue
+    locks: a task costs one send and one receive.
+    """
+
+    _PREFETCH_BYTES = 16 << 10  # a second task is queued in a busy worker's pipe only if this small
+
+    def __init__(self, size, start_method):
+        from multiprocess import resource_tracker
+
+        ctx = _mp_context(start_method)
+        self.start_method = ctx.get_start_method()
+        resource_tracker.ensure_running()  # workers share it (shared-memory volumes)
+        self.workers = []
+        self.backlog = collections.deque()  # (payload, future) no worker could take yet
+        try:
+            with _main_not_reimported(self.start_method):
+                for _ in range(size):
+                    conn, child = ctx.Pipe(duplex=True)
+                    proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="florin-worker")
+                    proc.start()
+                    child.close()
+                    self.workers.append(_Worker(proc, conn))
+        except BaseException:
+            self.terminate()
+            raise
+
+    # -- the parent's side of a map ---------------------------------------------------------------
+    def submit(self, payload) -> cf.Future:
+        """Queue ``payload`` for :func:`_run_chunk` in a worker; the future completes in :meth:`wait`."""
+        fut = cf.Future()
+        fut.set_running_or_notify_cancel()
+        self.backlog.append((payload, fut))
+        self._dispatch()
+        return fut
+
+    def _dispatch(self):
+        while self.backlog:
+            payload = self.backlog[0][0]
+            idle = [w for w in self.workers if not w.tasks]
+            small = len(payload) <= self._PREFETCH_BYTES
+            # A large payload goes to an idle worker only: sending blocks until the worker reads it.
+            worker = idle[0] if idle else (min(self.workers, key=lambda w: len(w.tasks)) if small else None)
+            if worker is None or len(worker.tasks) >= 2:
+                return
+            payload, fut = self.backlog.popleft()
+            try:
+                worker.conn.send_bytes(payload)
+            except OSError as exc:  # the worker is gone; its sentinel tells wait()
+                fut.set_exception(_WorkerDied(f"cannot send a task: {exc}"))
+                continue
+            worker.tasks.append(fut)
+
+    def wait(self, futures) -> set:
+        """Block until one of ``futures`` is done; receives results and notices dead workers."""
+        from multiprocess.connection import wait
+
+        while True:
+            done = {f for f in futures if f.done()}
+            if done:
+                return done
+            busy = {w.conn: w for w in self.workers if w.tasks}
+            if not busy:
+                raise _WorkerDied("no worker holds the remaining tasks")  # a florin bug; never hang on it
+            sentinels = {w.proc.sentinel: w for w in self.workers}
+            ready = wait([*busy, *sentinels])
+            for obj in ready:  # results first: a worker may send its result and then exit
+                worker = busy.get(obj)
+                if worker is not None:
+                    try:
+                        data = worker.conn.recv_bytes()
+                    except (EOFError, OSError):
+                        continue  # it died: its sentinel reports it
+                    worker.tasks.popleft().set_result(data)
+            for obj in ready:
+                worker = sentinels.get(obj)
+                if worker is not None:
+                    self._died(worker)
+            self._dispatch()
+
+    def _died(self, worker):
+        with contextlib.suppress(EOFError, OSError):  # results it sent before it exited still count
+            while worker.tasks and worker.conn.poll():
+                data = worker.conn.recv_bytes()  # before popping: EOF leaves the task to fail below
+                worker.tasks.popleft().set_result(data)
+        worker.proc.join(timeout=1)
+        while worker.tasks:
+            worker.tasks.popleft().set_exception(_WorkerDied(f"worker {worker.proc.pid} exited"))
+
+    def dead(self) -> list:
+        """The worker processes that exited (any exit while the pool runs is a death)."""
+        return [w.proc for w in self.workers if w.proc.exitcode is not None]
+
+    # -- stopping -----------------------------------------------------------------------------
+    def close(self, timeout=10.0) -> None:
+        """Let the workers finish and exit (end of their pipe); stop them if they do not within ``timeout``."""
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                w.conn.close()
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                w.proc.join(timeout)
+        self.terminate()
+
+    def terminate(self) -> None:
+        """Stop the workers now; queued work is dropped."""
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                if w.proc.exitcode is None:
+                    w.proc.kill()
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                w.proc.join(timeout=5)
+            with contextlib.suppress(Exception):
+                w.conn.close()
+        for _, fut in self.backlog:
+            fut.cancel()
+        self.backlog.clear()
+
+
+class _Worker:
+    __slots__ = ("proc", "conn", "tasks")
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn, self.tasks = proc, conn, collections.deque()
+
+
+def _worker_main(conn) -> None:
+    """A worker process: run the chunks that arrive on ``conn`` until the parent closes it."""
+    import signal
+
+    global _process_worker
+    _process_worker = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(_run_chunk(payload))
+
+
 # Worker pools are kept between maps (as pathos keeps its pools): workers start,
 # import florin and load the compiled kernels once, not on every map.
 _process_pools: dict = {}
 _pools_lock = threading.Lock()
 
 
-def _process_pool(size, start_method):
-    """The kept pool of ``size`` workers and its start method.
+def _process_pool(size, start_method) -> _ProcessPool:
+    """The kept pool of ``size`` workers.
 
     With ``start_method=None`` the method is chosen when the pool is created
     (:func:`_mp_context`) and the pool is reused whatever happens later in this
@@ -766,19 +926,15 @@ def _process_pool(size, start_method):
     key = (size, start_method)
     with _pools_lock:
         pool = _process_pools.get(key)
-        if pool is not None and getattr(pool, "_broken", False):
+        if pool is not None and pool.dead():
             _process_pools.pop(key, None)
-            _terminate(pool)
+            pool.terminate()
             pool = None
         if pool is None:
             if not _process_pools:
                 atexit.register(shutdown_pools)  # before interpreter teardown, not during it
-            ctx = _mp_context(start_method)
-            from multiprocessing import resource_tracker
-
-            resource_tracker.ensure_running()  # workers share it (shared-memory volumes)
-            pool = _process_pools[key] = cf.ProcessPoolExecutor(max_workers=size, mp_context=ctx)
-    return pool, pool._mp_context.get_start_method()
+            pool = _process_pools[key] = _ProcessPool(size, start_method)
+    return pool
 
 
 def _discard_process_pool(pool):
@@ -786,7 +942,7 @@ def _discard_process_pool(pool):
         for key, cached in list(_process_pools.items()):
             if cached is pool:
                 del _process_pools[key]
-    _terminate(pool)
+    pool.terminate()
 
 
 def shutdown_pools() -> None:
@@ -796,7 +952,7 @@ def shutdown_pools() -> None:
         _process_pools.clear()
     for pool in pools:
         with contextlib.suppress(Exception):
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
     _release_kept_block()
     _shutdown_spawn_pools()
 
@@ -811,7 +967,7 @@ def _exit_status(processes) -> str:
     import signal
 
     codes = []
-    for proc in list(processes.values()):
+    for proc in processes:
         try:
             code = proc.exitcode
         except Exception:
@@ -826,24 +982,6 @@ def _exit_status(processes) -> str:
         else:
             codes.append(f"exit code {code}")
     return f" ({', '.join(dict.fromkeys(codes))})" if codes else ""
-
-
-def _terminate(pool) -> None:
-    """Stop a process pool now: cancel queued work and end its workers."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    try:
-        pool.shutdown(wait=False, cancel_futures=True)
-    except Exception:
-        pass
-    for proc in procs:
-        with contextlib.suppress(Exception):
-            if proc.is_alive():
-                proc.terminate()
-    for proc in procs:
-        with contextlib.suppress(Exception):
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
 
 
 # -- MPI -------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_dead_worker_pool_is_stopped_and_forgotten():
     pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2))
     with pytest.raises(WorkerError):
         pipe(IMAGE)
-    kept = {pid for pool in executors._process_pools.values() for pid in (pool._processes or {})}
+    kept = {w.proc.pid for pool in executors._process_pools.values() for w in pool.workers}
     time.sleep(0.5)
     children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
     # What is left are kept pools of other tests, the forkserver and multiprocessing's resource tracker.
