@@ -243,13 +243,6 @@ class _PackedMask:
         self.shape, self.dims, self.attrs, self.name = array.shape, array.dims, dict(array.attrs), array.name
         self.coords = {k: v.variable for k, v in array.coords.items()}
 
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
-
     def unpack(self) -> xr.DataArray:
         data = np.unpackbits(self.bits, count=math.prod(self.shape)).view(bool).reshape(self.shape)
         return xr.DataArray(data, dims=self.dims, coords=self.coords, attrs=self.attrs, name=self.name)
@@ -610,13 +603,6 @@ class _SharedTile:
         self.block, self.keep, self.shape, self.dtype, self.info = block, keep, shape, dtype, info
         self.dims, self.name, self.attrs = tile.dims, tile.name, dict(tile.attrs)
         self.coords = {k: v.variable for k, v in tile.coords.items()}
-
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
 
     def resolve(self):
         """The tile: a read-only view of the shared volume (no copy)."""
