@@ -773,7 +773,14 @@ class _ProcessPool:
             with _main_not_reimported(self.start_method):
                 for _ in range(size):
                     conn, child = ctx.Pipe(duplex=True)
-                    proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="florin-worker")
+                    inherited = ()
+                    if self.start_method == "fork":
+                        # A forked worker holds copies of the parent's pipe ends; it closes them, else
+                        # no worker would see end-of-file when the parent closes its pipes.
+                        inherited = (conn, *(w.conn for w in self.workers),
+                                     *(w.conn for pool in _process_pools.values() for w in pool.workers))
+                    proc = ctx.Process(target=_worker_main, args=(child, inherited), daemon=True,
+                                       name="florin-worker")
                     proc.start()
                     child.close()
                     self.workers.append(_Worker(proc, conn))
@@ -848,14 +855,17 @@ class _ProcessPool:
         return [w.proc for w in self.workers if w.proc.exitcode is not None]
 
     # -- stopping -----------------------------------------------------------------------------
-    def close(self, timeout=10.0) -> None:
-        """Let the workers finish and exit (end of their pipe); stop them if they do not within ``timeout``."""
+    def close(self, timeout=5.0) -> None:
+        """Let the workers exit (end of their pipe); stop those still running after ``timeout`` seconds."""
+        import time
+
         for w in self.workers:
             with contextlib.suppress(Exception):
                 w.conn.close()
+        deadline = time.monotonic() + timeout
         for w in self.workers:
             with contextlib.suppress(Exception):
-                w.proc.join(timeout)
+                w.proc.join(max(0.0, deadline - time.monotonic()))
         self.terminate()
 
     def terminate(self) -> None:
@@ -881,15 +891,21 @@ class _Worker:
         self.proc, self.conn, self.tasks = proc, conn, collections.deque()
 
 
-def _worker_main(conn) -> None:
-    """A worker process: run the chunks that arrive on ``conn`` until the parent closes it."""
+def _worker_main(conn, inherited=()) -> None:
+    """A worker process: run the chunks that arrive on ``conn`` until the parent closes it or dies."""
     import signal
 
     global _process_worker
     _process_worker = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    for other in inherited:
+        other.close()
+    parent = os.getppid()
     while True:
         try:
+            while not conn.poll(1.0):
+                if os.getppid() != parent:  # the parent (or the forkserver) is gone: nobody will read
+                    return
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return

@@ -143,6 +143,58 @@ def test_run_after_a_dead_worker_works_again():
     np.testing.assert_array_equal(out.values, -IMAGE)
 
 
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_shutdown_lets_workers_exit_on_their_own(start_method):
+    import multiprocess
+
+    from florin import executors
+
+    if start_method not in multiprocess.get_all_start_methods():
+        pytest.skip(f"{start_method} is not available here")
+    # Two pools: forked workers of the second must not keep the first one's pipes open.
+    for processes in (2, 3):
+        florin.Serial(florin.tile(shape=(4, 4)),
+                      Multiprocess(np.negative, processes=processes, start_method=start_method))(IMAGE)
+    procs = [w.proc for pool in executors._process_pools.values() for w in pool.workers]
+    assert len(procs) >= 5
+    executors.shutdown_pools()
+    assert [p.exitcode for p in procs] == [0] * len(procs)  # they saw their pipe close; none had to be killed
+
+
+WORKERS_OF_KILLED_PARENT = textwrap.dedent(
+    """
+    import os, signal, numpy as np, florin
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), florin.Multiprocess(np.negative, processes=2))
+    pipe(np.ones((8, 8)))
+    from florin import executors
+    print(" ".join(str(w.proc.pid) for pool in executors._process_pools.values() for w in pool.workers), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import psutil
+
+    script = tmp_path / "killed_parent.py"
+    script.write_text(WORKERS_OF_KILLED_PARENT)
+    proc = run_job([sys.executable, str(script)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(running, pids)):
+        time.sleep(0.2)
+    assert not [p for p in pids if running(p)]
+
+
 # -- MPI ------------------------------------------------------------------------------------------
 needs_mpi = pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
 
