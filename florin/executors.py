@@ -121,18 +121,12 @@ def _nested() -> bool:
     return _process_worker or _in_worker.get()
 
 
-def _tile_info(item):
-    """The TileInfo of a tile or of what an executor ships for one, else None."""
+def _label(item, index) -> str:
     info = getattr(item, "info", None)
     if not isinstance(info, tilemeta.TileInfo):
         info = tilemeta.info_of(item) if isinstance(item, xr.DataArray) else None
     if info is None and hasattr(item, "resolve") and hasattr(item, "tile"):
         info = tilemeta.info_of(item.tile)
-    return info
-
-
-def _label(item, index) -> str:
-    info = _tile_info(item)
     return f"tile at origin {info.origin}" if info is not None else f"item {index}"
 
 
@@ -342,7 +336,11 @@ def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize
     if wait is None:
         wait = lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED)[0]  # noqa: E731
     while pending:
-        done = wait(list(pending))
+        try:
+            done = wait(list(pending))
+        except _WorkerDied as exc:  # the pool broke outside any one task
+            on_broken(exc, [_label(items[i], i) for r in pending.values() for i in r])
+            raise  # on_broken raises; this is a safety net
         for fut in done:
             rng = pending.pop(fut)
             try:
@@ -559,8 +557,14 @@ class Multiprocess(Pipeline):
             return [func(item) for item in items]
         size = self.processes or cpu_count()
         workers = min(size, len(items))
-        pool = _process_pool(size, self.start_method)
+        pool = _process_pool(size, self.start_method)  # this thread's until the map ends
+        try:
+            return self._map_on(pool, func, items, workers, _kernel_threads_for(size))
+        finally:
+            pool.lock.release()
 
+    @staticmethod
+    def _map_on(pool, func, items, workers, kernel_threads):
         def on_broken(exc, unfinished):
             dead = pool.dead()
             _discard_process_pool(pool)
@@ -571,19 +575,18 @@ class Multiprocess(Pipeline):
                 "or smaller tiles), crashes in compiled code, or calls os._exit()"
             ) from exc
 
-        shared = _share_tiles(items)
+        shared = _share_tiles(items, pool)
         ok = False
         try:
             shipped = shared[1] if shared is not None else items
-            results = _pool_map(pool.submit, func, shipped, workers, _kernel_threads_for(size), on_broken,
-                                wait=pool.wait)
+            results = _pool_map(pool.submit, func, shipped, workers, kernel_threads, on_broken, wait=pool.wait)
             ok = True
             return results
         finally:
             if not ok:  # a failure or an interrupt: stop the work still running, start afresh next time
                 _discard_process_pool(pool)
             if shared is not None:
-                _give_back(shared[0])
+                _give_back(shared[0], pool)
 
 
 # -- in-memory volumes travel through shared memory ------------------------------------------------
@@ -594,7 +597,7 @@ class _SharedTile:
     """A tile of a volume copied once into shared memory: pickles as the block's name and geometry.
 
     ``keep`` tells the worker to keep the block mapped after its chunk: the
-    parent reuses that block for the next maps (:func:`_take_block`).
+    parent reuses that block, its pool's, for the next maps (:meth:`_ProcessPool.take_block`).
     """
 
     __slots__ = ("block", "keep", "shape", "dtype", "dims", "coords", "attrs", "name", "info")
@@ -649,7 +652,7 @@ def _detach_blocks():
         del _attached[name]
 
 
-def _share_tiles(items):
+def _share_tiles(items, pool=None):
     """Put the volume of in-memory tiles into shared memory once; ``(block, refs)`` or None.
 
     Applies when every item is a tile viewing one C-contiguous array of the
@@ -676,56 +679,32 @@ def _share_tiles(items):
         infos.append(info)
     if base.nbytes > _available_memory() // 2:  # a copy must not crowd out the workers: pickle tiles instead
         return None
-    block, keep = _take_block(base.nbytes)
+    block, keep = pool.take_block(base.nbytes) if pool is not None else (_new_block(base.nbytes), False)
     try:
         np.ndarray(base.shape, base.dtype, buffer=block.buf)[...] = base
         refs = [_SharedTile(block.name, keep, base.shape, base.dtype.str, it, info)
                 for it, info in zip(items, infos, strict=True)]
     except BaseException:
-        _give_back(block)
+        _give_back(block, pool)
         raise
     return block, refs
 
 
-# One block is kept for the next map: a fresh block costs a page fault per 4 KiB
-# on first touch, in the parent and again in every worker, which takes longer
-# than copying the volume (about 50 ms against 7 ms for 64 MiB).
+# Each pool keeps one block for its next maps: a fresh block costs a page fault
+# per 4 KiB on first touch, in the parent and again in every worker, which takes
+# longer than copying the volume (about 50 ms against 7 ms for 64 MiB).
 _KEEP_MAX_BYTES = 1 << 30  # larger volumes get a block of their own, released after the map
-_kept = {"block": None}
-_kept_lock = threading.Lock()
 
 
-def _take_block(nbytes):
-    """A shared-memory block of at least ``nbytes`` and whether it is the kept one; see :func:`_give_back`."""
+def _new_block(nbytes):
     from multiprocess import shared_memory  # pathos' multiprocessing
 
-    if nbytes <= _KEEP_MAX_BYTES and _kept_lock.acquire(blocking=False):  # busy: another thread's map uses it
-        try:
-            block = _kept["block"]
-            if block is None or block.size < nbytes:
-                _kept["block"] = None
-                if block is not None:
-                    _release_block(block)
-                block = _kept["block"] = shared_memory.SharedMemory(create=True, size=nbytes)
-            return block, True
-        except BaseException:
-            _kept_lock.release()
-            raise
-    return shared_memory.SharedMemory(create=True, size=nbytes), False
+    return shared_memory.SharedMemory(create=True, size=nbytes)
 
 
-def _give_back(block):
-    """End a map's use of ``block``: the kept block stays for the next map, any other is released."""
-    if block is _kept["block"]:
-        _kept_lock.release()
-    else:
-        _release_block(block)
-
-
-def _release_kept_block():
-    with _kept_lock:
-        block, _kept["block"] = _kept["block"], None
-    if block is not None:
+def _give_back(block, pool=None):
+    """End a map's use of ``block``: a pool's kept block stays for the next map, any other is released."""
+    if pool is None or block is not pool.block:
         _release_block(block)
 
 
@@ -743,6 +722,9 @@ def _release_block(block):
         block.close()
     with contextlib.suppress(Exception):
         block.unlink()
+
+
+_FORGET_KEPT = b""  # the control message; every task payload is a non-empty pickle
 
 
 class _WorkerDied(Exception):
@@ -769,6 +751,8 @@ class _ProcessPool:
         resource_tracker.ensure_running()  # workers share it (shared-memory volumes)
         self.workers = []
         self.backlog = collections.deque()  # (payload, future) no worker could take yet
+        self.lock = threading.Lock()  # held by the thread whose map uses the pool
+        self.block = None  # the kept shared-memory block of in-memory volumes
         try:
             with _main_not_reimported(self.start_method):
                 for _ in range(size):
@@ -789,6 +773,20 @@ class _ProcessPool:
             raise
 
     # -- the parent's side of a map ---------------------------------------------------------------
+    def take_block(self, nbytes):
+        """A shared-memory block of at least ``nbytes`` and whether it is the kept one; see :func:`_give_back`."""
+        if nbytes > _KEEP_MAX_BYTES:
+            return _new_block(nbytes), False
+        if self.block is None or self.block.size < nbytes:
+            old, self.block = self.block, None
+            if old is not None:
+                for w in self.workers:  # idle workers would hold the old block's memory until their next task
+                    with contextlib.suppress(OSError):
+                        w.conn.send_bytes(_FORGET_KEPT)
+                _release_block(old)
+            self.block = _new_block(nbytes)
+        return self.block, True
+
     def submit(self, payload) -> cf.Future:
         """Queue ``payload`` for :func:`_run_chunk` in a worker; the future completes in :meth:`wait`."""
         fut = cf.Future()
@@ -825,6 +823,9 @@ class _ProcessPool:
             busy = {w.conn: w for w in self.workers if w.tasks}
             if not busy:
                 raise _WorkerDied("no worker holds the remaining tasks")  # a florin bug; never hang on it
+            dead = self.dead()
+            if dead:  # an idle worker died: the pool is broken (and its sentinel would wake us at once)
+                raise _WorkerDied(f"worker {dead[0].pid} exited")
             sentinels = {w.proc.sentinel: w for w in self.workers}
             ready = wait([*busy, *sentinels])
             for obj in ready:  # results first: a worker may send its result and then exit
@@ -859,6 +860,7 @@ class _ProcessPool:
         """Let the workers exit (end of their pipe); stop those still running after ``timeout`` seconds."""
         import time
 
+        self._release()
         for w in self.workers:
             with contextlib.suppress(Exception):
                 w.conn.close()
@@ -868,8 +870,14 @@ class _ProcessPool:
                 w.proc.join(max(0.0, deadline - time.monotonic()))
         self.terminate()
 
+    def _release(self):
+        block, self.block = self.block, None
+        if block is not None:
+            _release_block(block)
+
     def terminate(self) -> None:
         """Stop the workers now; queued work is dropped."""
+        self._release()
         for w in self.workers:
             with contextlib.suppress(Exception):
                 if w.proc.exitcode is None:
@@ -880,7 +888,7 @@ class _ProcessPool:
             with contextlib.suppress(Exception):
                 w.conn.close()
         for _, fut in self.backlog:
-            fut.cancel()
+            fut.set_exception(_WorkerDied("the pool was stopped"))
         self.backlog.clear()
 
 
@@ -900,6 +908,9 @@ def _worker_main(conn, inherited=()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     for other in inherited:
         other.close()
+    for pool in _process_pools.values():  # forked: the parent's kept blocks are not this worker's to hold
+        with contextlib.suppress(Exception):
+            pool.block.close()
     parent = os.getppid()
     while True:
         try:
@@ -909,6 +920,10 @@ def _worker_main(conn, inherited=()) -> None:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        if payload == _FORGET_KEPT:  # the parent replaced its kept block: unmap the old one (no reply)
+            _kept_names.clear()
+            _detach_blocks()
+            continue
         conn.send_bytes(_run_chunk(payload))
 
 
@@ -916,27 +931,33 @@ def _worker_main(conn, inherited=()) -> None:
 # import florin and load the compiled kernels once, not on every map.
 _process_pools: dict = {}
 _pools_lock = threading.Lock()
+_atexit_registered = False
 
 
 def _process_pool(size, start_method) -> _ProcessPool:
-    """The kept pool of ``size`` workers.
+    """The kept pool of ``size`` workers, its ``lock`` acquired: release it when the map ends.
 
-    With ``start_method=None`` the method is chosen when the pool is created
-    (:func:`_mp_context`) and the pool is reused whatever happens later in this
-    process: its workers were started safely.
+    A second thread mapping on the same pool waits for the first (the workers
+    are busy anyway). With ``start_method=None`` the method is chosen when the
+    pool is created (:func:`_mp_context`) and the pool is reused whatever
+    happens later in this process: its workers were started safely.
     """
+    global _atexit_registered
     key = (size, start_method)
-    with _pools_lock:
-        pool = _process_pools.get(key)
-        if pool is not None and pool.dead():
-            _process_pools.pop(key, None)
-            pool.terminate()
-            pool = None
-        if pool is None:
-            if not _process_pools:
-                atexit.register(shutdown_pools)  # before interpreter teardown, not during it
-            pool = _process_pools[key] = _ProcessPool(size, start_method)
-    return pool
+    while True:
+        with _pools_lock:
+            pool = _process_pools.get(key)
+            if pool is None:
+                if not _atexit_registered:
+                    atexit.register(shutdown_pools)  # before interpreter teardown, not during it
+                    _atexit_registered = True
+                pool = _process_pools[key] = _ProcessPool(size, start_method)
+        pool.lock.acquire()
+        if _process_pools.get(key) is pool and not pool.dead():
+            return pool
+        pool.lock.release()  # discarded or broken while this thread waited
+        if _process_pools.get(key) is pool:
+            _discard_process_pool(pool)
 
 
 def _discard_process_pool(pool):
@@ -955,7 +976,6 @@ def shutdown_pools() -> None:
     for pool in pools:
         with contextlib.suppress(Exception):
             pool.close()
-    _release_kept_block()
     _shutdown_spawn_pools()
 
 

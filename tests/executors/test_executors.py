@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -259,6 +260,55 @@ def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
     assert set(glob.glob("/dev/shm/psm_*")) - before == kept
     shutdown_pools()
     assert set(glob.glob("/dev/shm/psm_*")) <= before  # released with the pools
+
+
+def test_threads_sharing_a_process_pool_take_turns(rng):
+    import threading
+
+    image = rng.random((64, 64))
+    pipe = florin.Serial(florin.tile(shape=(16, 16)), Multiprocess(np.sqrt, processes=2))
+    outcomes = []
+
+    def job():
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(pipe(image).values, np.sqrt(image))
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert outcomes == ["ok", "ok"]
+
+
+def test_a_replaced_kept_block_is_unmapped_by_every_worker(rng):
+    import glob
+
+    from florin import executors
+
+    shutdown_pools()
+    def pipe(tile_shape):
+        return florin.Serial(florin.tile(shape=tile_shape), Multiprocess(np.sqrt, processes=3))
+
+    pipe((8, 64, 64))(rng.random((8, 64, 256)))  # 1 MiB in 4 tiles: the pool's kept block, mapped by all 3
+    pool = executors._process_pools[(3, None)]
+    old = pool.block.name
+    bigger = rng.random((8, 64, 512))  # 2 MiB in 2 tiles: a new block; one worker gets no task
+    assert_same(pipe((8, 64, 256))(bigger), florin.Serial(florin.tile(shape=(8, 64, 256)), np.sqrt)(bigger))
+    assert pool.block.name != old and not glob.glob(f"/dev/shm/{old}")
+
+    def holders():
+        return [w.proc.pid for w in pool.workers if old in open(f"/proc/{w.proc.pid}/maps").read()]
+
+    deadline = time.monotonic() + 30
+    while holders() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert holders() == []  # the deleted block's memory is freed
+    shutdown_pools()
 
 
 def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):

@@ -161,6 +161,29 @@ def test_shutdown_lets_workers_exit_on_their_own(start_method):
     assert [p.exitcode for p in procs] == [0] * len(procs)  # they saw their pipe close; none had to be killed
 
 
+def test_idle_worker_dying_mid_run_fails_the_run():
+    import threading
+
+    from florin import executors
+
+    ex = Multiprocess(processes=2)
+    ex.map(np.sqrt, [1.0, 2.0])  # start the pool
+    pool = executors._process_pools[(2, None)]
+    idle = pool.workers[1].proc
+
+    def kill_soon():
+        time.sleep(0.5)
+        os.kill(idle.pid, signal.SIGKILL)
+
+    def slow(x):
+        time.sleep(3)
+        return x
+
+    threading.Thread(target=kill_soon).start()
+    with pytest.raises(WorkerError, match="SIGKILL"):
+        ex.map(slow, [1.0])  # one item: the killed worker held no task
+
+
 WORKERS_OF_KILLED_PARENT = textwrap.dedent(
     """
     import os, signal, numpy as np, florin
