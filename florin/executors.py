@@ -679,6 +679,10 @@ def _share_tiles(items, pool=None):
         infos.append(info)
     if base.nbytes > _available_memory() // 2:  # a copy must not crowd out the workers: pickle tiles instead
         return None
+    kept = pool.block.size if pool is not None and pool.block is not None else 0
+    if base.nbytes > kept and base.nbytes > _shared_memory_free() + kept:  # the old block is freed first
+        # /dev/shm may be small (64 MiB in a default Docker container): writing past it kills the process
+        return None
     block, keep = pool.take_block(base.nbytes) if pool is not None else (_new_block(base.nbytes), False)
     try:
         np.ndarray(base.shape, base.dtype, buffer=block.buf)[...] = base
@@ -715,6 +719,16 @@ def _available_memory() -> int:
         return int(psutil.virtual_memory().available)
     except Exception:
         return 0
+
+
+def _shared_memory_free() -> int:
+    """Bytes free where shared-memory blocks live (``/dev/shm`` on Linux); unlimited if unknown."""
+    import shutil
+
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return sys.maxsize
 
 
 def _release_block(block):

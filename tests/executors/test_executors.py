@@ -325,6 +325,28 @@ def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):
     assert set(glob.glob("/dev/shm/psm_*")) <= before  # unlinked right after the map
 
 
+def test_volumes_larger_than_free_shared_memory_travel_as_pickled_tiles(rng, monkeypatch):
+    from florin import executors
+
+    shutdown_pools()
+    blocks = []
+
+    def no_block(nbytes):
+        blocks.append(nbytes)
+        raise RuntimeError("no shared memory in this test")
+
+    monkeypatch.setattr(executors, "_new_block", no_block)
+    pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
+    image = rng.random((16, 128, 128))  # 2 MiB
+    monkeypatch.setattr(executors, "_shared_memory_free", lambda: 1 << 20)  # e.g. Docker's small /dev/shm
+    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert blocks == []  # the tiles were pickled instead
+    monkeypatch.setattr(executors, "_shared_memory_free", lambda: 1 << 30)
+    with pytest.raises(RuntimeError, match="no shared memory"):  # with room, the volume goes to shared memory
+        pipe(lambda *s: Multiprocess(*s, processes=2))(image)
+    assert blocks == [image.nbytes]
+
+
 def test_boolean_results_travel_packed_and_arrive_identical(rng):
     from florin.executors import _from_wire, _PackedMask, _to_wire
 
