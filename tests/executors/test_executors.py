@@ -236,7 +236,7 @@ def test_in_memory_tiles_ship_only_their_voxels_and_come_back_as_cores(volume):
 def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
     import glob
 
-    from florin.executors import _give_back, _share_tiles
+    from florin.executors._shm import _give_back, _share_tiles
 
     image = rng.random((16, 128, 128))  # 2 MiB: above the shared-memory threshold
     tiles = florin.tile(shape=(8, 64, 64), halo=2)(image)
@@ -288,14 +288,14 @@ def test_threads_sharing_a_process_pool_take_turns(rng):
 def test_a_replaced_kept_block_is_unmapped_by_every_worker(rng):
     import glob
 
-    from florin import executors
+    from florin.executors import _processes, shutdown_pools
 
     shutdown_pools()
     def pipe(tile_shape):
         return florin.Serial(florin.tile(shape=tile_shape), Multiprocess(np.sqrt, processes=3))
 
     pipe((8, 64, 64))(rng.random((8, 64, 256)))  # 1 MiB in 4 tiles: the pool's kept block, mapped by all 3
-    pool = executors._process_pools[(3, None)]
+    pool = _processes._process_pools[(3, None)]
     old = pool.block.name
     bigger = rng.random((8, 64, 512))  # 2 MiB in 2 tiles: a new block; one worker gets no task
     assert_same(pipe((8, 64, 256))(bigger), florin.Serial(florin.tile(shape=(8, 64, 256)), np.sqrt)(bigger))
@@ -314,10 +314,10 @@ def test_a_replaced_kept_block_is_unmapped_by_every_worker(rng):
 def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):
     import glob
 
-    from florin import executors
+    from florin.executors import _shm, shutdown_pools
 
     shutdown_pools()
-    monkeypatch.setattr(executors, "_KEEP_MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(_shm, "_KEEP_MAX_BYTES", 1 << 20)
     image = rng.random((16, 128, 128))  # 2 MiB: shared, but above the (patched) kept size
     before = set(glob.glob("/dev/shm/psm_*"))
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
@@ -326,7 +326,7 @@ def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):
 
 
 def test_volumes_larger_than_free_shared_memory_travel_as_pickled_tiles(rng, monkeypatch):
-    from florin import executors
+    from florin.executors import _shm, shutdown_pools
 
     shutdown_pools()
     blocks = []
@@ -335,20 +335,20 @@ def test_volumes_larger_than_free_shared_memory_travel_as_pickled_tiles(rng, mon
         blocks.append(nbytes)
         raise RuntimeError("no shared memory in this test")
 
-    monkeypatch.setattr(executors, "_new_block", no_block)
+    monkeypatch.setattr(_shm, "_new_block", no_block)
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
     image = rng.random((16, 128, 128))  # 2 MiB
-    monkeypatch.setattr(executors, "_shared_memory_free", lambda: 1 << 20)  # e.g. Docker's small /dev/shm
+    monkeypatch.setattr(_shm, "_shared_memory_free", lambda: 1 << 20)  # e.g. Docker's small /dev/shm
     assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
     assert blocks == []  # the tiles were pickled instead
-    monkeypatch.setattr(executors, "_shared_memory_free", lambda: 1 << 30)
+    monkeypatch.setattr(_shm, "_shared_memory_free", lambda: 1 << 30)
     with pytest.raises(RuntimeError, match="no shared memory"):  # with room, the volume goes to shared memory
         pipe(lambda *s: Multiprocess(*s, processes=2))(image)
     assert blocks == [image.nbytes]
 
 
 def test_boolean_results_travel_packed_and_arrive_identical(rng):
-    from florin.executors import _from_wire, _PackedMask, _to_wire
+    from florin.executors._wire import _from_wire, _PackedMask, _to_wire
 
     mask = florin.as_volume(rng.random((5, 67, 301)) > 0.5, attrs={"units": "px"})  # size not a multiple of 8
     wire = _to_wire(mask)

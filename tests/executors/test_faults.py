@@ -122,12 +122,12 @@ def test_dead_worker_detected_with_every_start_method(start_method):
 def test_dead_worker_pool_is_stopped_and_forgotten():
     import psutil
 
-    from florin import executors
+    from florin.executors import _processes
 
     pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2))
     with pytest.raises(WorkerError):
         pipe(IMAGE)
-    kept = {w.proc.pid for pool in executors._process_pools.values() for w in pool.workers}
+    kept = {w.proc.pid for pool in _processes._process_pools.values() for w in pool.workers}
     time.sleep(0.5)
     children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
     # What is left are kept pools of other tests, the forkserver and multiprocessing's resource tracker.
@@ -147,7 +147,7 @@ def test_run_after_a_dead_worker_works_again():
 def test_shutdown_lets_workers_exit_on_their_own(start_method):
     import multiprocess
 
-    from florin import executors
+    from florin.executors import _processes, shutdown_pools
 
     if start_method not in multiprocess.get_all_start_methods():
         pytest.skip(f"{start_method} is not available here")
@@ -155,20 +155,20 @@ def test_shutdown_lets_workers_exit_on_their_own(start_method):
     for processes in (2, 3):
         florin.Serial(florin.tile(shape=(4, 4)),
                       Multiprocess(np.negative, processes=processes, start_method=start_method))(IMAGE)
-    procs = [w.proc for pool in executors._process_pools.values() for w in pool.workers]
+    procs = [w.proc for pool in _processes._process_pools.values() for w in pool.workers]
     assert len(procs) >= 5
-    executors.shutdown_pools()
+    shutdown_pools()
     assert [p.exitcode for p in procs] == [0] * len(procs)  # they saw their pipe close; none had to be killed
 
 
 def test_idle_worker_dying_mid_run_fails_the_run():
     import threading
 
-    from florin import executors
+    from florin.executors import _processes
 
     ex = Multiprocess(processes=2)
     ex.map(np.sqrt, [1.0, 2.0])  # start the pool
-    pool = executors._process_pools[(2, None)]
+    pool = _processes._process_pools[(2, None)]
     idle = pool.workers[1].proc
 
     def kill_soon():
@@ -189,8 +189,8 @@ WORKERS_OF_KILLED_PARENT = textwrap.dedent(
     import os, signal, numpy as np, florin
     pipe = florin.Serial(florin.tile(shape=(4, 4)), florin.Multiprocess(np.negative, processes=2))
     pipe(np.ones((8, 8)))
-    from florin import executors
-    print(" ".join(str(w.proc.pid) for pool in executors._process_pools.values() for w in pool.workers), flush=True)
+    from florin.executors import _processes
+    print(" ".join(str(w.proc.pid) for pool in _processes._process_pools.values() for w in pool.workers), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )

@@ -1,0 +1,101 @@
+"""What every executor shares: worker counts, numba threads per worker, item labels."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import numbers
+import os
+import sys
+
+import xarray as xr
+
+from florin import tilemeta
+from florin.errors import ParameterError
+
+
+def _check_count(name, value):
+    """``None`` (one per CPU core) or an integer >= 1, else a ParameterError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"{name} must be an integer >= 1 (or None for one per CPU core), got {value!r}")
+    return int(value)
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _kernel_threads_for(workers) -> int:
+    return max(1, cpu_count() // max(1, workers))
+
+
+@contextlib.contextmanager
+def _kernel_threads(n):
+    """Run with ``n`` numba threads in this thread (numba's setting is thread-local)."""
+    numba = sys.modules.get("numba")
+    if n is None or numba is None:
+        yield
+        return
+    try:
+        n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+        old = numba.get_num_threads()
+        if n != old:
+            numba.set_num_threads(n)
+    except Exception:  # numba without a threading layer: leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        if n != old:
+            numba.set_num_threads(old)
+
+
+# True inside a process or MPI worker, and on an MPI rank while it runs its
+# share of an SPMD map: nested process/MPI maps then run in place (no
+# process trees, no collective calls from inside an item).
+_in_worker = contextvars.ContextVar("florin_in_worker", default=False)
+_process_worker = False
+
+
+def _nested() -> bool:
+    return _process_worker or _in_worker.get()
+
+
+def _label(item, index) -> str:
+    info = getattr(item, "info", None)
+    if not isinstance(info, tilemeta.TileInfo):
+        info = tilemeta.info_of(item) if isinstance(item, xr.DataArray) else None
+    if info is None and hasattr(item, "resolve") and hasattr(item, "tile"):
+        info = tilemeta.info_of(item.tile)
+    return f"tile at origin {info.origin}" if info is not None else f"item {index}"
+
+
+def _describe_steps(func) -> str:
+    from florin.operators import step_name
+
+    steps = getattr(func, "steps", None)
+    if not steps:
+        return "the steps"
+    return ", ".join(step_name(s) for s in steps)
+
+
+def _chunks(n, workers, chunksize=None):
+    """Index ranges: one item each for few items (tiles), about 16 chunks per worker for many (regions)."""
+    if chunksize is None:
+        chunksize = max(1, math.ceil(n / (16 * max(1, workers))))
+    return [range(i, min(n, i + chunksize)) for i in range(0, n, chunksize)]
+
+
+
+def _some(labels, k=4) -> str:
+    shown = ", ".join(labels[:k])
+    more = f" and {len(labels) - k} more" if len(labels) > k else ""
+    return f"one of: {shown}{more}" if len(labels) > 1 else (shown or "an item")

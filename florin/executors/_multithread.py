@@ -1,0 +1,77 @@
+"""The Multithread executor: items in threads of this process."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextvars
+
+from florin.executors._common import _check_count, _kernel_threads, _kernel_threads_for, cpu_count
+from florin.pipelines import Pipeline
+
+
+class Multithread(Pipeline):
+    """Pipeline that maps its steps over items in threads of this process.
+
+    numba kernels (NDNT) release the GIL, as do many NumPy routines, so threads
+    run tiles concurrently without copying any data (steps that hold the GIL
+    run one thread at a time: use :class:`Multiprocess` for those).
+
+    Parameters
+    ----------
+    *steps : callable
+        The steps applied to every item (see :class:`florin.Pipeline`).
+    threads : int, optional
+        Number of threads; default one per CPU core. Each thread's numba
+        kernels use ``cpu_count // threads`` threads (at least 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import florin
+    >>> from florin.morphology import binary_opening
+    >>> mask = np.zeros((6, 8), bool); mask[1:5, 1:7] = True
+    >>> out = florin.Serial(florin.tile(shape=(3, 4)), florin.Multithread(binary_opening(), threads=2))(mask)
+    >>> bool((out.values == binary_opening(mask).values).all())
+    True
+    """
+
+    name = "multithread"
+    in_process = True  # items run in this process: progress advances per item
+
+    def __init__(self, *steps, threads=None):
+        super().__init__(*steps)
+        self.threads = _check_count("threads", threads)
+
+    def map(self, func, items):
+        items = list(items)
+        if not items:
+            return []
+        workers = min(self.threads or cpu_count(), len(items))
+        kernel_threads = _kernel_threads_for(workers)
+
+        def run(item):
+            with _kernel_threads(kernel_threads):
+                return func(item)
+
+        results = [None] * len(items)
+        errors = {}
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="florin") as pool:
+            futures = {pool.submit(contextvars.copy_context().run, run, item): i for i, item in enumerate(items)}
+            try:
+                for fut in cf.as_completed(futures):
+                    i = futures[fut]
+                    try:
+                        results[i] = fut.result()
+                    except Exception as exc:
+                        errors[i] = exc
+                        break
+            except BaseException:  # interrupted: do not start what is still queued
+                for fut in futures:
+                    fut.cancel()
+                raise
+            if errors:
+                for fut in futures:
+                    fut.cancel()
+        if errors:
+            raise errors[min(errors)]
+        return results
