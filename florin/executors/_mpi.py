@@ -23,10 +23,9 @@ from florin.executors._common import (
 )
 from florin.executors._wire import (
     _capture,
+    _collect,
     _dumps,
     _dumps_fast,
-    _from_wire,
-    _loads,
     _pool_map,
     _rebuild,
     _run_chunk,
@@ -267,11 +266,7 @@ class MPI(Pipeline):
         results = [None] * len(items)
         errors = {}
         for part in _allgather_bytes(comm, gather_comm, blob):
-            for index, ok, value in _loads(part):
-                if ok:
-                    results[index] = _from_wire(value)
-                else:
-                    errors[index] = value
+            _collect(part, results, errors)
         if errors:
             first = min(errors, key=lambda i: (i is None, i or 0))
             if local_error is not None and local_error[0] == first:

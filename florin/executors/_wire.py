@@ -171,6 +171,15 @@ def _run_chunk(payload: bytes) -> bytes:
             _shm._detach_blocks()
 
 
+def _collect(data, results: list, errors: dict) -> None:
+    """Sort a worker's pickled ``(index, ok, value)`` list into ``results`` and ``errors``."""
+    for index, ok, value in _loads(data):
+        if ok:
+            results[index] = _from_wire(value)
+        else:
+            errors[index] = value
+
+
 class _WorkerDied(Exception):
     """A pool broke: a worker process exited while the map needed it."""
 
@@ -226,11 +235,7 @@ def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize
                 unfinished = [i for r in [rng, *pending.values()] for i in r]
                 on_broken(exc, [_label(items[i], i) for i in unfinished])
                 raise  # on_broken raises; this is a safety net
-            for index, ok, value in _loads(data):
-                if ok:
-                    results[index] = _from_wire(value)
-                else:
-                    errors[index] = value
+            _collect(data, results, errors)
         if errors:
             for fut in pending:
                 fut.cancel()
