@@ -31,18 +31,11 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import best_of  # noqa: E402  (benchmarks/, the script's folder)
+
 from florin._kernels.ndnt import ndnt_mask  # noqa: E402
 
 T = 0.25  # threshold (fraction)
-
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 class RssPeak:
@@ -121,16 +114,16 @@ def main(argv=None):
         )
         del mask
 
-        t1 = best_of(lambda vol=vol: ndnt_mask(vol, nshape, T, threads=1), args.repeat)
-        tn = best_of(lambda vol=vol: ndnt_mask(vol, nshape, T, threads=all_threads), args.repeat)
+        t1, _ = best_of(lambda vol=vol: ndnt_mask(vol, nshape, T, threads=1), args.repeat)
+        tn, _ = best_of(lambda vol=vol: ndnt_mask(vol, nshape, T, threads=all_threads), args.repeat)
 
         def scipy_user(vol=vol):
             image = vol if vol.dtype == np.float32 else vol.astype(np.float32)
             mean = ndi.uniform_filter(image, nshape, mode="constant")
             return image <= (1 - T) * mean
 
-        ts = best_of(scipy_user, args.repeat)
-        tc = best_of(lambda vol=vol: vol.copy(), args.repeat)
+        ts, _ = best_of(scipy_user, args.repeat)
+        tc, _ = best_of(lambda vol=vol: vol.copy(), args.repeat)
         tk = None
         if not args.skip_skimage:
             from skimage.filters import threshold_local
@@ -141,7 +134,7 @@ def main(argv=None):
                 thr = threshold_local(vol, block_size=block, method="mean", mode="constant")
                 return vol <= (1 - T) * thr
 
-            tk = best_of(skimage_user, 1)
+            tk, _ = best_of(skimage_user, 1)
         results[name] = (t1, tn, ts, tk, tc)
         extra = (rss.peak - rss.base) / 2**20
         records += [

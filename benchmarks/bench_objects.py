@@ -29,9 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import numpy as np
+from _timing import best_of  # benchmarks/, the script's folder
 from scipy import ndimage as ndi
 
 from florin._kernels.label import label
@@ -47,15 +47,6 @@ def make_volume(shape, seed=0):
     noise = rng.standard_normal(shape, dtype=np.float32)
     smooth = ndi.gaussian_filter(noise, SIGMA)
     return smooth > np.percentile(smooth, PERCENTILE)
-
-
-def best_of(func, repeat):
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def run_florin(mask, connectivity):

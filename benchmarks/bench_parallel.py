@@ -65,6 +65,7 @@ ARGS = parse_args()
 os.environ["NUMBA_NUM_THREADS"] = str(ARGS.kernel_threads)
 
 import numpy as np  # noqa: E402
+from _timing import best_of  # noqa: E402  (benchmarks/, the script's folder)
 from scipy import ndimage as ndi  # noqa: E402
 
 import florin  # noqa: E402
@@ -88,16 +89,6 @@ def pipeline(make, tile_shape):
         florin.tile(shape=tile_shape),
         make(thresholding.ndnt(shape=NDNT_SHAPE, threshold=0.25), morphology.binary_opening()),
     )
-
-
-def best_of(func, repeat):
-    func()  # warm-up: JIT, pools, forkserver
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def _burn(n):
@@ -130,7 +121,7 @@ def spmd_rank_main(args):
     shape, tile_shape = SMALL if args.small else FULL
     volume = make_volume(shape)
     pipe = pipeline(florin.MPI, tile_shape)
-    seconds, result = best_of(lambda: pipe(volume), args.repeat)
+    seconds, result = best_of(lambda: pipe(volume), args.repeat, warmup=True)
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:
