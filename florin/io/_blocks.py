@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks"]
+__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks", "flushed"]
 
 #: Size of the blocks writers copy at a time.
 BLOCK_BYTES = 64 * 2**20
@@ -85,3 +87,13 @@ def default_chunks(shape, itemsize, target_bytes=2**20):
                 grew = True
         if not grew:
             return tuple(chunks)
+
+
+@contextlib.contextmanager
+def flushed(mm):
+    """Yield the writable memory map ``mm``; flush it if the block succeeds, and unmap it either way."""
+    try:
+        yield mm
+        mm.flush()
+    finally:
+        del mm

@@ -8,14 +8,13 @@ region (an out-of-core join target).
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
 
 from florin.errors import FormatError, InputFileError
 from florin.io import Format
-from florin.io._blocks import copy_blocks
+from florin.io._blocks import copy_blocks, flushed
 from florin.io.lazy import FileArray, is_lazy, lazy_volume, read_raw
 from florin.io.metadata import from_json, meta_json, to_json
 from florin.volume import as_volume
@@ -101,15 +100,9 @@ def create_npy(path, shape, dtype, *, dims, attrs):
     return {}
 
 
-@contextlib.contextmanager
 def open_region_npy(path):
     """The data of an ``.npy`` file, memory-mapped for writing."""
-    mm = np.load(path, mmap_mode="r+", allow_pickle=False)
-    try:
-        yield mm
-        mm.flush()
-    finally:
-        del mm
+    return flushed(np.load(path, mmap_mode="r+", allow_pickle=False))
 
 
 FORMAT = Format(

@@ -22,6 +22,7 @@ import tifffile
 
 from florin.errors import InputFileError
 from florin.io import Format
+from florin.io._blocks import flushed
 from florin.io.lazy import FileArray, cached_handle, is_lazy, lazy_volume, read_raw
 from florin.io.metadata import from_json, meta_json
 from florin.volume import as_volume, get_spacing
@@ -300,15 +301,9 @@ class _MetaOnly:
         self.ndim = len(self.shape)
 
 
-@contextlib.contextmanager
 def open_region_tiff(path):
     """The data of a file made by :func:`create_tiff`, memory-mapped for writing."""
-    mm = tifffile.memmap(path, mode="r+")
-    try:
-        yield mm
-        mm.flush()
-    finally:
-        del mm
+    return flushed(tifffile.memmap(path, mode="r+"))
 
 
 FORMAT = Format(
