@@ -362,9 +362,8 @@ def _worker_main(conn, inherited=()) -> None:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if payload == _FORGET_KEPT:  # the parent replaced its kept block: unmap the old one (no reply)
-            _shm._kept_names.clear()
-            _shm._detach_blocks()
+        if payload == _FORGET_KEPT:  # no reply
+            _shm._forget_kept()
             continue
         conn.send_bytes(_run_chunk(payload))
 

@@ -45,8 +45,6 @@ def _attach_block(name, keep=False):
 
     block = _attached.get(name)
     if block is None:
-        if keep:  # the parent replaced its kept block: the old one is no longer used
-            _kept_names.clear()
         try:
             block = shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
         except TypeError:
@@ -58,6 +56,12 @@ def _attach_block(name, keep=False):
     if keep:
         _kept_names.add(name)
     return block
+
+
+def _forget_kept():
+    """The parent replaced its kept block (it says so before any task uses the new one): unmap the old one."""
+    _kept_names.clear()
+    _detach_blocks()
 
 
 def _detach_blocks():
