@@ -40,6 +40,8 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        # Plain click help: rich markup would eat "[[class]]" and show "<bool>" after every flag.
+        rich_markup_mode=None,
     )
 
     @app.callback()
