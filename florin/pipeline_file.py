@@ -40,6 +40,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import sys
 
 import numpy as np
@@ -153,7 +154,26 @@ def to_toml(pipeline) -> str:
     """
     import tomli_w
 
-    return tomli_w.dumps(to_dict(pipeline))
+    return _inline_short_arrays(tomli_w.dumps(to_dict(pipeline)))
+
+
+# A multi-line array whose items are one-line scalars (no brackets: nested arrays are collapsed inside out).
+_MULTILINE_ARRAY = re.compile(r"\[\n((?:[ ]+[^\[\]\n]+,\n)+)[ ]*\]")
+
+
+def _inline_short_arrays(text: str, width: int = 80) -> str:
+    """``shape = [10, 64, 64]`` instead of tomli_w's one element per line, for arrays up to ``width`` characters."""
+
+    def inline(match):
+        items = [line.strip().rstrip(",") for line in match.group(1).splitlines()]
+        joined = "[" + ", ".join(items) + "]"
+        return joined if len(joined) <= width else match.group(0)
+
+    while True:
+        shorter = _MULTILINE_ARRAY.sub(inline, text)
+        if shorter == text:
+            return text
+        text = shorter
 
 
 def _builtin_steps():

@@ -51,11 +51,14 @@ def formats():
     from florin.registry import EXTRAS, get_registry
 
     reg = get_registry()
-    for fmt in reg.formats.values():
-        typer.echo(f"{fmt.name:10s} {' '.join(fmt.extensions):28s} {fmt.description}")
-    for name, extra in EXTRAS["formats"].items():
-        if name not in reg.formats:
-            typer.echo(f"{name:10s} (not installed: pip install 'florin[{extra}]')")
+    rows = [(fmt.name, " ".join(fmt.extensions), fmt.description) for fmt in reg.formats.values()]
+    rows += [(name, "", f"(not installed: pip install 'florin[{extra}]')")
+             for name, extra in EXTRAS["formats"].items() if name not in reg.formats]
+    # Columns as wide as their widest entry, so a plugin's longer name or extensions keep the table aligned.
+    name_width = max(len(row[0]) for row in rows)
+    ext_width = max(len(row[1]) for row in rows)
+    for name, extensions, description in rows:
+        typer.echo(f"{name:<{name_width}}  {extensions:<{ext_width}}  {description}".rstrip())
 
 
 def ops():

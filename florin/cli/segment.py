@@ -277,10 +277,13 @@ def _report_timings(timings):
 
     log = logging.getLogger("florin")
     if timings:
+        # Names padded and numbers right-aligned to the widest of each, so the decimal points line up.
         width = max(len(k) for k in timings)
+        numbers = {name: f"{seconds:.2f}" for name, seconds in timings.items()}
+        digits = max(len(n) for n in numbers.values())
         log.info("time per step:")
-        for name, seconds in timings.items():
-            log.info(f"  {name:<{width}}  {seconds:8.2f} s")
+        for name, number in numbers.items():
+            log.info(f"  {name:<{width}}  {number:>{digits}} s")
 
 
 def dice(a, b) -> float:
