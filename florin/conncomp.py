@@ -136,6 +136,8 @@ def _label(image, *, connectivity=1):
     2
     """
     vol = as_volume(image)
+    if vol.ndim == 0:
+        raise ParameterError("label() needs an image with at least one dimension, got a 0-d array")
     connectivity = _check_connectivity(connectivity, vol.ndim)
     info = tilemeta.info_of(vol)
     data = _mask_of(vol)

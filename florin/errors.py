@@ -14,6 +14,10 @@ class ParameterError(FlorinError, ValueError):
     """A parameter has an invalid value; the message names it and what would be valid."""
 
 
+class ParameterTypeError(ParameterError, TypeError):
+    """A parameter has the wrong type (also a ``TypeError``, which Python raised here before)."""
+
+
 class OperatorBindError(FlorinError, TypeError):
     """An operator was given arguments its signature does not accept."""
 

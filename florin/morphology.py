@@ -57,6 +57,26 @@ def footprint_radius(footprint, ndim) -> tuple:
     return tuple(s // 2 for s in shape)
 
 
+_GREY_MODES = ("reflect", "constant", "nearest", "mirror", "wrap", "max", "min", "ignore")
+
+
+def _check_footprint(footprint, ndim):
+    """The footprint as an array with the image's ndim and at least one voxel, or a ParameterError."""
+    if isinstance(footprint, tuple) and footprint and isinstance(footprint[0], tuple):
+        return footprint  # a decomposed footprint; scikit-image checks its parts
+    try:
+        array = np.asarray(footprint)
+    except Exception:
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise ParameterError(f"footprint must be an array of {ndim} dims (e.g. skimage.morphology.ball(1)), got {footprint!r}")
+    if array.ndim != ndim:
+        raise ParameterError(f"footprint has {array.ndim} dims but the image has {ndim}; give a {ndim}-D footprint")
+    if not array.any():
+        raise ParameterError(f"footprint must contain at least one non-zero element, got shape {array.shape}")
+    return array
+
+
 def _halo(factor):
     def halo(params, full_shape):
         return tuple(factor * r for r in footprint_radius(params.get("footprint"), len(full_shape)))
@@ -88,6 +108,8 @@ def _make(name, kernel, factor, binary, summary):
     def op(image, footprint=None, *, mode=default_mode):
         vol = as_volume(image)
         data = np.asarray(vol)
+        if footprint is not None:
+            footprint = _check_footprint(footprint, data.ndim)
         if binary:
             if mode not in ("ignore", "min"):
                 raise ParameterError(f"mode must be 'ignore' or 'min' for {name}, got {mode!r}")
@@ -95,6 +117,8 @@ def _make(name, kernel, factor, binary, summary):
             if footprint is None:
                 footprint = ndi.generate_binary_structure(data.ndim, 1)
             return like(kernel(data, np.asarray(footprint, bool), mode), vol)
+        if mode not in _GREY_MODES:
+            raise ParameterError(f"mode must be one of {', '.join(map(repr, _GREY_MODES))} for {name}, got {mode!r}")
         return like(kernel(data, footprint, mode=mode), vol)
 
     op.__name__ = op.__qualname__ = name
@@ -182,6 +206,10 @@ def _remove_small_objects(image, min_size=64, *, connectivity=1, max_size=None):
     data = np.asarray(vol)
     if data.dtype == bool:
         labels, _ = ndi.label(data, _structure(data.ndim, connectivity))
+    elif data.dtype.kind not in "iu":
+        raise ParameterError(f"image must be a mask (bool) or a label image (integers), got dtype {data.dtype}")
+    elif data.size and data.min() < 0:
+        raise ParameterError(f"image labels must be >= 0, got a minimum of {data.min()}")
     else:
         labels = data
     sizes = np.bincount(labels.ravel().astype(np.intp, copy=False))

@@ -45,7 +45,7 @@ import sys
 
 import numpy as np
 
-from florin.errors import InputFileError, ParameterError, PipelineError
+from florin.errors import InputFileError, ParameterError, ParameterTypeError, PipelineError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -234,8 +234,8 @@ def from_dict(data, *, where="pipeline"):
     data = dict(data)
     executor = data.pop("executor", "serial")
     steps = data.pop("steps", None)
-    if not steps:
-        raise ParameterError(f"{where}: a pipeline needs a non-empty `steps` list")
+    if not isinstance(steps, list) or not steps:
+        raise ParameterTypeError(f"{where}: `steps` must be a non-empty list of step tables, got {steps!r}")
     cls = get_registry().executor(executor)
     built = [_build_step(s, f"{where}, step {i + 1}") for i, s in enumerate(steps)]
     try:

@@ -19,7 +19,7 @@ import xarray as xr
 
 from florin import tilemeta
 from florin.collection import Collection
-from florin.errors import PipelineError, TilingError
+from florin.errors import ParameterTypeError, PipelineError, TilingError
 from florin.volume import as_volume
 
 __all__ = ["Tile", "TileRef", "Tiles", "is_lazy", "join", "tile", "tile_infos"]
@@ -354,7 +354,10 @@ class Tile:
         for name, value in (("shape", shape), ("stride", stride)):
             if value is None:
                 continue
-            values = (value,) if isinstance(value, numbers.Integral) else tuple(value)
+            try:
+                values = (value,) if isinstance(value, numbers.Integral) else tuple(value)
+            except TypeError:
+                raise ParameterTypeError(f"tile {name} must be an int >= 1 or a tuple of ints >= 1, got {value!r}") from None
             if any(not isinstance(v, numbers.Integral) or v < 1 for v in values):
                 raise TilingError(f"tile {name} {value} must contain integers >= 1")
         if stride is not None and not isinstance(shape, numbers.Integral) and not isinstance(stride, numbers.Integral):
