@@ -77,6 +77,10 @@ def main(argv=None) -> int:
     except typer.Abort:
         typer.echo("florin: aborted", err=True)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # No command: the help itself, not an "error:" line (click's message is the help text).
+        typer.echo(exc.format_message())
+        return exc.exit_code
     except click.ClickException as exc:
         if debug:
             raise

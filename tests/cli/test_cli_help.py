@@ -35,3 +35,10 @@ def test_shape_options_say_zyx_with_an_example(capsys, command, options):
     for option in options:
         text = out.split(f"{option} Z,Y,X", 1)[1].split(" --", 1)[0]
         assert "z,y,x order" in text and re.search(r"e\.g\. \d+,\d+,\d+", text), (option, text)
+
+
+def test_no_arguments_prints_the_help_without_an_error_line(capsys):
+    assert main([]) in (0, 2)
+    captured = capsys.readouterr()
+    assert "Usage: florin" in captured.out and "Commands:" in captured.out
+    assert "florin: error" not in captured.err + captured.out
