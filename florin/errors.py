@@ -86,6 +86,10 @@ class OutputExistsError(FlorinError, FileExistsError):
     """An output already exists (pass ``overwrite=True``) or would overwrite an input."""
 
 
+class OutputNotWritableError(FlorinError, PermissionError):
+    """The folder an output goes to is not writable."""
+
+
 class PluginError(FlorinError):
     """A plugin failed to load or registered a name that is already taken."""
 

@@ -124,13 +124,22 @@ def run(
         raise InputFileError(f"input {input!r} does not exist")
     if output is not None and input is not None and os.path.exists(output) and os.path.samefile(output, input):
         raise ParameterError(f"output {os.fspath(output)!r} is the input; choose another output path")
+    from florin.io.outputs import check_outputs, pipeline_saves
+
     pipe = with_executor(_load_pipeline(pipeline), executor, workers)
+    saves = pipeline_saves(pipe)
+    if overwrite:
+        for step in saves:  # --overwrite applies to the pipeline's own save steps too
+            step.overwrite = True
     if output is not None:
         from florin.registry import get_registry
 
         get_registry().format_for_path(output)  # fail before running on an unknown extension
         if os.path.exists(output) and not overwrite:
             raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
+    # Every output is checked before anything is computed.
+    check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves]
+                  + ([("-o", output)] if output is not None else []), overwrite=overwrite)
     result = pipe(input) if input is not None else pipe()
     if output is not None:
         write(output, result, overwrite=overwrite)

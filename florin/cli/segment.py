@@ -217,6 +217,10 @@ def segment(
             raise ParameterError(f"output {os.fspath(out)!r} already exists; pass --overwrite to replace it")
     for out in filter(None, (output, mask)):
         get_registry().format_for_path(out)
+    from florin.io.outputs import check_outputs
+
+    check_outputs([(name, out) for name, out in (("-o", output), ("--mask", mask), ("--objects", objects)) if out],
+                  overwrite=overwrite)
     if objects is not None and objects.suffix.lower() != ".csv":
         raise ParameterError(f"--objects must be a .csv file, got {os.fspath(objects)!r}")
     if polarity not in ("dark", "bright"):
