@@ -89,6 +89,9 @@ def _reconstruct(regions, *, dtype=None):
             f"reconstruct() needs the regions of a label volume (conncomp.regionprops() then florin.classify(...)), "
             f"got {type(regions).__name__}"
         )
+    if len(regions) == 0 and regions.classes is None:
+        # No objects: mapping classify over zero regions never ran it, so there is nothing to classify.
+        regions = regions._like({**regions.table, "class_id": np.zeros(0, np.int64)}, ())
     if regions.classes is None or "class_id" not in regions.table:
         raise ClassificationError("reconstruct() needs classified regions: put florin.classify(...) before it")
     if regions.labels is None:

@@ -96,3 +96,19 @@ def test_render_colours(classified):
     np.testing.assert_array_equal(rgb.values[classes.values == 1][0], [230, 25, 75])
     with pytest.raises(ParameterError, match="triple"):
         render(classes, colors=[(300, 0, 0)])
+
+
+def test_an_empty_volume_gives_all_zero_classes_and_a_header_only_table(tmp_path):
+    from florin.cli import main
+
+    pipe = florin.Serial(conncomp.label(), conncomp.regionprops(),
+                         florin.classify(florin.bounds_classifier("cell", area=(1, 5))), florin.reconstruct())
+    out = pipe(np.zeros((3, 4, 5), bool))
+    assert out.shape == (3, 4, 5) and not out.values.any() and out.values.dtype == np.uint8
+    volume, labels, table = tmp_path / "zeros.npy", tmp_path / "classes.npy", tmp_path / "objects.csv"
+    np.save(volume, np.zeros((4, 16, 16), np.float32))  # --min-size removes every object below
+    assert main(["segment", str(volume), "-o", str(labels), "--class", "cell:area=1..5", "--objects", str(table),
+                 "--min-size", "100000"]) == 0
+    assert not np.load(labels).any()
+    lines = table.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("label,area")
