@@ -10,5 +10,6 @@ the per-block work (module-level functions) is handed to.
 """
 
 from florin.blockwise.label import label
+from florin.blockwise.sizes import remove_small_holes, remove_small_objects
 
-__all__ = ["label"]
+__all__ = ["label", "remove_small_holes", "remove_small_objects"]

@@ -1,0 +1,204 @@
+"""Blockwise size filters, equal to :mod:`florin.morphology`'s in-memory ones.
+
+Objects (or holes) are labelled blockwise into a scratch label volume
+(:func:`florin.blockwise.label`), their sizes summed over the blocks into one
+table, and a last blockwise pass masks (or fills) the small ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from florin._kernels.label import label_dtype
+from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
+from florin.errors import ParameterError
+from florin.morphology import _check_min_size
+
+__all__ = ["remove_small_holes", "remove_small_objects"]
+
+
+@contextlib.contextmanager
+def _scratch_labels(shape, scratch):
+    """The label volume to use: ``scratch``, or a temporary memory map removed afterwards."""
+    if scratch is not None:
+        if tuple(scratch.shape) != tuple(shape):
+            raise ParameterError(f"scratch has shape {tuple(scratch.shape)}, the input {tuple(shape)}; they must match")
+        yield scratch
+        return
+    with tempfile.TemporaryDirectory(prefix="florin-blockwise-") as tmp:
+        labels = np.lib.format.open_memmap(
+            Path(tmp) / "labels.npy", mode="w+", dtype=label_dtype(math.prod(shape)), shape=tuple(shape)
+        )
+        try:
+            yield labels
+        finally:
+            del labels
+
+
+def _block_counts(labels, block):
+    return np.unique(np.asarray(labels[block]), return_counts=True)
+
+
+def _small_ids(labels, blocks, min_size, map):
+    """Nonzero ids of ``labels`` with fewer than ``min_size`` voxels over all blocks."""
+    parts = list(map(functools.partial(_block_counts, labels), blocks))
+    ids = np.concatenate([p[0] for p in parts])
+    if ids.size and np.issubdtype(ids.dtype, np.signedinteger) and int(ids.min()) < 0:
+        raise ParameterError("remove_small_objects(): labels must be >= 0 (0 is background)")
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    sizes = np.bincount(inverse.ravel(), weights=np.concatenate([p[1] for p in parts]), minlength=uniq.size)
+    return uniq[(sizes < min_size) & (uniq != 0)]
+
+
+def _remove_block(image, labels, out, small, block):
+    data = np.asarray(image[block])
+    drop = np.isin(np.asarray(labels[block]), small)
+    out[block] = np.where(drop, np.zeros((), data.dtype), data)
+
+
+def _hole_border_max(image, holes, fill, footprint, block):
+    """Per filled hole present in ``block``: the largest label in its neighbourhood."""
+    shape = image.shape
+    ext = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(block, shape, strict=True))
+    core = tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(block, ext, strict=True))
+    border = ndi.maximum_filter(np.asarray(image[ext]), footprint=footprint)[core]
+    h = np.asarray(holes[block])
+    ids = np.intersect1d(np.unique(h), fill)
+    if not ids.size:
+        return ids, np.zeros(0, border.dtype)
+    return ids, np.asarray(ndi.maximum(border, labels=h, index=ids), border.dtype).reshape(-1)
+
+
+def _fill_block(image, holes, out, fill, lut_ids, lut_vals, block):
+    data = np.asarray(image[block])
+    h = np.asarray(holes[block])
+    to_fill = np.isin(h, fill)
+    if data.dtype == bool:
+        out[block] = data | to_fill
+        return
+    pos = np.clip(np.searchsorted(lut_ids, h), 0, max(lut_ids.size - 1, 0))
+    vals = lut_vals[pos] if lut_ids.size else np.zeros(h.shape, data.dtype)
+    out[block] = np.where(to_fill, vals, data)
+
+
+def _prepare(image, out, blocks, connectivity, min_size, max_size, what):
+    shape = _check_arrays(image, out, what)
+    dtype = np.dtype(image.dtype)
+    if dtype != bool and dtype.kind not in "iu":
+        raise ParameterError(f"{what}: the input must be a boolean mask or an integer label image, got {dtype}")
+    connectivity = _check_connectivity(connectivity, len(shape), what)
+    return shape, _normalize_blocks(blocks, shape), connectivity, _check_min_size(min_size, max_size)
+
+
+def remove_small_objects(
+    image, out, *, blocks, min_size=64, connectivity=1, max_size=None, scratch=None, map=map
+) -> None:
+    """Remove objects with fewer than ``min_size`` voxels, block by block.
+
+    Equal voxel for voxel to :func:`florin.morphology.remove_small_objects`
+    of the whole volume.
+
+    Parameters
+    ----------
+    image : array_like
+        Sliceable boolean mask (objects are its connected components) or
+        integer label image (objects are its labels, which are kept). Never
+        modified.
+    out : array_like
+        Sliceable array of the image's shape and dtype; receives the result.
+    blocks : list of tuple of slice
+        Boxes partitioning the volume (see :func:`florin.blockwise.label`).
+    min_size : int
+        Objects smaller than this are removed.
+    connectivity : int
+        Neighbourhood for finding the objects of a mask (1 = faces ... ndim).
+    max_size : int, optional
+        scikit-image >= 0.26 spelling: remove objects of at most this size.
+    scratch : array_like, optional
+        Integer array of the image's shape for the labels of a mask (as
+        ``out`` of :func:`florin.blockwise.label`); a temporary memory map,
+        removed afterwards, when omitted.
+    map : callable
+        ``builtins.map``-like callable the blocks are mapped with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((6, 6), bool); mask[0, 0] = True; mask[2:5, 2:5] = True
+    >>> out = np.zeros_like(mask)
+    >>> remove_small_objects(mask, out, blocks=[(slice(0, 3), slice(0, 6)), (slice(3, 6), slice(0, 6))], min_size=2)
+    >>> int(out.sum())
+    9
+    """
+    what = "blockwise.remove_small_objects()"
+    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, min_size, max_size, what)
+    if np.dtype(image.dtype) != bool:
+        small = _small_ids(image, blocks, min_size, map)
+        list(map(functools.partial(_remove_block, image, image, out, small), blocks))
+        return
+    with _scratch_labels(shape, scratch) as labels:
+        _label_into(image, labels, blocks, connectivity, map, what)
+        small = _small_ids(labels, blocks, min_size, map)
+        list(map(functools.partial(_remove_block, image, labels, out, small), blocks))
+
+
+def remove_small_holes(
+    image, out, *, blocks, min_size=64, connectivity=1, max_size=None, scratch=None, map=map
+) -> None:
+    """Fill holes (background components) with fewer than ``min_size`` voxels, block by block.
+
+    Equal voxel for voxel to :func:`florin.morphology.remove_small_holes` of
+    the whole volume: in a label image a filled hole takes the largest label
+    bordering it.
+
+    Parameters
+    ----------
+    image : array_like
+        Sliceable boolean mask or integer label image. Never modified.
+    out : array_like
+        Sliceable array of the image's shape and dtype; receives the result.
+    blocks : list of tuple of slice
+        Boxes partitioning the volume (see :func:`florin.blockwise.label`).
+    min_size : int
+        Holes smaller than this are filled.
+    connectivity : int
+        Neighbourhood for finding holes (1 = faces ... ndim).
+    max_size : int, optional
+        scikit-image >= 0.26 spelling: fill holes of at most this size.
+    scratch : array_like, optional
+        Integer array of the image's shape for the hole labels; a temporary
+        memory map, removed afterwards, when omitted.
+    map : callable
+        ``builtins.map``-like callable the blocks are mapped with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.ones((5, 5), bool); mask[2, 2] = False
+    >>> out = np.zeros_like(mask)
+    >>> remove_small_holes(mask, out, blocks=[(slice(0, 5), slice(0, 2)), (slice(0, 5), slice(2, 5))], min_size=2)
+    >>> bool(out.all())
+    True
+    """
+    what = "blockwise.remove_small_holes()"
+    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, min_size, max_size, what)
+    with _scratch_labels(shape, scratch) as holes:
+        _label_into(image, holes, blocks, connectivity, map, what, invert=True)
+        fill = _small_ids(holes, blocks, min_size, map)
+        lut_ids = lut_vals = np.zeros(0, image.dtype)
+        if np.dtype(image.dtype) != bool and fill.size:
+            footprint = ndi.generate_binary_structure(len(shape), connectivity)
+            parts = list(map(functools.partial(_hole_border_max, image, holes, fill, footprint), blocks))
+            ids = np.concatenate([p[0] for p in parts])
+            vals = np.concatenate([p[1] for p in parts]).astype(image.dtype, copy=False)
+            lut_ids, inverse = np.unique(ids, return_inverse=True)
+            lut_vals = np.zeros(lut_ids.size, image.dtype)
+            np.maximum.at(lut_vals, inverse.ravel(), vals)
+        list(map(functools.partial(_fill_block, image, holes, out, fill, lut_ids, lut_vals), blocks))
