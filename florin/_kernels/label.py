@@ -70,14 +70,13 @@ reference implementation; the recipe, for tiles that partition the volume
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import threading
 
 import numba
 import numpy as np
 
 from florin._kernels._jit import jit, parallel_jit
+from florin._kernels._threads import parallel_guard
 
 __all__ = [
     "label",
@@ -91,26 +90,6 @@ __all__ = [
 
 _UINT32_MAX = 2**32 - 1
 _PARALLEL_MIN_RUNS = 100_000  # fewer runs: union-find in one block
-
-
-_WORKQUEUE_LOCK = threading.Lock()
-
-
-def parallel_guard():
-    """Context manager to hold around calls of ``parallel_jit`` kernels.
-
-    numba's ``workqueue`` threading layer (the fallback when neither OpenMP
-    nor TBB is available) aborts the process when parallel kernels are
-    launched concurrently from several Python threads (thread executors). With
-    that layer, or before the first parallel kernel has run and the layer is
-    known, this returns a process-wide lock that serializes the launches; with
-    a thread-safe layer (``omp``, ``tbb``) it is a no-op.
-    """
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        return _WORKQUEUE_LOCK
-    return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
 
 
 def label_dtype(size: int) -> np.dtype:

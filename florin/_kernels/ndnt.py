@@ -88,9 +88,7 @@ Arithmetic
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from fractions import Fraction
 
 import numba
@@ -99,6 +97,7 @@ from numba import types
 from numba.extending import overload
 
 from florin._kernels._jit import jit, parallel_jit
+from florin._kernels._threads import numba_threads
 from florin.errors import ParameterError
 
 __all__ = ["ndnt_mask", "rational_threshold"]
@@ -591,34 +590,6 @@ def _split(n: int, parts: int) -> list[int]:
     return [(n * k) // parts for k in range(parts + 1)]
 
 
-_WORKQUEUE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _numba_threads(n: int):
-    """Run a parallel kernel with ``n`` numba threads, restoring the count afterwards.
-
-    ``numba.set_num_threads`` is thread-local, so concurrent callers do not
-    interfere.  numba's ``workqueue`` layer (used when neither OpenMP nor TBB is
-    available) aborts on concurrent launches from several Python threads: with
-    it (or before the layer is known) launches are serialized by a lock.
-    """
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        layer = None
-    guard = contextlib.nullcontext() if layer in ("omp", "tbb") else _WORKQUEUE_LOCK
-    with guard:
-        old = numba.get_num_threads()
-        if n != old:
-            numba.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if n != old:
-                numba.set_num_threads(old)
-
-
 class _Decision:
     """Scalar parameters of the decision, shared by every sub-problem."""
 
@@ -723,7 +694,7 @@ def _solve3(src, sm, vals, vm, out, h, outer, e_src, dec, threads, budget, proto
                 bad += b
                 unc += u
             return bad, unc
-        with _numba_threads(min(threads, len(items))):
+        with numba_threads(min(threads, len(items))):
             return _run_parallel(src, sm, vals, vm, out, items, plane, cz, cy, cx, ip, fp, proto)
 
     bad, unc = run()

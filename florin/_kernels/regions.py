@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from florin._kernels._jit import jit, parallel_jit
-from florin._kernels.label import parallel_guard
+from florin._kernels._threads import parallel_guard
 
 __all__ = ["region_stats", "combine_stats", "STAT_KEYS", "INTENSITY_KEYS"]
 
