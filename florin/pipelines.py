@@ -97,13 +97,19 @@ class Pipeline:
         runner = _ItemRunner(list(steps), type(collection).resolve)
         items = collection.items()
         label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
-        with _run.progress_task(len(items), label) as tick:
-            if self.in_process:
-                results = self.map(_Ticking(runner, tick), items)
-            else:
-                results = self.map(runner, items)
-                for _ in results:
-                    tick()
+        try:
+            with _run.progress_task(len(items), label) as tick:
+                if self.in_process:
+                    results = self.map(_Ticking(runner, tick), items)
+                else:
+                    results = self.map(runner, items)
+                    for _ in results:
+                        tick()
+        except BaseException:
+            from florin.io.ondisk import discard_tile_outputs
+
+            discard_tile_outputs(steps)  # a failed tiled save leaves no temporary output or lock behind
+            raise
         return collection.rebuild(results)
 
     def _run_steps(self, steps, datum):

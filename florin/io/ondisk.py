@@ -45,7 +45,7 @@ from xarray.core import indexing
 from florin import tilemeta
 from florin.errors import FormatError, ParameterError, PipelineError
 
-__all__ = ["OnDiskArray", "create", "file_lock", "join_written", "save_tile", "save_tiles"]
+__all__ = ["OnDiskArray", "create", "discard_tile_outputs", "file_lock", "join_written", "save_tile", "save_tiles"]
 
 _MARKER = ".florin-output.json"
 
@@ -432,6 +432,17 @@ def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
             marker.write_text(json.dumps({**want, "locator": locator}))
     return OnDiskArray(target, tmp, fmt.name, locator, shape, dtype, dims, attrs,
                        overwrite=save.overwrite, lock=lock, workdir=workdir)
+
+
+def discard_tile_outputs(steps) -> None:
+    """Remove the temporary outputs and locks of the tile-by-tile ``save`` steps in ``steps`` (after a failed run)."""
+    from florin.io.atomic import remove_path
+
+    for step in steps:
+        if getattr(step, "streams_tiles", False) and getattr(step, "out", None) is None:
+            target = Path(step.path)
+            remove_path(target.parent / f".{target.name}.florin-tiles.tmp")
+            remove_path(target.parent / f".{target.name}.florin-tiles.lock")
 
 
 def save_tile(save, tile, info):

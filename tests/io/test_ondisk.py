@@ -220,3 +220,20 @@ def test_save_given_untouched_tiles_writes_the_volume(tmp_path, source, name):
     result = florin.Serial(florin.tile(shape=(5, 16, 16)), florin.save(tmp_path / name))(vol)
     np.testing.assert_array_equal(read(tmp_path / name).values, source.values)
     np.testing.assert_array_equal(result.values, source.values)
+
+
+@pytest.mark.parametrize("executor", ["Serial", "Multiprocess"])
+def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, executor):
+    from florin import tilemeta
+
+    def fail_late(tile):
+        if tilemeta.info_of(tile).origin[0] >= 4:
+            raise RuntimeError("boom")
+        return tile
+
+    kwargs = {"processes": 2} if executor == "Multiprocess" else {}
+    pipe = florin.Serial(florin.tile(shape=(2, 8)),
+                         getattr(florin, executor)(fail_late, florin.save(tmp_path / "out.npy"), **kwargs))
+    with pytest.raises(Exception, match="boom"):
+        pipe(np.arange(64.0).reshape(8, 8))
+    assert list(tmp_path.iterdir()) == []
