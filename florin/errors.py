@@ -82,6 +82,10 @@ class InputFileError(FlorinError, OSError):
     """An input file is missing, unreadable, or lacks the requested dataset."""
 
 
+class MissingInputError(InputFileError):
+    """An input file does not exist (the CLI treats it as a usage error, exit status 2)."""
+
+
 class OutputExistsError(FlorinError, FileExistsError):
     """An output already exists (pass ``overwrite=True``) or would overwrite an input."""
 

@@ -45,7 +45,7 @@ import sys
 
 import numpy as np
 
-from florin.errors import InputFileError, ParameterError, ParameterTypeError, PipelineError
+from florin.errors import MissingInputError, ParameterError, ParameterTypeError, PipelineError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -252,7 +252,7 @@ def from_toml(source):
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8")
         except FileNotFoundError:
-            raise InputFileError(f"pipeline file {path!r} does not exist") from None
+            raise MissingInputError(f"pipeline file {path!r} does not exist") from None
         where = path
     else:
         text, where = source, "pipeline"

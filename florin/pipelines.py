@@ -21,7 +21,7 @@ import xarray as xr
 
 from florin import _run, tilemeta
 from florin.collection import Collection
-from florin.errors import FlorinError, PipelineError
+from florin.errors import FlorinError, MissingInputError, PipelineError
 from florin.operators import halo_of, is_per_item, step_name
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
@@ -213,7 +213,7 @@ class Pipeline:
             with open(path, "rb") as f:
                 pipeline = pickle.load(f)
         except FileNotFoundError:
-            raise InputFileError(f"pipeline file {os.fspath(path)!r} does not exist") from None
+            raise MissingInputError(f"pipeline file {os.fspath(path)!r} does not exist") from None
         except Exception as exc:
             raise InputFileError(f"cannot read pipeline file {os.fspath(path)!r}: {exc}") from exc
         if not isinstance(pipeline, Pipeline):

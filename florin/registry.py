@@ -141,7 +141,7 @@ class Registry:
             missing = [f"{n} (extra [{x}])" for n, x in EXTRAS["formats"].items() if n not in self.formats]
             more = f"; more with: {', '.join(missing)}" if missing else ""
             raise FormatError(f"cannot tell the format of {os.fspath(path)!r} from its extension; "
-                              f"known extensions: {known}{more}; or pass format=")
+                              f"known extensions: {known}{more}; or name the format with format= (--format on the command line)")
         return best
 
 

@@ -2,7 +2,8 @@
 
 Commands are added through the ``florin_register_commands`` hook, florin's own
 included (:mod:`florin.cli.commands`). Library errors become one line on
-stderr and a non-zero exit: 2 for bad usage or parameters, 1 for a failed run;
+stderr and a non-zero exit: 2 for bad usage, parameters or a missing input file,
+1 for a failed run;
 ``--debug`` shows the traceback.
 """
 
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover
     import click
 
 from florin import __version__
-from florin.errors import FlorinError, OperatorBindError, ParameterError
+from florin.errors import FlorinError, MissingInputError, OperatorBindError, ParameterError
 
 __all__ = ["build_app", "main"]
 
@@ -62,7 +63,8 @@ def build_app() -> typer.Typer:
 
 
 def _exit_code(exc) -> int:
-    return 2 if isinstance(exc, ParameterError | OperatorBindError) else 1
+    # A missing input file is a mistyped argument: usage, like a bad parameter.
+    return 2 if isinstance(exc, ParameterError | OperatorBindError | MissingInputError) else 1
 
 
 def main(argv=None) -> int:

@@ -9,19 +9,23 @@ from pathlib import Path
 
 import typer
 
-from florin.errors import InputFileError, ParameterError
+from florin.errors import InputFileError, MissingInputError, ParameterError
 
 __all__ = ["register"]
 
 
-def info(file: Path = typer.Argument(..., help="Volume file to describe.")):
+def info(
+    file: Path = typer.Argument(..., help="Volume file to describe."),
+    format: str = typer.Option(None, "--format", "-f", metavar="NAME",
+                               help="Input format (see `florin formats`; default: from the extension)."),
+):
     """Show shape, dtype, spacing and format of a volume file."""
     from florin.io import _format, read
     from florin.io.lazy import is_lazy
     from florin.volume import get_spacing
 
-    fmt = _format(file, None)
-    vol = read(file)
+    fmt = _format(file, format)
+    vol = read(file, format=format)
     lazy = is_lazy(vol)
     typer.echo(f"file:    {file}")
     typer.echo(f"format:  {fmt.name}")
@@ -76,7 +80,7 @@ def _load_pipeline(path: Path):
     from florin.pipelines import Pipeline
 
     if not path.exists():
-        raise InputFileError(f"pipeline file {os.fspath(path)!r} does not exist")
+        raise MissingInputError(f"pipeline file {os.fspath(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         return Pipeline.from_toml(path)
@@ -116,12 +120,14 @@ def run(
     executor: str = typer.Option(None, "--executor", "-e", help="Run every (nested) pipeline with this executor."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers for the executor."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    format: str = typer.Option(None, "--format", "-f", metavar="NAME",
+                               help="Input format (see `florin formats`; default: from the extension)."),
 ):
     """Run a pipeline file on INPUT."""
     from florin.io import write
 
     if input is not None and not os.path.exists(input):
-        raise InputFileError(f"input {input!r} does not exist")
+        raise MissingInputError(f"input {input!r} does not exist")
     if output is not None and input is not None and os.path.exists(output) and os.path.samefile(output, input):
         raise ParameterError(f"output {os.fspath(output)!r} is the input; choose another output path")
     from florin.io.outputs import check_outputs, pipeline_saves
@@ -140,6 +146,10 @@ def run(
     # Every output is checked before anything is computed.
     check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves]
                   + ([("-o", output)] if output is not None else []), overwrite=overwrite)
+    if input is not None and format is not None:
+        from florin.io import read
+
+        input = read(input, format=format)  # lazy: the pipeline's load() passes the volume on
     result = pipe(input) if input is not None else pipe()
     if output is not None:
         write(output, result, overwrite=overwrite)
@@ -153,6 +163,8 @@ def preview(
     labels: Path = typer.Option(None, "--labels", "-l", help="Label or class volume to overlay."),
     montage: int = typer.Option(None, "--montage", min=1, help="Show N z slices instead of orthogonal mid-slices."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    format: str = typer.Option(None, "--format", "-f", metavar="NAME",
+                               help="Format of VOLUME (see `florin formats`; default: from the extension)."),
 ):
     """Write a PNG of orthogonal mid-slices (or a z montage) with label overlays."""
     from florin.io import read
@@ -162,7 +174,7 @@ def preview(
         raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")
     if output.exists() and not overwrite:
         raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
-    vol = read(volume)
+    vol = read(volume, format=format)
     lab = read(labels) if labels is not None else None
     save_preview(output, vol, None if lab is None else lab.values, montage=montage, title=volume.name)
     logging.getLogger("florin").info(f"wrote {output}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from florin.errors import InputFileError, ParameterError
+from florin.errors import MissingInputError, ParameterError
 
 __all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
 
@@ -83,7 +83,7 @@ def _classes_from_file(path: Path):
     import florin
 
     if not path.exists():
-        raise InputFileError(f"classes file {os.fspath(path)!r} does not exist")
+        raise MissingInputError(f"classes file {os.fspath(path)!r} does not exist")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -133,6 +133,7 @@ def build_segment_pipeline(
     objects=None,
     mask=None,
     overwrite=False,
+    input_format=None,
 ):
     """The classic FLoRIN pipeline as the CLI runs it.
 
@@ -151,7 +152,7 @@ def build_segment_pipeline(
         thresholding.ndnt(shape=shape, threshold=threshold, polarity=polarity),
         morphology.binary_opening(),
     ]
-    steps = [florin.load()]
+    steps = [florin.load(format=input_format)]
     if tile is not None or executor != "serial":
         steps += [florin.tile(shape=tile, stride=stride), with_executor(florin.Serial(*per_voxel), executor, workers)]
     else:
@@ -203,13 +204,15 @@ def segment(
     objects: Path = typer.Option(None, "--objects", help="Write the objects table (CSV)."),
     mask: Path = typer.Option(None, "--mask", help="Also write the binary segmentation."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    format: str = typer.Option(None, "--format", "-f", metavar="NAME",
+                               help="Input format (see `florin formats`; default: from the extension)."),
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
     from florin.registry import get_registry
 
     if not input.exists():
-        raise InputFileError(f"input {os.fspath(input)!r} does not exist")
+        raise MissingInputError(f"input {os.fspath(input)!r} does not exist")
     for out in filter(None, (output, mask, objects)):
         if out.exists() and os.path.samefile(out, input):
             raise ParameterError(f"output {os.fspath(out)!r} is the input; choose another path")
@@ -231,7 +234,7 @@ def segment(
     rules = [parse_class(c) for c in classes or ()]
     if classes_file is not None:
         rules += _classes_from_file(classes_file)
-    vol = read(input)
+    vol = read(input, format=format)
     tile_shape = parse_ints(tile, "--tile")
     if tile_shape is None and executor != "serial":
         tile_shape = _default_tile(vol.shape, workers)
@@ -239,6 +242,7 @@ def segment(
         output=output, shape=parse_ints(shape, "--shape"), threshold=threshold, polarity=polarity,
         tile=tile_shape, stride=parse_ints(stride, "--stride"), executor=executor, workers=workers,
         min_size=min_size, connectivity=connectivity, classes=rules, objects=objects, mask=mask, overwrite=overwrite,
+        input_format=format,
     )
     start = time.perf_counter()
     result = _run_with_report(pipeline, input)

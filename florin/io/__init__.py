@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from florin import _run
-from florin.errors import FlorinError, FormatError, InputFileError, OutputExistsError, ParameterError
+from florin.errors import FlorinError, FormatError, InputFileError, MissingInputError, OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
 from florin.volume import as_volume
 
@@ -121,7 +121,7 @@ def read(path, *, format=None, **options):
     """
     fmt = _format(path, format)
     if not os.path.exists(path):
-        raise InputFileError(f"input file {os.fspath(path)!r} does not exist")
+        raise MissingInputError(f"input file {os.fspath(path)!r} does not exist")
     _check_options(fmt.read, options, fmt, "reader")
     try:
         vol = fmt.read(path, **options)

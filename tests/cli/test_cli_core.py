@@ -23,7 +23,7 @@ def test_info_shows_shape_dtype_spacing_format(tmp_path, capsys):
 def test_library_errors_are_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "florin", "info", str(tmp_path / "missing.tif")],
                           capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a missing input is a usage error
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.tif" in lines[0] and "Traceback" not in proc.stderr
 
