@@ -109,7 +109,7 @@ def test_preview_is_a_png(sample, tmp_path):
 
 BAD = [
     # (arguments, expected exit code, text the one-line error must contain)
-    (["segment", "{missing}", "-o", "{out}"], 1, "does not exist"),
+    (["segment", "{missing}", "-o", "{out}"], 2, "does not exist"),
     (["segment", "{input}", "-o", "{out}", "--shape", "10,0,5"], 2, "--shape"),
     (["segment", "{input}", "-o", "{out}", "--shape", "a,b"], 2, "--shape"),
     (["segment", "{input}", "-o", "{out}", "--threshold", "150"], 2, "threshold"),
@@ -122,9 +122,9 @@ BAD = [
     (["segment", "{input}", "-o", "{out}", "--tile", "10,64,64", "--stride", "20,64,64"], 2, "stride"),
     (["segment", "{unreadable}", "-o", "{out}"], 1, "unreadable.tif"),
     (["segment", "{input}"], 2, "--output"),
-    (["run", "{tmp}/nope.toml", "{input}"], 1, "does not exist"),
+    (["run", "{tmp}/nope.toml", "{input}"], 2, "does not exist"),
     (["preview", "{input}", "-o", "{tmp}/p.jpg"], 2, ".png"),
-    (["info", "{missing}"], 1, "does not exist"),
+    (["info", "{missing}"], 2, "does not exist"),
 ]
 
 
