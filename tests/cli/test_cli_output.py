@@ -36,9 +36,9 @@ def test_to_toml_writes_short_arrays_inline():
 
 
 def test_to_toml_keeps_long_or_bracketed_arrays_valid():
-    from florin.pipeline_file import _inline_short_arrays
-
     import tomli_w
+
+    from florin.pipeline_file import _inline_short_arrays
 
     data = {"long": ["x" * 50, "y" * 50], "tricky": ["a]b", "c,d"], "nested": [[1, 2], [3, 4]]}
     text = _inline_short_arrays(tomli_w.dumps(data))
