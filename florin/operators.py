@@ -12,6 +12,7 @@ import difflib
 import functools
 import inspect
 import math
+import numbers
 import sys
 
 import numpy as np
@@ -98,8 +99,9 @@ class Operator:
 class Florinated:
     """A factory of :class:`Operator` made by :func:`florinate`.
 
-    Calling it with parameters binds them; calling it with an image (a numpy
-    array or DataArray) as first argument applies the function right away.
+    Calling it with parameters binds them; calling it with an image (any
+    array_like: numpy or dask array, DataArray, nested list) as first positional
+    argument applies the function right away. ``None`` there is an error.
     """
 
     def __init__(self, func, *, name=None, halo=None, per_item=True):
@@ -116,9 +118,27 @@ class Florinated:
         functools.update_wrapper(self, func)
 
     def __call__(self, *args, **kwargs):
-        if args and _is_image(args[0]):
+        if args and self._fills_image(args, kwargs):
             return self.bind(*args[1:], **kwargs)(args[0])
         return self.bind(*args, **kwargs)
+
+    def _fills_image(self, args, kwargs) -> bool:
+        # The signature decides: the first positional argument is the image (array_like, including lists and
+        # dask arrays) whenever the call binds with it in the image's place. A number or string never is.
+        image = args[0]
+        first = next(iter(self.signature.parameters))
+        if image is None:
+            raise ParameterError(f"{self.name}(): {first} is None; pass an array, or give parameters by keyword")
+        if isinstance(image, numbers.Number | str | bytes):
+            return False
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in self.signature.parameters.values()):
+            # func(image, *things): positional arguments are the things unless the first is an array.
+            return hasattr(image, "__array__")
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError:
+            return False
+        return True
 
     def bind(self, *args, **kwargs) -> Operator:
         """Check ``args``/``kwargs`` against the signature and return the bound operator."""
@@ -162,10 +182,6 @@ class Florinated:
 
     def __setstate__(self, state):
         self.__init__(self.func, **state)
-
-
-def _is_image(obj) -> bool:
-    return isinstance(obj, np.ndarray) or type(obj).__name__ in ("DataArray", "memmap")
 
 
 def florinate(func=None, *, name=None, halo=None, per_item=True):

@@ -8,7 +8,7 @@ import xarray as xr
 import florin
 import florin.morphology
 import florin.thresholding as thresholding
-from florin.errors import OperatorBindError
+from florin.errors import OperatorBindError, ParameterError
 
 
 @florin.florinate
@@ -72,3 +72,19 @@ def test_operators_pickle_by_reference_and_by_value():
 def test_florinate_rejects_function_without_image_argument():
     with pytest.raises(ValueError, match="takes no image"):
         florin.florinate(lambda: 0)
+
+
+def test_array_like_first_argument_is_the_image():
+    # The signature decides, not the argument's type: lists and dask arrays are images too.
+    listed = thresholding.ndnt([[10, 100], [100, 100]], shape=3)
+    assert isinstance(listed, xr.DataArray) and listed.shape == (2, 2)
+    dask_array = pytest.importorskip("dask.array")
+    data = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    lazy = thresholding.ndnt(dask_array.from_array(data), shape=3)
+    assert isinstance(lazy, xr.DataArray)
+    assert np.array_equal(lazy.values, thresholding.ndnt(data, shape=3).values)
+
+
+def test_none_as_the_image_is_an_error():
+    with pytest.raises(ParameterError, match="image is None"):
+        thresholding.ndnt(None)
