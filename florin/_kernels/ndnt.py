@@ -1,6 +1,6 @@
 """NDNT kernel: N-dimensional neighborhood thresholding on plain numpy arrays.
 
-Definition (ARCHITECTURE.md, "NDNT"): with half widths ``h_a = s_a // 2`` the
+Definition (docs/concepts/ndnt.md, normative): with half widths ``h_a = s_a // 2`` the
 window ``W(x) = prod_a [x_a - h_a, x_a + h_a]`` is clipped to the volume,
 ``count(x) = |W(x)|`` and ``sum(x)`` is the sum of the image over ``W(x)``.
 A voxel is foreground iff
