@@ -285,18 +285,19 @@ def main(argv=None):
         if not _cgroup.available():
             parser.error("--cap needs a writable cgroup v1 memory hierarchy at /sys/fs/cgroup/memory (run as root)")
         cap = float(args.cap) * 2**20
-    gib = np.prod(shape) * 2 / 2**30
     workdir = tempfile.mkdtemp(prefix="florin-bench-ooc-", dir=args.dir)
     src = os.path.join(workdir, "volume.h5")
+    if args.input:
+        src = args.input
+        shape = tuple(read(src).shape)
+    gib = np.prod(shape) * 2 / 2**30
     print(f"volume {shape} uint16 = {gib:.2f} GiB in {workdir}; tiles {tile}; "
-          f"ndnt(shape={NDNT_SHAPE}, threshold={THRESHOLD}) + binary_opening(); {psutil.cpu_count()} CPUs")
+          f"ndnt(shape={NDNT_SHAPE}, threshold={THRESHOLD}) + binary_opening(); {psutil.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f}")
     results, outputs = [], {}
     try:
         start = time.perf_counter()
-        if args.input:
-            src = args.input
-            shape = tuple(read(src).shape)
-        else:
+        if not args.input:
             generate(src, shape)
         print(f"generated the input chunk by chunk in {time.perf_counter() - start:.1f} s, "
               f"{os.path.getsize(src) / 2**30:.2f} GiB on disk")
