@@ -13,12 +13,12 @@ shown, on its own.
 
 import json
 
-import numpy as np
-
 # [pipeline]
 import os
 import sys
 import time
+
+import numpy as np
 
 import florin
 import florin.morphology as morphology
