@@ -15,8 +15,12 @@ marks its result with ``attrs['florin_labels']``. When the tiles are joined,
 :func:`join_labels` gives every tile's labels a distinct range, unions the
 labels that touch across tile faces, edges and corners (same connectivity) and
 renumbers them in raster order of their first voxel: the joined volume is
-*identical* to ``label`` of the whole volume. Steps after ``label`` inside
-the tiled pipeline must not change the labels.
+*identical* to ``label`` of the whole volume. ``label`` declares this
+(``merged_at_join``): inside a tiled pipeline only steps that take such tiles
+(``regionprops``, which declares ``takes_merged_tiles``) may follow it, and a
+pipeline with another step there is refused when it is built; in a flat
+pipeline (``Serial(tile(...), label(), binary_dilation())``) the tiles are
+joined before the next step, so the result is the whole-volume one.
 
 Tiled region properties
 -----------------------
@@ -163,7 +167,7 @@ def _label_params(params):
 
 
 _label.__name__ = _label.__qualname__ = "label"
-label = Checked(_label, check=_label_params)
+label = Checked(_label, check=_label_params, merged_at_join=True)
 
 
 def _core(tile, info):
@@ -482,4 +486,4 @@ def _regionprops_params(params):
 
 
 _regionprops.__name__ = _regionprops.__qualname__ = "regionprops"
-regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False)
+regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False, takes_merged_tiles=True)

@@ -19,7 +19,9 @@ import numpy as np
 
 from florin.errors import OperatorBindError, ParameterError
 
-__all__ = ["Florinated", "Operator", "florinate", "halo_of", "is_per_item", "step_name"]
+__all__ = [
+    "Florinated", "Operator", "florinate", "halo_of", "is_per_item", "merged_at_join", "step_name", "takes_merged_tiles",
+]
 
 
 def _normalize_halo(value, ndim):
@@ -52,6 +54,8 @@ class Operator:
     per_item : bool
         True when the step works on one datum at a time, so that a pipeline maps
         it over a collection (tiles, regions) instead of handing it the collection.
+    merged_at_join, takes_merged_tiles : bool
+        See :func:`florinate`.
     """
 
     def __init__(self, factory: Florinated, args: tuple, kwargs: dict):
@@ -70,6 +74,14 @@ class Operator:
     @property
     def per_item(self) -> bool:
         return self.factory.per_item
+
+    @property
+    def merged_at_join(self) -> bool:
+        return self.factory.merged_at_join
+
+    @property
+    def takes_merged_tiles(self) -> bool:
+        return self.factory.takes_merged_tiles
 
     def __call__(self, image):
         return self.factory.func(image, *self.args, **self.kwargs)
@@ -104,11 +116,13 @@ class Florinated:
     argument applies the function right away. ``None`` there is an error.
     """
 
-    def __init__(self, func, *, name=None, halo=None, per_item=True):
+    def __init__(self, func, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False):
         self.func = func
         self.name = name or getattr(func, "__name__", type(func).__name__)
         self.halo = halo
         self.per_item = per_item
+        self.merged_at_join = merged_at_join
+        self.takes_merged_tiles = takes_merged_tiles
         try:
             self.signature = inspect.signature(func)
         except (TypeError, ValueError) as exc:  # builtins without a signature
@@ -178,13 +192,15 @@ class Florinated:
                 obj = getattr(obj, part, None)
             if obj is self:
                 return self.__qualname__
-        return (Florinated, (self.func,), {"name": self.name, "halo": self.halo, "per_item": self.per_item})
+        return (Florinated, (self.func,), {"name": self.name, "halo": self.halo, "per_item": self.per_item,
+                                           "merged_at_join": self.merged_at_join,
+                                           "takes_merged_tiles": self.takes_merged_tiles})
 
     def __setstate__(self, state):
         self.__init__(self.func, **state)
 
 
-def florinate(func=None, *, name=None, halo=None, per_item=True):
+def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False):
     """Turn ``func(image, *args, **kwargs)`` into a pipeline operator factory.
 
     Parameters
@@ -201,6 +217,15 @@ def florinate(func=None, *, name=None, halo=None, per_item=True):
         step that needs the whole volume. Default: 0 (voxel-wise).
     per_item : bool
         Map the step over collections (tiles, regions). Default True.
+    merged_at_join : bool
+        The step's result on a tile is only complete once the join merges the
+        tiles (``conncomp.label``: per-tile labels are merged across tiles).
+        In a tiled part, the steps after it must declare ``takes_merged_tiles``;
+        a pipeline that puts another step there is refused when it is built,
+        and in a flat pipeline the tiles are joined before that step. Default False.
+    takes_merged_tiles : bool
+        The step can run on the tile results of a ``merged_at_join`` step and
+        leaves them to the join (``conncomp.regionprops``). Default False.
 
     Returns
     -------
@@ -222,11 +247,13 @@ def florinate(func=None, *, name=None, halo=None, per_item=True):
     ...
     florin.errors.OperatorBindError: scale() got an unexpected keyword argument `scalr`; did you mean `scalar`? (valid parameters: scalar)
     """
+    options = dict(name=name, halo=halo, per_item=per_item, merged_at_join=merged_at_join,
+                   takes_merged_tiles=takes_merged_tiles)
     if func is None:
-        return functools.partial(florinate, name=name, halo=halo, per_item=per_item)
+        return functools.partial(florinate, **options)
     if isinstance(func, Florinated):
         return func
-    return Florinated(func, name=name, halo=halo, per_item=per_item)
+    return Florinated(func, **options)
 
 
 def step_name(step) -> str:
@@ -240,6 +267,16 @@ def step_name(step) -> str:
 def is_per_item(step) -> bool:
     """Whether a pipeline maps ``step`` over the items of a collection."""
     return getattr(step, "per_item", True)
+
+
+def merged_at_join(step) -> bool:
+    """Whether ``step``'s result on a tile is only complete after the join (see :func:`florinate`)."""
+    return bool(getattr(step, "merged_at_join", False))
+
+
+def takes_merged_tiles(step) -> bool:
+    """Whether ``step`` can run on tiles whose results the join still has to merge (see :func:`florinate`)."""
+    return bool(getattr(step, "takes_merged_tiles", False))
 
 
 def halo_of(step, full_shape) -> tuple:

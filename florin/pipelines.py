@@ -22,7 +22,7 @@ import xarray as xr
 from florin import _run, tilemeta
 from florin.collection import Collection
 from florin.errors import FlorinError, MissingInputError, PipelineError
-from florin.operators import halo_of, is_per_item, step_name
+from florin.operators import halo_of, is_per_item, merged_at_join, step_name, takes_merged_tiles
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
 
@@ -67,6 +67,7 @@ class Pipeline:
                     "steps are operators such as florin.thresholding.ndnt(...), functions, or pipelines"
                 )
         self.steps = list(steps)
+        _check_tiled_parts(self.steps)
 
     # -- running -------------------------------------------------------------------------
     def __call__(self, data=_NO_DATA):
@@ -114,11 +115,12 @@ class Pipeline:
 
     def _run_steps(self, steps, datum):
         i = 0
+        merging = None  # on a tile: the step whose result the join still has to merge
         while i < len(steps):
             step = steps[i]
             if isinstance(datum, Collection) and is_per_item(step):
                 j = i
-                while j < len(steps) and self._maps_over(steps[j], datum):
+                while j < len(steps) and self._maps_over(steps[j], datum) and _fits_after(steps[i:j], steps[j]):
                     j += 1
                 if j > i:
                     datum = self.map_collection(steps[i:j], datum)
@@ -129,7 +131,11 @@ class Pipeline:
             if isinstance(step, Tile):
                 datum = _timed(step, lambda s=step, d=datum, k=i: s(d, auto_halo=self._halo_after(steps, k, d.shape)))
             else:
+                if merging is not None and not isinstance(step, Pipeline) and not takes_merged_tiles(step):
+                    raise _after_merging_error(merging, step)
                 datum = _call_step(step, datum)
+                if merged_at_join(step) and tilemeta.info_of(datum) is not None:
+                    merging = step
             i += 1
         if isinstance(datum, Tiles):
             datum = datum.volume
@@ -155,9 +161,9 @@ class Pipeline:
         if following and isinstance(following[0], Pipeline):
             return following[0].halo(full_shape)
         total = np.zeros(len(full_shape), dtype=object)
-        for step in following:
+        for k, step in enumerate(following):
             halo = halo_of(step, full_shape) if is_per_item(step) else None
-            if halo is None or math.inf in halo:
+            if halo is None or math.inf in halo or not _fits_after(following[:k], step):
                 break  # the tiles are joined before this step
             total = total + np.array(halo, dtype=object)
         return tuple(total.tolist())
@@ -289,6 +295,51 @@ class _ItemRunner:
                     origin=info.origin,
                 ) from None
         return result
+
+
+def _fits_after(previous, step) -> bool:
+    """Whether ``step`` can run on the tiles left by ``previous`` steps before they are joined.
+
+    After a step whose tile results the join still has to merge (it declares
+    ``merged_at_join``, e.g. labels), only steps that declare
+    ``takes_merged_tiles`` can.
+    """
+    return takes_merged_tiles(step) or not any(merged_at_join(s) for s in previous)
+
+
+def _flat_steps(steps):
+    for step in steps:
+        if isinstance(step, Pipeline):
+            yield from _flat_steps(step.steps)
+        else:
+            yield step
+
+
+def _after_merging_error(merging, step):
+    first, then = step_name(merging), step_name(step)
+    return PipelineError(
+        f"step `{then}` comes after `{first}` inside a tiled pipeline, where the result of `{first}` on each tile "
+        f"is only complete after the tiles are joined (and `{then}` does not take such tiles); "
+        f"put `{then}` after the tiled pipeline",
+        operator=then,
+    )
+
+
+def _check_tiled_parts(steps):
+    """Refuse a tiled part whose steps would see tile results not yet merged by the join.
+
+    A tiled part is a nested pipeline right after ``tile()``: all its steps (its
+    own nested pipelines included) run on each tile before the join. In a flat
+    pipeline the tiles are joined before such a step instead (see ``_run_steps``).
+    """
+    for k, step in enumerate(steps[:-1]):
+        if isinstance(step, Tile) and isinstance(steps[k + 1], Pipeline):
+            merging = None
+            for inner in _flat_steps(steps[k + 1].steps):
+                if merging is not None and not takes_merged_tiles(inner):
+                    raise _after_merging_error(merging, inner)
+                if merged_at_join(inner):
+                    merging = inner
 
 
 def _timed(step, thunk):

@@ -159,7 +159,60 @@ def test_save_of_unmerged_tile_labels_is_refused(tmp_path):
 
     mask = np.zeros((8, 8), bool)
     mask[:, 3] = True
-    pipe = florin.Serial(florin.tile(shape=(4, 8)), florin.Serial(conncomp.label(), florin.save(tmp_path / "l.npy")))
-    with pytest.raises(florin.errors.ParameterError, match="after the tiled pipeline"):
-        pipe(mask)
+    with pytest.raises(florin.errors.PipelineError, match="`save` after the tiled pipeline"):
+        florin.Serial(florin.tile(shape=(4, 8)), florin.Serial(conncomp.label(), florin.save(tmp_path / "l.npy")))
     assert not (tmp_path / "l.npy").exists()
+
+
+def test_step_after_label_in_a_flat_tiled_pipeline_equals_the_whole_volume():
+    # Issue 14 item 2: the step after label() ran on per-tile labels and the result differed silently.
+    import numpy as np
+
+    import florin
+    import florin.conncomp as conncomp
+    import florin.morphology as morphology
+
+    mask = np.random.default_rng(0).random((12, 12, 12)) > 0.6
+    whole = florin.Serial(conncomp.label(), morphology.binary_dilation())(mask)
+    tiled = florin.Serial(florin.tile(shape=4), conncomp.label(), morphology.binary_dilation())(mask)
+    assert tiled.dtype == whole.dtype
+    np.testing.assert_array_equal(tiled.values, whole.values)
+
+
+def test_step_after_label_inside_a_tiled_pipeline_is_refused_when_built():
+    import pytest
+
+    import florin
+    import florin.conncomp as conncomp
+    import florin.morphology as morphology
+
+    with pytest.raises(florin.errors.PipelineError, match="`binary_dilation` comes after `label`"):
+        florin.Serial(florin.tile(shape=4), florin.Serial(conncomp.label(), morphology.binary_dilation()))
+    with pytest.raises(florin.errors.PipelineError, match="`binary_dilation` after the tiled pipeline"):  # nested deeper
+        florin.Serial(florin.tile(shape=4),
+                      florin.Multithread(conncomp.label(), florin.Serial(morphology.binary_dilation())))
+    # regionprops declares that it takes merged tiles; the same steps without tiles are fine
+    florin.Serial(florin.tile(shape=4), florin.Multithread(conncomp.label(), conncomp.regionprops()))
+    florin.Serial(conncomp.label(), morphology.binary_dilation())
+
+
+def test_declared_merge_property_is_what_counts_not_the_operator():
+    import numpy as np
+    import pytest
+
+    import florin
+    import florin.conncomp as conncomp
+
+    def _tag(image):
+        return image
+
+    merging = florin.florinate(_tag, merged_at_join=True)
+    taking = florin.florinate(_tag, takes_merged_tiles=True)
+    with pytest.raises(florin.errors.PipelineError, match="`_tag` comes after `label`"):
+        florin.Serial(florin.tile(shape=4), florin.Serial(conncomp.label(), florin.florinate(_tag)()))
+    with pytest.raises(florin.errors.PipelineError, match="`label` comes after `_tag`"):
+        florin.Serial(florin.tile(shape=4), florin.Serial(merging(), conncomp.label()))
+    mask = np.zeros((8, 8), bool)
+    mask[:, 3] = True
+    out = florin.Serial(florin.tile(shape=4), florin.Serial(conncomp.label(), taking()))(mask)
+    np.testing.assert_array_equal(out.values, conncomp.label(mask).values)
