@@ -168,7 +168,7 @@ def preview(
 ):
     """Write a PNG of orthogonal mid-slices (or a z montage) with label overlays."""
     from florin.io import read
-    from florin.preview import save_preview
+    from florin.preview import preview_title, save_preview
 
     if output.suffix.lower() != ".png":
         raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")
@@ -176,7 +176,7 @@ def preview(
         raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
     vol = read(volume, format=format)
     lab = read(labels) if labels is not None else None
-    save_preview(output, vol, None if lab is None else lab.values, montage=montage, title=volume.name)
+    save_preview(output, vol, lab, montage=montage, title=preview_title(volume, labels))
     logging.getLogger("florin").info(f"wrote {output}")
 
 

@@ -329,7 +329,7 @@ def demo(
     import florin.thresholding as thresholding
     from florin.cli.commands import with_executor
     from florin.data import PHANTOM_CLASSES, phantom
-    from florin.preview import save_preview
+    from florin.preview import preview_title, save_preview
     from florin.reconstruction import class_table
 
     shape = parse_ints(size, "--size")
@@ -359,8 +359,11 @@ def demo(
     )
     classes = _run_with_report(pipeline, None)
     segmented = florin.io.read(directory / "segmented.tiff").values
-    save_preview(directory / "preview.png", sample.image, classes.values, title="phantom with classes")
-    save_preview(directory / "segmented.png", sample.image, segmented.astype(np.uint8), title="NDNT segmentation")
+    # the same pictures `florin preview volume.tif --labels labeled.tiff` (or segmented.tiff) draws of these files
+    volume = florin.io.read(volume_path)
+    for png, result in (("preview.png", "labeled.tiff"), ("segmented.png", "segmented.tiff")):
+        save_preview(directory / png, volume, florin.io.read(directory / result), title=preview_title(volume_path,
+                                                                                                      result))
     elapsed = time.perf_counter() - start
 
     table = class_table(classes)

@@ -92,6 +92,13 @@ def test_demo_writes_valid_outputs(tmp_path):
     dice = float(proc.stdout.split("Dice vs. ground truth:")[1].split()[0])
     assert dice >= 0.9
     assert florin.io.read(tmp_path / "labeled.tiff").attrs["classes"]
+    # the demo draws exactly the picture `florin preview` draws of its files
+    import matplotlib.image
+
+    for png, result in (("preview.png", "labeled.tiff"), ("segmented.png", "segmented.tiff")):
+        again = tmp_path / f"again-{png}"
+        assert main(["preview", str(tmp_path / "volume.tif"), "--labels", str(tmp_path / result), "-o", str(again)]) == 0
+        np.testing.assert_array_equal(matplotlib.image.imread(tmp_path / png), matplotlib.image.imread(again))
 
 
 def test_preview_is_a_png(sample, tmp_path):
