@@ -44,12 +44,14 @@ __all__ = [
     "operator",
     "save",
     "tile",
+    "tune",
 ]
 
 _OBJECTS = {
     "classify": "florin.classification",
     "bounds_classifier": "florin.classification",
     "reconstruct": "florin.reconstruction",
+    "tune": "florin.tuning",
 }
 
 

@@ -100,3 +100,7 @@ class PluginError(FlorinError):
 
 class ClassificationError(ParameterError):
     """A classifier refers to an unknown property or has invalid bounds."""
+
+
+class AnnotationError(ParameterError):
+    """An annotation for tuning is invalid (wrong shape, values other than 0/1/2, no foreground or background)."""
