@@ -48,7 +48,7 @@ class PipelineError(FlorinError):
             import pickle
 
             try:
-                pickle.dumps(self.__cause__)
+                pickle.loads(pickle.dumps(self.__cause__))  # some exceptions pickle but do not rebuild
                 state["_cause"] = self.__cause__
             except Exception:  # an unpicklable cause stays behind; the executor reports it as text
                 pass

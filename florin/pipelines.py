@@ -353,11 +353,27 @@ def _timed(step, thunk):
             state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
 
 
+def _note_step(exc, step, datum):
+    """Note on a florin error which step raised it on which tile (unless it says so already).
+
+    The message is the step's own; an executor that cannot send the error back
+    from a worker still names the operator and origin (see ``executors._wire``).
+    """
+    info = tilemeta.info_of(datum)
+    for attr, value in (("operator", step_name(step)), ("origin", info.origin if info is not None else None)):
+        if getattr(exc, attr, None) is None:
+            try:
+                setattr(exc, attr, value)
+            except AttributeError:  # __slots__ or a read-only property: leave it
+                pass
+
+
 def _call_step(step, datum):
     def thunk():
         try:
             result = step(datum)
-        except FlorinError:
+        except FlorinError as exc:
+            _note_step(exc, step, datum)
             raise
         except Exception as exc:
             name = step_name(step)

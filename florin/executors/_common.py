@@ -69,12 +69,18 @@ def _nested() -> bool:
     return _process_worker or _in_worker.get()
 
 
-def _label(item, index) -> str:
+def _tile_info(item):
+    """The tile metadata of an item (a tile, or a reference to one), or None."""
     info = getattr(item, "info", None)
     if not isinstance(info, tilemeta.TileInfo):
         info = tilemeta.info_of(item) if isinstance(item, xr.DataArray) else None
     if info is None and hasattr(item, "resolve") and hasattr(item, "tile"):
         info = tilemeta.info_of(item.tile)
+    return info
+
+
+def _label(item, index) -> str:
+    info = _tile_info(item)
     return f"tile at origin {info.origin}" if info is not None else f"item {index}"
 
 

@@ -250,7 +250,7 @@ class MPI(Pipeline):
                     try:
                         local.append((i, True, _to_wire(func(items[i]))))
                     except Exception as exc:
-                        local.append((i, False, _capture(exc)))
+                        local.append((i, False, _capture(exc, items[i])))
                         local_error = (i, exc)
                         break
                 else:

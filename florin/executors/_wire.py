@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import xarray as xr
 
-from florin.errors import WorkerError
+from florin.errors import PipelineError, WorkerError, _rebuild_pipeline_error
 from florin.executors import _common, _shm
 from florin.executors._common import _chunks, _in_worker, _kernel_threads, _label
 
@@ -60,21 +60,62 @@ def _loads(data):
     return pickle.loads(data)
 
 
-def _portable(exc) -> bytes:
-    """``exc`` pickled so that it unpickles (or a stand-in that does)."""
+def _round_trips(obj):
+    """``obj`` pickled, if it also unpickles (an exception may pickle but not rebuild), else None."""
     try:
-        data = _dumps(exc)
+        data = _dumps(obj)
         _loads(data)
         return data
     except Exception:
-        return _dumps(RemoteException(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"))
+        return None
 
 
-def _capture(exc) -> tuple:
-    """A worker's exception as ``(exception, cause, traceback text)``, each picklable."""
+def _portable(exc) -> bytes:
+    """``exc`` pickled so that it unpickles (or a :class:`RemoteException` with its type and message)."""
+    data = _round_trips(exc)
+    if data is None:
+        data = _dumps(RemoteException(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"))
+    return data
+
+
+def _standing_in(exc, item):
+    """A :class:`PipelineError` for a worker's exception that cannot travel, naming its operator and tile origin.
+
+    The operator and origin come from the exception (``_call_step`` notes them on
+    any florin error a step raises) or, for the origin, from the item.
+    """
+    operator = getattr(exc, "operator", None)
+    origin = getattr(exc, "origin", None)
+    if origin is None:
+        info = _common._tile_info(item)
+        origin = info.origin if info is not None else None
+    if isinstance(exc, PipelineError):
+        # A florin error whose chained cause could not travel: itself again, without that cause.
+        again = _round_trips(_rebuild_pipeline_error(type(exc), str(exc), operator, origin))
+        if again is not None:
+            return again
+        message = str(exc)
+    else:
+        step = f"step `{operator}`" if operator else "a step"
+        where = f" on the tile at origin {tuple(origin)}" if origin is not None else ""
+        message = f"{step} failed{where}: {type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+    return _dumps(PipelineError(message + " (its exception could not be sent from the worker; "
+                                "the worker's traceback follows)", operator=operator, origin=origin))
+
+
+def _capture(exc, item=None) -> tuple:
+    """A worker's exception as ``(exception, cause, traceback text)``, each picklable.
+
+    An exception that cannot travel becomes a :class:`~florin.errors.PipelineError`
+    naming the operator and the origin of ``item``'s tile; its cause a
+    :class:`RemoteException`; the traceback text always travels.
+    """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     cause = exc.__cause__
-    return (_portable(exc), _portable(cause) if cause is not None else None, tb)
+    data = _round_trips(exc)
+    if data is None:
+        data = _standing_in(exc, item)
+    return (data, _portable(cause) if cause is not None else None, tb)
 
 
 def _rebuild(captured) -> BaseException:
@@ -156,7 +197,7 @@ def _run_chunk(payload: bytes) -> bytes:
                 try:
                     out.append((index, True, _to_wire(func(item))))
                 except Exception as exc:
-                    out.append((index, False, _capture(exc)))
+                    out.append((index, False, _capture(exc, item)))
                     break
     finally:
         _in_worker.reset(token_ctx)

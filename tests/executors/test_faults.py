@@ -88,6 +88,51 @@ def test_unpicklable_worker_exception_still_reported():
     assert isinstance(err.value.__cause__, RemoteException) and "odd failure" in str(err.value.__cause__)
 
 
+class NeedsTwoArguments(Exception):
+    """Pickles, but does not unpickle (its __init__ wants two arguments): most library exceptions with extra fields."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+class UnpicklableFlorinError(florin.errors.FlorinError):
+    """A florin error (not wrapped by the pipeline) holding something that cannot be pickled."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.handle = lambda: None
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle me")
+
+
+@florin.florinate
+def raises_on_tile_two(image, kind="args"):
+    if florin.tilemeta.info_of(image).index == 2:
+        if kind == "args":
+            raise NeedsTwoArguments("two needed", 7)
+        raise UnpicklableFlorinError("florin-typed odd failure")
+    return image
+
+
+@pytest.mark.parametrize("kind", ["args", "florin"])
+def test_exception_that_cannot_travel_is_a_pipeline_error_with_operator_origin_and_traceback(kind):
+    # Issue 14 item 7: these came back as a bare RemoteException, without operator or tile origin.
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_on_tile_two(kind=kind), processes=2))
+    with pytest.raises(PipelineError) as err:
+        pipe(IMAGE)
+    assert err.value.operator == "raises_on_tile_two" and err.value.origin == (4, 0)
+    assert "raises_on_tile_two" in str(err.value) and "(4, 0)" in str(err.value)
+    chain, cause = [], err.value.__cause__
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    remote = [c for c in chain if isinstance(c, RemoteTraceback)]
+    assert remote and "raises_on_tile_two" in remote[0].tb
+    assert ("NeedsTwoArguments: two needed" if kind == "args" else "florin-typed odd failure") in remote[0].tb
+
+
 @pytest.mark.parametrize("how", ["exit", "kill", "segfault"])
 def test_dead_worker_fails_fast_with_a_clear_error(how):
     pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how=how), processes=2))
