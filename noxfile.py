@@ -10,7 +10,12 @@
   NetCDF, previews, cc3d); tests of optional parts skip with a reason.
 * ``mpi``: the tests marked ``mpi`` (real ``mpiexec`` jobs) with ``[mpi]``.
 * ``plugins``: installs the core and every package under ``plugins/`` and runs
-  each plugin's own tests (``python -m pytest plugins/NAME``).
+  each plugin's own tests (``python -m pytest plugins/NAME``), except
+  ``florin-napari``, which has its own session:
+* ``napari``: ``plugins/florin-napari`` with napari's Qt (``[pyqt,test]``), its
+  tests under a virtual display (``xvfb-run -a python -m pytest
+  plugins/florin-napari``) and ``npe2 validate``. Xvfb and Mesa are Debian
+  packages: ``.ci/run`` installs them when missing (the same line works here).
 * ``lint``: ruff.
 * ``docs``: the Sphinx site with warnings as errors.
 * ``build``: sdist and wheel of the core and of each plugin (``python -m
@@ -18,8 +23,8 @@
 
 What CI covers: ``.ci/run`` runs, on the machine's default interpreter, the
 ``tests`` session's command (the README's test command) and then the
-``plugins`` session's tests (the plugins installed editable into the same
-environment). The other sessions (other interpreters, ``tests_minimal``,
+``plugins`` and ``napari`` sessions' tests (the plugins installed editable into
+the same environment). The other sessions (other interpreters, ``tests_minimal``,
 ``mpi`` on its own, ``lint``, ``docs``, ``build``) are run with nox by hand.
 """
 
@@ -37,6 +42,7 @@ ROOT = Path(__file__).resolve().parent
 VERSIONS = ("3.10", "3.11", "3.12", "3.13")
 PLUGINS = sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("plugins/*/pyproject.toml"))
 PYTEST = ("python", "-m", "pytest")
+NAPARI = "plugins/florin-napari"  # needs a display: tested by the `napari` session, not `plugins`
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.default_venv_backend = "uv|virtualenv"  # uv when installed: much faster installs
@@ -109,7 +115,18 @@ def plugins(session):
     session.install(*[arg for plugin in PLUGINS for arg in ("-e", plugin)])
     session.run("python", "-m", "florin", "plugins")
     for plugin in PLUGINS:
-        session.run(*PYTEST, plugin, *session.posargs)
+        if plugin != NAPARI:
+            session.run(*PYTEST, plugin, *session.posargs)
+
+
+@nox.session
+def napari(session):
+    """florin-napari with napari's Qt: its tests under Xvfb (``xvfb-run``, Debian's xvfb) and ``npe2 validate``."""
+    if shutil.which("xvfb-run") is None:
+        session.error("xvfb-run is missing: install Debian's xvfb and Mesa as .ci/run does (apt-get install ...)")
+    session.install("-e", ".[all]", "-e", f"{NAPARI}[pyqt,test]")
+    session.run("npe2", "validate", "--imports", "florin-napari")
+    session.run("xvfb-run", "-a", *PYTEST, NAPARI, *session.posargs, external=True)
 
 
 @nox.session
