@@ -14,6 +14,7 @@ block with the final labels.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 
@@ -25,10 +26,33 @@ from florin.errors import ParameterError
 __all__ = ["label"]
 
 
+def _grid(block_shape, shape):
+    """The boxes of a regular grid of ``block_shape`` (clipped at the edges), in raster order."""
+    ranges = [[slice(i, min(i + b, n)) for i in range(0, n, b)] for b, n in zip(block_shape, shape, strict=True)]
+    return list(itertools.product(*ranges))
+
+
 def _normalize_blocks(blocks, shape):
-    """Blocks as tuples of ``slice(start, stop)``; checks that they partition ``shape``."""
+    """Blocks as tuples of ``slice(start, stop)``; checks that they partition ``shape``.
+
+    ``blocks`` is a block shape (an int for every axis, or one int for all)
+    or a list of tuples of slices.
+    """
+    if isinstance(blocks, numbers.Integral) and not isinstance(blocks, bool):
+        blocks = (int(blocks),) * len(shape)
     if isinstance(blocks, str | bytes) or not hasattr(blocks, "__iter__"):
-        raise ParameterError(f"blocks must be a list of tuples of slices, got {type(blocks).__name__}")
+        raise ParameterError(
+            f"blocks must be a block shape (one int per axis) or a list of tuples of slices, got {type(blocks).__name__}"
+        )
+    blocks = list(blocks)
+    if blocks and all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in blocks):
+        if len(blocks) != len(shape) or any(b < 1 for b in blocks):
+            raise ParameterError(
+                f"blocks: a block shape needs {len(shape)} integers >= 1 (one per axis of {shape}), got {tuple(blocks)}"
+            )
+        if any(n == 0 for n in shape):
+            raise ParameterError(f"blocks: the volume of shape {shape} is empty")
+        return _grid([int(b) for b in blocks], shape)
     out = []
     for b in blocks:
         b = b if isinstance(b, tuple) else (b,)

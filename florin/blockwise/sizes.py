@@ -91,7 +91,7 @@ def _fill_block(image, holes, out, fill, lut_ids, lut_vals, block):
 def _prepare(image, out, blocks, connectivity, min_size, max_size, what):
     shape = _check_arrays(image, out, what)
     dtype = np.dtype(image.dtype)
-    if dtype != bool and dtype.kind not in "iu":
+    if dtype.kind not in "biu":
         raise ParameterError(f"{what}: the input must be a boolean mask or an integer label image, got {dtype}")
     connectivity = _check_connectivity(connectivity, len(shape), what)
     return shape, _normalize_blocks(blocks, shape), connectivity, _check_min_size(min_size, max_size)
