@@ -77,7 +77,8 @@ def florin_register_formats(registry):
 
 @hookimpl
 def florin_register_commands(app):
-    from florin.cli import commands, segment
+    from florin.cli import commands, segment, tune
 
     commands.register(app)
     segment.register(app)
+    tune.register(app)

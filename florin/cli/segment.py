@@ -188,15 +188,17 @@ def segment(
     output: Path = typer.Option(..., "--output", "-o", help="Output volume: labels, or classes with --class."),
     shape: str = typer.Option(None, "--shape", metavar="Z,Y,X",
                               help="NDNT neighbourhood in z,y,x order, e.g. 10,64,64 (default: volume/8)."),
-    threshold: float = typer.Option(0.25, "--threshold", "-t", help="NDNT threshold: fraction [0,1] or percent (1,100]."),
-    polarity: str = typer.Option("dark", "--polarity", help="Foreground is 'dark' or 'bright' vs. its neighbourhood."),
+    threshold: float = typer.Option(None, "--threshold", "-t",
+                                    help="NDNT threshold: fraction [0,1] or percent (1,100] (default 0.25)."),
+    polarity: str = typer.Option(None, "--polarity",
+                                 help="Foreground is 'dark' or 'bright' vs. its neighbourhood (default dark)."),
     tile: str = typer.Option(None, "--tile", metavar="Z,Y,X",
                              help="Tile shape in z,y,x order, e.g. 10,64,64 (default: whole volume when serial)."),
     stride: str = typer.Option(None, "--stride", metavar="Z,Y,X",
                                help="Tile stride in z,y,x order, e.g. 10,32,32 (default: the tile shape)."),
     executor: str = typer.Option("serial", "--executor", "-e", help="serial, multithread, multiprocess, mpi, ..."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers for the executor."),
-    min_size: int = typer.Option(64, "--min-size", min=0, help="Remove objects smaller than this (voxels)."),
+    min_size: int = typer.Option(None, "--min-size", min=0, help="Remove objects smaller than this (voxels; default 64)."),
     connectivity: int = typer.Option(1, "--connectivity", min=1, help="1 = faces ... ndim = full."),
     classes: list[str] = typer.Option(None, "--class", metavar="NAME:PROP=LO..HI,...",
                                        help="Class rule, e.g. 'cell:area=100..300' (repeat; first match wins)."),
@@ -206,6 +208,9 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     format: str = typer.Option(None, "--format", "-f", metavar="NAME",
                                help="Input format (see `florin formats`; default: from the extension)."),
+    auto: bool = typer.Option(False, "--auto",
+                              help="Estimate polarity, --shape, --threshold and --min-size from the volume "
+                                   "(options given explicitly win) and print them."),
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
@@ -226,20 +231,26 @@ def segment(
                   overwrite=overwrite)
     if objects is not None and objects.suffix.lower() != ".csv":
         raise ParameterError(f"--objects must be a .csv file, got {os.fspath(objects)!r}")
-    if polarity not in ("dark", "bright"):
+    if polarity is not None and polarity not in ("dark", "bright"):
         raise ParameterError(f"--polarity must be 'dark' or 'bright', got {polarity!r}")
-    if not (0 <= threshold <= 100):
+    if threshold is not None and not (0 <= threshold <= 100):
         raise ParameterError(f"--threshold must be a fraction in [0, 1] or a percentage in (1, 100], got {threshold}")
     get_registry().executor(executor)
     rules = [parse_class(c) for c in classes or ()]
     if classes_file is not None:
         rules += _classes_from_file(classes_file)
     vol = read(input, format=format)
+    shape = parse_ints(shape, "--shape")
+    if auto:
+        shape, threshold, polarity, min_size = _auto_parameters(vol, shape, threshold, polarity, min_size)
+    threshold = 0.25 if threshold is None else threshold
+    polarity = "dark" if polarity is None else polarity
+    min_size = 64 if min_size is None else min_size
     tile_shape = parse_ints(tile, "--tile")
     if tile_shape is None and executor != "serial":
         tile_shape = _default_tile(vol.shape, workers)
     pipeline = build_segment_pipeline(
-        output=output, shape=parse_ints(shape, "--shape"), threshold=threshold, polarity=polarity,
+        output=output, shape=shape, threshold=threshold, polarity=polarity,
         tile=tile_shape, stride=parse_ints(stride, "--stride"), executor=executor, workers=workers,
         min_size=min_size, connectivity=connectivity, classes=rules, objects=objects, mask=mask, overwrite=overwrite,
         input_format=format,
@@ -248,6 +259,25 @@ def segment(
     result = _run_with_report(pipeline, input)
     logging.getLogger("florin").info(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}")
     return result
+
+
+def _auto_parameters(vol, shape, threshold, polarity, min_size):
+    """``--auto``: the estimated parameters (:func:`florin.tuning.estimate_parameters`) where none was given."""
+    from florin.tuning import estimate_parameters
+
+    estimate = estimate_parameters(vol)
+    chosen = {
+        "shape": estimate["shape"] if shape is None else shape,
+        "threshold": estimate["threshold"] if threshold is None else threshold,
+        "polarity": estimate["polarity"] if polarity is None else polarity,
+        "min_size": estimate["min_size"] if min_size is None else min_size,
+    }
+    shape_text = ",".join(map(str, chosen["shape"])) if isinstance(chosen["shape"], tuple) else str(chosen["shape"])
+    radius = ",".join(f"{r:g}" for r in estimate["radius"])
+    typer.echo(f"auto: --polarity {chosen['polarity']} --shape {shape_text} --threshold {chosen['threshold']:g} "
+               f"--min-size {chosen['min_size']}   (object radius ~{radius} voxels, intensity skewness "
+               f"{estimate['skewness']:+.2f})")
+    return chosen["shape"], chosen["threshold"], chosen["polarity"], chosen["min_size"]
 
 
 def _run_with_report(pipeline, data):

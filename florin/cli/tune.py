@@ -1,0 +1,85 @@
+"""``florin tune``: find pipeline parameters from an annotation and write a pipeline file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from florin.errors import MissingInputError, ParameterError
+
+__all__ = ["register"]
+
+
+def tune(
+    input: Path = typer.Argument(..., help="Input volume (TIFF, NPY, HDF5, ... see `florin formats`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Pipeline file to write (.toml)."),
+    annotation: Path = typer.Option(None, "--annotation", "-a",
+                                    help="Annotation volume: 0 unlabeled, 1 background, 2 foreground."),
+    labels: Path = typer.Option(None, "--labels", "-l", help="Instead of --annotation: a label image of a few objects."),
+    report: Path = typer.Option(None, "--report", "-r", help="Write the score landscape and best result (.png or .html)."),
+    metric: str = typer.Option("dice", "--metric", "-m", help="dice, jaccard or object_f1 (on annotated voxels)."),
+    budget: float = typer.Option(60.0, "--budget", min=0, help="Seconds the search may take."),
+    holdout: float = typer.Option(0.34, "--holdout", min=0, max=0.99,
+                                  help="Fraction of the annotated slice runs held out and only scored."),
+    top: int = typer.Option(5, "--top", min=1, help="How many configurations to print."),
+    tile: str = typer.Option("auto", "--tile", metavar="Z,Y,X",
+                             help="Tile shape of the written pipeline in z,y,x order, e.g. 64,256,256; 'none' for "
+                                  "whole-volume steps (default: auto)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    format: str = typer.Option(None, "--format", "-f", metavar="NAME",
+                               help="Input format (see `florin formats`; default: from the extension)."),
+):
+    """Find NDNT, opening and size parameters from an annotation (or estimate them) and write a pipeline file.
+
+    The written file runs unchanged with `florin run PIPELINE.toml VOLUME -o out.tif`.
+    """
+    from florin.cli.segment import parse_ints
+    from florin.io import read
+    from florin.pipeline_file import to_toml
+    from florin.tuning import tune as tune_volume
+
+    for path, name in ((input, "input"), (annotation, "--annotation"), (labels, "--labels")):
+        if path is not None and not path.exists():
+            raise MissingInputError(f"{name} {os.fspath(path)!r} does not exist")
+    if annotation is not None and labels is not None:
+        raise ParameterError("give --annotation (0/1/2) or --labels (a label image of objects), not both")
+    if output.suffix.lower() != ".toml":
+        raise ParameterError(f"--output must be a .toml pipeline file, got {os.fspath(output)!r}")
+    for out in filter(None, (output, report)):
+        if out.exists() and not overwrite:
+            raise ParameterError(f"output {os.fspath(out)!r} already exists; pass --overwrite to replace it")
+    if report is not None and report.suffix.lower() not in (".png", ".html"):
+        raise ParameterError(f"--report must end in .png or .html, got {os.fspath(report)!r}")
+    if report is not None and annotation is None and labels is None:
+        raise ParameterError("--report needs --annotation or --labels (without them nothing is searched)")
+    tile_shape = None if tile.strip().lower() == "none" else "auto" if tile.strip().lower() == "auto" \
+        else parse_ints(tile, "--tile")
+    volume = read(input, format=format)
+    ann = read(annotation).values if annotation is not None else None
+    lab = read(labels).values if labels is not None else None
+    pipeline, result = tune_volume(volume, ann, labels=lab, metric=metric, budget=budget, holdout=holdout, top=top,
+                                   tile=tile_shape)
+    text = to_toml(pipeline)
+    from florin.io.atomic import atomic_path
+
+    with atomic_path(output) as tmp:
+        Path(tmp).write_text(text)
+    typer.echo(result.summary())
+    if report is not None:
+        from florin.tuning_report import save_report
+
+        save_report(report, result, overwrite=overwrite)
+        typer.echo(f"report: {report}")
+    typer.echo(f"wrote {output}; run it with: florin run {output} {input} -o segmented.tif")
+    logging.getLogger("florin").debug(text)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tune`` to ``app``."""
+    from florin.registry import get_registry
+
+    app.command(name="tune")(tune)
+    get_registry().note_command("tune")
