@@ -167,11 +167,36 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
     check_output(path, overwrite=overwrite, volume=volume)
     try:
         with atomic_path(path) as tmp:
-            fmt.write(tmp, volume, **options)
+            try:
+                fmt.write(tmp, volume, **options)
+            except OSError as exc:
+                reason = _with_errno(exc, tmp)
+                if reason is exc:
+                    raise
+                raise reason from exc
     except FlorinError:
         raise
     except Exception as exc:
         raise FormatError(f"cannot write {os.fspath(path)!r} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _with_errno(exc, tmp):
+    """numpy reports a short write without its errno ("524288 requested and 261616 written"):
+    when the disk has no room left for the rest, say so."""
+    import errno
+    import re
+    import shutil
+
+    found = re.search(r"(\d+) requested and (\d+) written", str(exc)) if exc.errno is None else None
+    if found is not None:
+        missing = int(found.group(1)) - int(found.group(2))
+        try:
+            full = shutil.disk_usage(Path(tmp).parent).free < missing
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return exc
 
 
 def check_output(path, *, overwrite=False, volume=None, source=None) -> None:

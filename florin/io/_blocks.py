@@ -1,12 +1,13 @@
-"""Copying volumes block by block, so that writing a lazy volume never loads it whole."""
+"""Copying volumes block by block, so that writing a lazy volume never loads it whole; memory-mapped outputs."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
-__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks", "flushed"]
+__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks", "flushed", "reserve"]
 
 #: Size of the blocks writers copy at a time.
 BLOCK_BYTES = 64 * 2**20
@@ -97,3 +98,37 @@ def flushed(mm):
         mm.flush()
     finally:
         del mm
+
+
+def reserve(path) -> None:
+    """Allocate the disk blocks of ``path`` (a new, sparse memory-mapped file) now.
+
+    A write through a memory map into a sparse file on a full disk kills the
+    process with SIGBUS; once the blocks are allocated, a full disk is an
+    ``OSError`` (``[Errno 28] No space left on device``) here instead.
+    Filesystems that cannot allocate ahead (``fallocate`` unsupported) are
+    left as they are.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _fallocate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _fallocate(fd, size) -> None:
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return  # pragma: no cover
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(size)) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code))
+

@@ -16,8 +16,10 @@ used by Fiji and ilastik). Files from other tools get their spacing from
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -145,6 +147,61 @@ def _write_attrs(ds, dims, dtype, attrs):
             ds.attrs[name] = value
 
 
+
+# -- writing safely -------------------------------------------------------------------------------
+# HDF5 writes cached chunks and metadata when a file is closed. If that write fails (a full disk),
+# the library is left holding a dataset it can neither close nor forget, and the process crashes
+# when h5py releases it (a segfault at the latest at exit: h5py issue #914, #2160). So florin's
+# writers flush before closing, and when anything fails while a file is open for writing they
+# point HDF5's file descriptor at a scratch file in memory before closing it: the close then
+# succeeds, and the file, which is a temporary output, is removed by the caller.
+
+def _discard_and_close(f) -> None:
+    """Close ``f`` without writing to its file any more (its contents are being thrown away)."""
+    with contextlib.suppress(Exception):
+        fd = f.id.get_vfd_handle()
+        if isinstance(fd, int) and fd >= 0:
+            if hasattr(os, "memfd_create"):
+                scratch = os.memfd_create("florin-discarded-hdf5")
+            else:  # pragma: no cover - not Linux
+                import tempfile
+
+                with tempfile.TemporaryFile() as tmp:
+                    scratch = os.dup(tmp.fileno())
+            os.dup2(scratch, fd)
+            os.close(scratch)
+    with contextlib.suppress(Exception):
+        f.close()
+
+
+_ERRNO = re.compile(r"errno = (\d+), error message = '([^']*)'")
+
+
+def _os_error(exc):
+    """HDF5's multi-line write error as the ``OSError`` it reports (``[Errno 28] No space left on device``)."""
+    found = _ERRNO.search(str(exc))
+    if found is None:
+        return exc
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code) if code in errno.errorcode else found.group(2))
+
+
+@contextlib.contextmanager
+def _writing(path, mode):
+    """``h5py.File(path, mode)`` for writing, flushed before it closes and closed safely on any failure."""
+    f = h5py.File(path, mode)
+    try:
+        yield f
+        f.flush()  # a full disk fails here, while the file can still be closed
+    except BaseException as exc:
+        _discard_and_close(f)
+        error = _os_error(exc) if isinstance(exc, Exception) else exc
+        if error is exc:
+            raise
+        raise error from exc
+    f.close()
+
+
 def create_hdf5(path, shape, dtype, *, dims, attrs, key="data", chunks=None, compression="gzip",
                 compression_opts=None, shuffle=None):
     """Create a chunked, compressed dataset ``key`` (zero-filled) in a new HDF5 file.
@@ -176,7 +233,7 @@ def create_hdf5(path, shape, dtype, *, dims, attrs, key="data", chunks=None, com
             compression_opts = 1
         if shuffle is None:
             shuffle = compression is not None and dtype.itemsize > 1
-    with h5py.File(path, "w") as f:
+    with _writing(path, "w") as f:
         ds = f.create_dataset(key, shape=shape, dtype=dtype, chunks=chunks, compression=compression,
                               compression_opts=compression_opts, shuffle=bool(shuffle), fillvalue=None)
         _write_attrs(ds, dims, dtype, attrs)
@@ -187,7 +244,7 @@ def create_hdf5(path, shape, dtype, *, dims, attrs, key="data", chunks=None, com
 @contextlib.contextmanager
 def open_region_hdf5(path, *, key):
     """The dataset ``key`` of ``path``, open for writing."""
-    with h5py.File(path, "r+") as f:
+    with _writing(path, "r+") as f:
         yield f[key]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from florin.errors import FormatError, InputFileError
 from florin.io import Format
-from florin.io._blocks import copy_blocks, flushed
+from florin.io._blocks import copy_blocks, flushed, reserve
 from florin.io.lazy import FileArray, is_lazy, lazy_volume, read_raw
 from florin.io.metadata import from_json, meta_json, to_json
 from florin.volume import as_volume
@@ -83,6 +83,7 @@ def write_npy(path, volume):
         f.write(to_json(volume))
     if is_lazy(volume):
         out = np.lib.format.open_memmap(path, mode="w+", dtype=volume.dtype, shape=tuple(volume.shape))
+        reserve(path)
         copy_blocks(out, volume)
         out.flush()
         del out
@@ -97,6 +98,7 @@ def create_npy(path, shape, dtype, *, dims, attrs):
         f.write(meta_json(dims, dtype, attrs))
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
     del out
+    reserve(path)
     return {}
 
 

@@ -22,7 +22,7 @@ import tifffile
 
 from florin.errors import InputFileError
 from florin.io import Format
-from florin.io._blocks import flushed
+from florin.io._blocks import flushed, reserve
 from florin.io.lazy import FileArray, cached_handle, is_lazy, lazy_volume, read_raw
 from florin.io.metadata import from_json, meta_json
 from florin.volume import as_volume, get_spacing
@@ -290,6 +290,7 @@ def create_tiff(path, shape, dtype, *, dims, attrs, imagej=None):
     kwargs = _layout(meta_volume, _stored(dtype), imagej)
     kwargs.pop("compression")
     tifffile.imwrite(path, shape=tuple(shape), dtype=_stored(dtype), **kwargs)
+    reserve(path)  # memory-mapped region writes: a full disk is an error now, not SIGBUS later
     return {}
 
 
