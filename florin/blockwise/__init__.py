@@ -12,6 +12,7 @@ the per-block work (module-level functions) is handed to.
 from florin.blockwise.label import label
 from florin.blockwise.reconstruct import class_dtype, reconstruct
 from florin.blockwise.regions import regionprops
+from florin.blockwise.save import save
 from florin.blockwise.sizes import remove_small_holes, remove_small_objects
 
-__all__ = ["class_dtype", "label", "reconstruct", "regionprops", "remove_small_holes", "remove_small_objects"]
+__all__ = ["class_dtype", "label", "reconstruct", "regionprops", "remove_small_holes", "remove_small_objects", "save"]
