@@ -63,6 +63,8 @@ def _panels(vol, labels, montage):
     lab = None if labels is None else np.asarray(labels)
     spacing = get_spacing(vol)
     dims = tuple(vol.dims)
+    if data.size == 0:
+        raise ParameterError(f"volume: preview needs voxels to show; this volume has shape {data.shape}")
     if data.ndim == 2:
         return [("", data, lab, dims, spacing)]
     if data.ndim != 3:

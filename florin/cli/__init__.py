@@ -98,6 +98,12 @@ def main(argv=None) -> int:
             raise
         typer.echo(f"florin: error: {_one_line(exc)}", err=True)
         return _exit_code(exc)
+    except OSError as exc:
+        # The system refused (permissions, a full disk, a file that vanished): its reason, not an "internal error".
+        if debug:
+            raise
+        typer.echo(f"florin: error: {_one_line(_os_message(exc))}", err=True)
+        return 1
     except Exception as exc:
         if debug:
             raise
@@ -105,6 +111,12 @@ def main(argv=None) -> int:
                    err=True)
         return 1
     return rv if isinstance(rv, int) else 0
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename!r}"
+    return str(exc) or type(exc).__name__
 
 
 def _one_line(exc) -> str:

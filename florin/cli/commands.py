@@ -85,14 +85,34 @@ def _load_pipeline(path: Path):
     if suffix == ".toml":
         return Pipeline.from_toml(path)
     if suffix == ".py":
-        import runpy
-
-        namespace = runpy.run_path(os.fspath(path), run_name="florin_pipeline")
+        namespace = _run_pipeline_script(path)
         pipe = namespace.get("pipeline")
         if not isinstance(pipe, Pipeline):
             raise InputFileError(f"{os.fspath(path)!r} must define a florin pipeline named `pipeline`")
         return pipe
     return Pipeline.from_file(path)
+
+
+def _run_pipeline_script(path: Path) -> dict:
+    """Run a ``.py`` pipeline file; an error in it is an :class:`InputFileError` with its file, line and message."""
+    import runpy
+    import traceback
+
+    name = os.fspath(path)
+    try:
+        return runpy.run_path(name, run_name="florin_pipeline")
+    except SyntaxError as exc:  # IndentationError too
+        where = f"{exc.filename or name}, line {exc.lineno}" if exc.lineno else (exc.filename or name)
+        raise InputFileError(f"pipeline file {where}: {type(exc).__name__}: {exc.msg}") from exc
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            message = f"SystemExit: it called exit({exc.code!r})"
+        else:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        target = os.path.realpath(name)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.realpath(f.filename) == target]
+        where = f"{name}, line {frames[-1].lineno}" if frames else name
+        raise InputFileError(f"pipeline file {where}: {message}") from exc
 
 
 def with_executor(pipeline, name: str | None, workers: int | None = None):
@@ -170,10 +190,13 @@ def preview(
     from florin.io import read
     from florin.preview import preview_title, save_preview
 
+    from florin.io.outputs import check_outputs
+
     if output.suffix.lower() != ".png":
         raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")
     if output.exists() and not overwrite:
         raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
+    check_outputs([("-o", output)], overwrite=overwrite)  # its folder is writable, before anything is read
     vol = read(volume, format=format)
     lab = read(labels) if labels is not None else None
     save_preview(output, vol, lab, montage=montage, title=preview_title(volume, labels))

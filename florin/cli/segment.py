@@ -240,6 +240,10 @@ def segment(
     if classes_file is not None:
         rules += _classes_from_file(classes_file)
     vol = read(input, format=format)
+    if vol.ndim < 2 or vol.size == 0:
+        # Checked when loading, not after the whole pipeline ran and the write failed.
+        raise ParameterError(f"input {os.fspath(input)!r} has shape {tuple(vol.shape)}: segment needs a 2-D (y, x) "
+                             "or 3-D (z, y, x) volume with voxels")
     shape = parse_ints(shape, "--shape")
     if auto:
         shape, threshold, polarity, min_size = _auto_parameters(vol, shape, threshold, polarity, min_size)

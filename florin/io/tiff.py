@@ -129,24 +129,32 @@ def read_tiff(path, *, lazy=True, mmap=None, series=0):
 
 @contextlib.contextmanager
 def _tifffile_errors(path):
-    """Turn what tifffile only logs while parsing (broken page chains: truncation) into an error."""
+    """Turn what tifffile only logs while parsing (broken page chains: truncation) into an error.
+
+    What tifffile logs in this thread meanwhile is held back: on an error only the
+    error is raised (no log lines before it), otherwise it is passed on as logged.
+    """
     import logging
 
-    errors = []
+    held, thread = [], threading.get_ident()
 
-    class _Collect(logging.Handler):
-        def emit(self, record):
-            errors.append(record.getMessage())
+    def _hold(record):
+        if record.thread != thread:
+            return True
+        held.append(record)
+        return False
 
     logger = logging.getLogger("tifffile")
-    handler = _Collect(level=logging.ERROR)
-    logger.addHandler(handler)
+    logger.addFilter(_hold)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        logger.removeFilter(_hold)
+    errors = [r.getMessage() for r in held if r.levelno >= logging.ERROR]
     if errors:
         raise InputFileError(f"{path!r} is truncated or corrupt: {errors[-1]}")
+    for record in held:
+        logger.handle(record)
 
 
 def _lazy_array(path, tif, ser, series):

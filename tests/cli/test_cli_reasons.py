@@ -1,0 +1,102 @@
+"""The CLI says what is wrong, in one line, where it printed "internal error" (issue 14 items 10 and 12)."""
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+import florin
+from florin.cli import main
+
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("florin: error: ") and "internal error" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]
+
+
+# -- item 10 -----------------------------------------------------------------------------------------------------
+def test_preview_of_a_volume_without_voxels(tmp_path, capsys):
+    path = tmp_path / "empty.npy"
+    np.save(path, np.zeros((0, 5, 5), np.uint8))
+    assert main(["preview", str(path), "-o", str(tmp_path / "p.png")]) == 2
+    _one_error_line(capsys, "(0, 5, 5)")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_preview_into_a_read_only_folder_fails_before_reading(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "v.npy"
+    np.save(path, np.zeros((4, 8, 8), np.uint8))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # Reported read-only whoever runs the test (root ignores chmod).
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == os.fspath(locked)
+                        else real_access(p, mode))
+    monkeypatch.setattr(florin.io, "read", lambda *a, **k: pytest.fail("read before the output was checked"))
+    assert main(["preview", str(path), "-o", str(locked / "p.png")]) == 1
+    _one_error_line(capsys, "locked", "not writable")
+    assert not any(locked.iterdir())
+
+
+def test_an_operating_system_refusal_is_its_reason_not_an_internal_error(tmp_path, capsys, monkeypatch):
+    # What the system refuses late (a read-only mount, a full disk) is its own reason, not "internal error".
+    path = tmp_path / "v.npy"
+    np.save(path, np.zeros((4, 8, 8), np.uint8))
+    out = tmp_path / "p.png"
+
+    def refuse(target, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", os.fspath(target))
+
+    monkeypatch.setattr(florin.preview, "save_preview", refuse)
+    assert main(["preview", str(path), "-o", str(out)]) == 1
+    _one_error_line(capsys, "Permission denied", "p.png")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "message"),
+    [
+        ("import florin\nx = 1\nraise ValueError('bad config')\npipeline = florin.Serial()\n", 3,
+         "ValueError: bad config"),
+        ("import florin\npipeline = florin.Serial(\n  x = = 3\n", 2, "SyntaxError"),
+        ("import florin\nif True:\npipeline = florin.Serial()\n", 3, "IndentationError"),
+        ("import florin\n\n\nimport no_such_module_for_florin\n", 4, "ModuleNotFoundError"),
+        ("import sys\nsys.exit(3)\n", 2, "SystemExit"),
+    ],
+)
+def test_run_of_a_python_file_that_fails_names_its_file_line_and_message(tmp_path, capsys, source, line, message):
+    script = tmp_path / "pipe.py"
+    script.write_text(source)
+    vol = tmp_path / "v.npy"
+    np.save(vol, np.zeros((4, 8, 8), np.uint8))
+    assert main(["run", str(script), str(vol), "-o", str(tmp_path / "out.npy")]) == 1
+    _one_error_line(capsys, f"pipe.py, line {line}", message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.py", "v.npy"]
+
+
+def test_segment_checks_dimensions_when_loading(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "line.npy"
+    np.save(path, np.arange(10, dtype=np.uint8))
+    import florin.thresholding
+
+    monkeypatch.setattr(florin.Pipeline, "__call__", lambda *a, **k: pytest.fail("the pipeline ran"))
+    assert main(["segment", str(path), "-o", str(tmp_path / "out.tif")]) == 2
+    _one_error_line(capsys, "line.npy", "(10,)", "2-D")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.npy"]
+
+
+def test_truncated_tiff_is_one_line_without_tifffile_warnings(tmp_path, capsys):
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.arange(8 * 64 * 64, dtype=np.uint32).reshape(8, 64, 64).astype(np.uint8))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 3])
+    for command in (["info", str(cut)], ["segment", str(cut), "-o", str(tmp_path / "o.tif")]):
+        assert main(command) == 1
+        _one_error_line(capsys, "cut.tif", "truncated")
+    assert not (tmp_path / "o.tif").exists()
