@@ -1,6 +1,6 @@
 """Tests of the NDNT kernel (florin._kernels.ndnt) and its argument checks (florin._ndnt_checks).
 
-Float results are compared with the float64 oracle of ARCHITECTURE.md and may
+Float results are compared with the float64 oracle of docs/concepts/ndnt.md and may
 differ only where ``|I*count - (1-t)*sum| <= 1e-9*|sum|``; integer results are
 compared for exact equality with an oracle in Python integers.
 """
