@@ -75,14 +75,17 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_OBJECTS[name]), name)
     if name[:1].isupper():
+        from florin.builtin import PARTS, install_hint
+        from florin.errors import ParameterError
         from florin.registry import get_registry
 
-        registry = get_registry()
-        for cls in registry.executors.values():
-            if cls.__name__ == name:
-                return cls
-        missing = {"MPI": "pip install 'florin[mpi]'", "Multiprocess": "pip install pathos",
-                   "Dask": "pip install ./plugins/florin-dask (from a florin checkout)"}
-        if name in missing:
-            raise AttributeError(f"florin.{name} is not available: install it with {missing[name]}")
+        try:
+            entry = get_registry().executor_entry(name)
+        except ParameterError:
+            entry = None
+        if entry is not None and entry.attr == name:
+            return get_registry().executors[entry.name]
+        for part in PARTS:
+            if part.kind == "executor" and name.lower() == part.name:
+                raise AttributeError(f"florin.{name} is not available: install it with {install_hint(part)}")
     raise AttributeError(f"module 'florin' has no attribute {name!r}")

@@ -1,15 +1,104 @@
-"""florin's own operators, executors and formats, registered like any plugin.
+"""florin's own operators, executors, formats and commands, registered like any plugin.
 
 There is no second path: the core registers itself through the hooks in
-:mod:`florin.hookspecs`, first, under the plugin name ``florin``.
+:mod:`florin.hookspecs`, as four plugins (``florin.operators``,
+``florin.executors``, ``florin.formats`` and ``florin.commands``) whose hook
+implementations run first (``tryfirst``), so that an installed plugin may
+override a built-in name. Each of them can be disabled like any plugin
+(``FLORIN_DISABLE_PLUGINS=florin.formats``).
+
+:data:`PARTS` is the one table of what needs an optional dependency: the
+registry's "not installed" hints, ``florin formats`` and ``florin.<Name>``
+errors all derive from it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 
 from florin.hookspecs import hookimpl
+
+__all__ = ["PARTS", "PLUGINS", "Part", "extras", "install_hint"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One built-in part and what it needs.
+
+    Parameters
+    ----------
+    kind : str
+        ``'executor'``, ``'format'`` or ``'command'``.
+    name : str
+        Registry name (``--executor NAME``, ``format=NAME``, ``florin NAME``).
+    where : str or None
+        ``'module:attribute'`` that holds it; ``None`` for a part that a
+        separate package brings (the ``dask`` executor of florin-dask).
+    needs : str or None
+        Module that must be importable for the part to be registered.
+    extra : str or None
+        The pip extra of florin that installs ``needs``.
+    install : str or None
+        What to run when an extra alone does not install it.
+    """
+
+    kind: str
+    name: str
+    where: str | None
+    needs: str | None = None
+    extra: str | None = None
+    install: str | None = None
+
+
+#: Which optional dependency brings which part. The only such table.
+PARTS = (
+    Part("executor", "serial", "florin.pipelines:Serial"),
+    Part("executor", "multithread", "florin.executors:Multithread"),
+    Part("executor", "multiprocess", "florin.executors:Multiprocess", needs="pathos", install="pip install pathos"),
+    Part("executor", "mpi", "florin.executors:MPI", needs="mpi4py", extra="mpi"),
+    Part("executor", "dask", None, needs="florin_dask", extra="dask",
+         install="pip install 'florin[dask]' ./plugins/florin-dask (from a florin checkout)"),
+    Part("format", "tiff", "florin.io.tiff:FORMAT"),
+    Part("format", "npy", "florin.io.npy:FORMAT"),
+    Part("format", "hdf5", "florin.io.hdf5:FORMAT", needs="h5py", install="pip install h5py"),
+    Part("format", "netcdf", "florin.io.netcdf:FORMAT", needs="netCDF4", extra="netcdf"),
+    Part("format", "zarr", "florin.io.zarr:FORMAT", needs="zarr", extra="zarr"),
+    Part("format", "ome-zarr", "florin.io.zarr:OME_FORMAT", needs="zarr", extra="zarr"),
+    Part("format", "stack", "florin.io.stack:FORMAT"),
+    Part("command", "preview", "florin.cli.commands:preview", needs="matplotlib", extra="preview"),
+)
+
+
+def install_hint(part: Part) -> str:
+    """How to install what ``part`` needs (``"pip install 'florin[mpi]'"``)."""
+    if part.install is not None:
+        return part.install
+    return f"pip install 'florin[{part.extra}]'" if part.extra else "pip install florin"
+
+
+def extras(kind: str) -> dict:
+    """``{name: extra}`` of the parts of ``kind`` that an extra installs (for error messages)."""
+    return {p.name: p.extra for p in PARTS if p.kind == kind and p.extra}
+
+
+def _installed(part: Part) -> bool:
+    if part.where is None:
+        return False
+    if part.needs is not None and importlib.util.find_spec(part.needs) is None:
+        return False
+    return True
+
+
+def _parts(kind):
+    return [p for p in PARTS if p.kind == kind and _installed(p)]
+
+
+def _resolve(where: str):
+    module, _, attr = where.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 _OPERATOR_MODULES = (
     "florin.thresholding",
@@ -18,67 +107,70 @@ _OPERATOR_MODULES = (
     "florin.classification",
     "florin.reconstruction",
 )
-_EXECUTORS = (
-    ("serial", "florin.pipelines", "Serial", None),
-    ("multithread", "florin.executors", "Multithread", None),
-    ("multiprocess", "florin.executors", "Multiprocess", "pathos"),
-    ("mpi", "florin.executors", "MPI", "mpi4py"),
-)
-_FORMATS = (
-    ("florin.io.tiff", None),
-    ("florin.io.npy", None),
-    ("florin.io.hdf5", "h5py"),
-    ("florin.io.netcdf", "netCDF4"),
-    ("florin.io.zarr", "zarr"),
-    ("florin.io.stack", None),
+
+#: Pipeline steps that are not image operators, in the same namespace as the operators.
+_STEPS = (
+    ("load", "florin.io:load"),
+    ("save", "florin.io:save"),
+    ("tile", "florin.tiling:tile"),
+    ("join", "florin.tiling:join"),
+    ("classify", "florin.classification:classify"),
+    ("reconstruct", "florin.reconstruction:reconstruct"),
 )
 
 
-def _available(module, requirement=None) -> bool:
-    """Whether a built-in module exists and its optional dependency is importable."""
-    if requirement is not None and importlib.util.find_spec(requirement) is None:
-        return False
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+class Operators:
+    """Plugin ``florin.operators``: thresholding, morphology, objects, and the steps load/save/tile/join."""
 
+    @hookimpl(tryfirst=True)
+    def florin_register_operators(self, registry):
+        from florin.operators import Florinated
 
-@hookimpl
-def florin_register_operators(registry):
-    from florin.operators import Florinated
-
-    for module_name in _OPERATOR_MODULES:
-        if not _available(module_name):
-            continue
-        module = importlib.import_module(module_name)
-        prefix = module_name.rsplit(".", 1)[1]
-        for name in getattr(module, "__all__", ()):
-            obj = getattr(module, name)
-            if isinstance(obj, Florinated):
-                registry.add_operator(f"{prefix}.{name}", obj)
-
-
-@hookimpl
-def florin_register_executors(registry):
-    for name, module_name, cls_name, requirement in _EXECUTORS:
-        if _available(module_name, requirement):
-            registry.add_executor(name, getattr(importlib.import_module(module_name), cls_name))
-
-
-@hookimpl
-def florin_register_formats(registry):
-    for module_name, requirement in _FORMATS:
-        if _available(module_name, requirement):
+        for module_name in _OPERATOR_MODULES:
             module = importlib.import_module(module_name)
-            for fmt in getattr(module, "FORMATS", (module.FORMAT,)):  # a module may register several
-                registry.add_format(fmt)
+            prefix = module_name.rsplit(".", 1)[1]
+            for name in getattr(module, "__all__", ()):
+                obj = getattr(module, name)
+                if isinstance(obj, Florinated):
+                    registry.add_operator(f"{prefix}.{name}", obj)
+        for name, where in _STEPS:
+            registry.add_operator(name, _resolve(where))
 
 
-@hookimpl
-def florin_register_commands(app):
-    from florin.cli import commands, segment, tune
+class Executors:
+    """Plugin ``florin.executors``: Serial, Multithread, Multiprocess and MPI (when mpi4py is installed)."""
 
-    commands.register(app)
-    segment.register(app)
-    tune.register(app)
+    @hookimpl(tryfirst=True)
+    def florin_register_executors(self, registry):
+        for part in _parts("executor"):
+            registry.add_executor(part.name, part.where)
+
+
+class Formats:
+    """Plugin ``florin.formats``: TIFF, NPY, HDF5, NetCDF, Zarr, OME-Zarr and slice stacks."""
+
+    @hookimpl(tryfirst=True)
+    def florin_register_formats(self, registry):
+        for part in _parts("format"):
+            registry.add_format(_resolve(part.where))
+
+
+class Commands:
+    """Plugin ``florin.commands``: info, plugins, formats, ops, run, preview, segment, demo and tune."""
+
+    @hookimpl(tryfirst=True)
+    def florin_register_commands(self, app):
+        from florin.cli import commands, segment, tune
+
+        commands.register(app)
+        segment.register(app)
+        tune.register(app)
+
+
+#: The built-in plugins, by plugin name, in registration order.
+PLUGINS = {
+    "florin.operators": Operators(),
+    "florin.executors": Executors(),
+    "florin.formats": Formats(),
+    "florin.commands": Commands(),
+}

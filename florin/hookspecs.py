@@ -8,9 +8,17 @@ under the ``florin`` entry-point group::
     myplugin = "myplugin.plugin"
 
 florin's own operators, executors, formats and commands are registered through
-these same hooks (see :mod:`florin.builtin`), so a plugin can do everything the
-core does. Each hook receives the object to register into; its return value is
-ignored.
+these same hooks (see :mod:`florin.builtin`), as the plugins ``florin.operators``,
+``florin.executors``, ``florin.formats`` and ``florin.commands``, whose
+implementations run first; a plugin registering a built-in name afterwards
+overrides it, with a :class:`florin.registry.PluginWarning`. Each hook receives
+the object to register into; its return value is ignored. A function marked
+with :data:`florin.hookimpl` whose name is not one of these hooks makes the
+plugin fail ("unknown hook ...").
+
+Every ``registry.add_*`` method takes the object, or a ``"module:attribute"``
+reference to it that florin imports the first time the name is used, so that
+listing plugins and starting the CLI import nothing heavy.
 """
 
 import pluggy
@@ -24,9 +32,12 @@ def florin_register_operators(registry):
     """Register pipeline operators.
 
     Call ``registry.add_operator(name, factory)`` for each operator, where
-    ``factory`` is a function made with :func:`florin.florinate` and ``name`` a
-    dotted name such as ``"myplugin.sauvola"``. Registered operators are listed
-    by ``florin ops`` and can be used by name in pipeline files.
+    ``factory`` is a function made with :func:`florin.florinate` (or another
+    step factory, as :func:`florin.load`; or a ``"module:attribute"`` reference
+    to one) and ``name`` a dotted name such as ``"myplugin.sauvola"``. Operators
+    and the steps ``load``, ``save``, ``tile`` and ``join`` share one namespace:
+    registered names are listed by ``florin ops`` and used by name in pipeline
+    files.
 
     Parameters
     ----------
@@ -50,7 +61,8 @@ def florin_register_executors(registry):
     """Register pipeline executors.
 
     Call ``registry.add_executor(name, cls)`` where ``cls`` subclasses
-    :class:`florin.Pipeline` and overrides its ``map`` method. The class becomes
+    :class:`florin.Pipeline` and overrides its ``map`` method (or is a
+    ``"module:ClassName"`` reference to such a class). The class becomes
     available as ``florin.<ClassName>`` and as ``--executor name`` in the CLI.
 
     Parameters

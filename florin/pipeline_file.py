@@ -176,18 +176,6 @@ def _inline_short_arrays(text: str, width: int = 80) -> str:
         text = shorter
 
 
-def _builtin_steps():
-    import florin
-
-    steps = {"load": florin.load, "save": florin.save, "tile": florin.tile, "join": florin.join}
-    for name in ("classify", "reconstruct"):
-        try:
-            steps[name] = getattr(florin, name)
-        except (AttributeError, ImportError):
-            pass
-    return steps
-
-
 def _build_step(entry, where):
     from florin.registry import get_registry
 
@@ -200,13 +188,7 @@ def _build_step(entry, where):
         raise ParameterError(f"{where}: a step needs `op = \"name\"` or `executor = \"name\"`")
     name = entry.pop("op")
     args = entry.pop("args", [])
-    builtins = _builtin_steps()
-    if name in builtins:
-        factory = builtins[name]
-        from_spec = getattr(factory, "from_spec", None)
-        if callable(from_spec):
-            return from_spec(entry)
-    elif isinstance(name, str) and name.startswith(_PYTHON):
+    if isinstance(name, str) and name.startswith(_PYTHON):
         target = name[len(_PYTHON) :]
         module_name, _, attr = target.rpartition(".")
         try:
@@ -220,7 +202,11 @@ def _build_step(entry, where):
         else:
             return factory
     else:
+        # One namespace: operators and the steps load, save, tile, join, classify, reconstruct.
         factory = get_registry().operator(name)
+        from_spec = getattr(factory, "from_spec", None)
+        if callable(from_spec):
+            return from_spec(entry)
     try:
         return factory(*args, **entry)
     except TypeError as exc:

@@ -20,7 +20,10 @@ def _matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise FlorinError("previews need matplotlib: pip install 'florin[preview]'") from None
+        from florin.builtin import PARTS, install_hint
+
+        part = next(p for p in PARTS if p.kind == "command" and p.name == "preview")
+        raise FlorinError(f"previews need {part.needs}: {install_hint(part)}") from None
     return matplotlib
 
 

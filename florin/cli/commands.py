@@ -44,10 +44,12 @@ def plugins():
         version = f" {plugin.version}" if plugin.version else ""
         typer.echo(f"{plugin.name}{version} [{plugin.status}]")
         if plugin.error:
-            typer.echo(f"    error: {plugin.error}")
+            typer.echo(f"    failed: {plugin.error}")
         for kind, names in plugin.registered.items():
             if names:
                 typer.echo(f"    {kind}: {', '.join(names)}")
+        for note in plugin.notes:
+            typer.echo(f"    note: {note}")
 
 
 def formats():
@@ -66,13 +68,16 @@ def formats():
 
 
 def ops():
-    """List operators with their parameters and defaults."""
+    """List operators and steps with their parameters and defaults."""
     from florin.registry import get_registry
 
     for name, factory in sorted(get_registry().operators.items()):
-        sig = factory.signature
-        shown = sig.replace(parameters=list(sig.parameters.values())[1:])
-        summary = (inspect.getdoc(factory.func) or "").split("\n", 1)[0]
+        sig = getattr(factory, "signature", None)
+        if sig is not None:  # a florinated operator: the image is not a parameter
+            shown = sig.replace(parameters=list(sig.parameters.values())[1:])
+        else:
+            shown = inspect.signature(factory)
+        summary = (inspect.getdoc(getattr(factory, "func", factory)) or "").split("\n", 1)[0]
         typer.echo(f"{name}{shown}\n    {summary}")
 
 
@@ -205,11 +210,7 @@ def preview(
 
 def register(app: typer.Typer) -> None:
     """Add florin's own commands to ``app``."""
-    from florin.registry import get_registry
-
-    reg = get_registry()
     for func in (info, plugins, formats, ops, run, preview):
         app.command(name=func.__name__)(func)
-        reg.note_command(func.__name__)
 
 

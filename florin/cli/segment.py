@@ -414,9 +414,5 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     """Add ``segment`` and ``demo`` to ``app``."""
-    from florin.registry import get_registry
-
-    reg = get_registry()
     for func in (segment, demo):
         app.command(name=func.__name__)(func)
-        reg.note_command(func.__name__)

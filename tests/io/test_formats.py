@@ -308,7 +308,7 @@ def test_unknown_extension_lists_formats_and_the_extra(tmp_path, monkeypatch, fr
 
     with pytest.raises(FormatError, match=r"known extensions: .*\.h5.*\.nc.*\.zarr"):
         write(tmp_path / "v.xyz", np.zeros(3))
-    monkeypatch.setattr(florin.builtin, "_FORMATS", tuple(m for m in florin.builtin._FORMATS if "zarr" not in m[0]))
+    monkeypatch.setattr(florin.builtin, "PARTS", tuple(p for p in florin.builtin.PARTS if "zarr" not in p.name))
     florin.registry.reset_registry()
     with pytest.raises(FormatError, match=r"zarr \(extra \[zarr\]\)"):
         read(tmp_path / "v.zarr")
