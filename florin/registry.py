@@ -406,9 +406,11 @@ def _guard(func, hook_name, info, registry):
             registry._current = None
             if app is not None and info.status != "failed":
                 after = _commands(app)
+                names = info.registered["commands"]
                 for item in after[0][len(before[0]):] + after[1][len(before[1]):]:
-                    if item not in info.registered["commands"]:
-                        info.registered["commands"].append(item)
+                    if item in names:  # noted by hand as well: keep the app's order
+                        names.remove(item)
+                    names.append(item)
 
     return call
 
