@@ -1,0 +1,371 @@
+"""What the widgets compute, without Qt: settings, previews, the whole-volume runs and pipeline files.
+
+Everything goes through florin's public API: the operators
+(``thresholding.ndnt``, ``morphology.binary_opening``,
+``morphology.remove_small_objects``, ``conncomp.label``,
+``conncomp.regionprops``, ``florin.classify``, ``florin.reconstruct``),
+``florin.tile``, the executors of the registry and :mod:`florin.pipeline_file`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+import florin
+import florin.conncomp as conncomp
+import florin.morphology as morphology
+import florin.thresholding as thresholding
+from florin.errors import ParameterError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "NDNTSettings",
+    "SegmentResult",
+    "SegmentSettings",
+    "apply_ndnt",
+    "default_shape",
+    "isotropic_shape",
+    "parse_rules",
+    "preview_plane",
+    "rules_text",
+    "run_segment",
+    "settings_from_toml",
+]
+
+
+def default_shape(shape) -> tuple[int, ...]:
+    """NDNT's default neighbourhood for a volume of ``shape``: ``max(1, round(n / 8))`` per axis."""
+    return tuple(max(1, round(int(n) / 8)) for n in shape)
+
+
+def isotropic_shape(size: int, axis: int, spacing) -> tuple[int, ...]:
+    """The window whose physical extent along every axis is that of ``size`` voxels along ``axis``.
+
+    Examples
+    --------
+    >>> isotropic_shape(65, 2, (1.0, 1.0, 1.0))
+    (65, 65, 65)
+    >>> isotropic_shape(64, 2, (2.0, 0.5, 0.5))
+    (16, 64, 64)
+    """
+    extent = int(size) * float(spacing[axis])
+    return tuple(int(size) if a == axis else max(1, round(extent / float(s))) for a, s in enumerate(spacing))
+
+
+@dataclass(frozen=True)
+class NDNTSettings:
+    """The NDNT widget's parameters (and the first steps of the segmentation).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Neighbourhood per axis (an entry of 1 disables that axis).
+    threshold : float
+        Fraction in [0, 1] or percentage in (1, 100].
+    polarity : {'dark', 'bright'}
+    opening : bool
+        Follow NDNT by ``morphology.binary_opening()``.
+    """
+
+    shape: tuple
+    threshold: float = 0.25
+    polarity: str = "dark"
+    opening: bool = False
+
+    def steps(self) -> list:
+        """The operators, bound (a misspelled or invalid parameter fails here)."""
+        steps = [thresholding.ndnt(shape=tuple(int(s) for s in self.shape), threshold=float(self.threshold),
+                                   polarity=self.polarity)]
+        if self.opening:
+            steps.append(morphology.binary_opening())
+        return steps
+
+    def context(self, full_shape) -> tuple[int, ...]:
+        """Voxels of context per side each output voxel depends on (the steps' declared halos)."""
+        return tuple(int(h) for h in florin.Serial(*self.steps()).halo(tuple(full_shape)))
+
+
+def _leading(image, index):
+    """``image`` with its leading axes (all but the last 3) fixed at ``index``."""
+    lead = image.ndim - 3
+    return image[tuple(int(i) for i in index[:lead])] if lead > 0 else image
+
+
+def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
+    """The NDNT (+ opening) result of one z plane, from its z-context only.
+
+    For a 3-D (or N-D) ``image`` only the planes within the steps' halo of
+    plane ``index[-3]`` are read and thresholded (NDNT's window and the
+    opening's footprint reach no further), so the plane equals the same plane
+    of the whole-volume result exactly. A 2-D image is computed whole.
+
+    Parameters
+    ----------
+    image : array_like
+        The image (numpy, dask, lazy florin volume...): only the context is read.
+    settings : NDNTSettings
+    index : sequence of int
+        The viewer's current position (``viewer.dims.current_step``) in data
+        coordinates; only the entries before the last two are used.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the plane (the last two axes).
+    """
+    if image.ndim < 3:
+        return np.asarray(florin.Serial(*settings.steps())(np.asarray(image)))
+    index = tuple(index) if len(index) >= image.ndim else (0,) * image.ndim
+    volume = _leading(image, index)
+    n = volume.shape[0]
+    z = min(max(int(index[image.ndim - 3]), 0), n - 1)
+    reach = settings.context(volume.shape)[0]
+    lo, hi = max(0, z - reach), min(n, z + reach + 1)
+    context = np.asarray(volume[lo:hi])
+    return np.asarray(florin.Serial(*settings.steps())(context))[z - lo]
+
+
+def _tiled(steps, shape, executor, workers):
+    """The steps as a (nested) pipeline run by ``executor`` over slabs along the first axis."""
+    if executor in (None, "serial"):
+        return florin.Serial(*steps), None
+    import inspect
+
+    from florin.registry import get_registry
+
+    cls = get_registry().executor(executor)
+    workers = int(workers or 2)
+    options = {}
+    params = inspect.signature(cls.__init__).parameters
+    for key in ("threads", "processes", "max_workers", "workers"):
+        if key in params:
+            options[key] = workers
+            break
+    tile = (max(1, math.ceil(shape[0] / (2 * workers))), *shape[1:])
+    return florin.Serial(florin.tile(shape=tile), cls(*steps, **options)), tile
+
+
+def apply_ndnt(image, settings: NDNTSettings, *, executor="serial", workers=None, chunks=8):
+    """NDNT (+ opening) of the whole volume, chunk by chunk: a generator of progress, then the mask.
+
+    The volume is cut into ``chunks`` slabs along its first axis; each slab is
+    read with the steps' halo of context and run under ``executor`` (tiled in
+    slabs, two per worker), and its core is written into the result, so the
+    result equals the whole-volume result exactly while a progress bar moves.
+
+    Yields ``(done, total)`` after each chunk; returns the boolean mask
+    (``StopIteration.value``, as napari's ``thread_worker`` reports it).
+    """
+    image_shape = tuple(image.shape)
+    if len(image_shape) < 3:
+        pipeline, _ = _tiled(settings.steps(), image_shape, executor, workers)
+        yield 1, 1
+        return np.asarray(pipeline(np.asarray(image)))
+    reach = settings.context(image_shape)[0]
+    n = image_shape[0]
+    chunks = max(1, min(int(chunks), n))
+    edges = np.linspace(0, n, chunks + 1).round().astype(int)
+    out = np.zeros(image_shape, bool)
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        lo, hi = max(0, a - reach), min(n, b + reach)
+        block = np.asarray(image[lo:hi])
+        pipeline, _ = _tiled(settings.steps(), block.shape, executor, workers)
+        out[a:b] = np.asarray(pipeline(block))[a - lo : b - lo]
+        yield i + 1, chunks
+    return out
+
+
+# -- segmentation ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentSettings:
+    """The segment widget's parameters: the classic FLoRIN pipeline.
+
+    ``classes`` are ``(name, rules)`` rows: ``rules`` as the CLI's ``--class``
+    bounds (``'area=100..4000, depth=..16'``; empty for the default class).
+    """
+
+    ndnt: NDNTSettings
+    min_size: int = 64
+    connectivity: int = 1
+    classes: tuple = ()
+    executor: str = "serial"
+    workers: int | None = None
+
+    def classifiers(self) -> list:
+        return [parse_rules(name, rules) for name, rules in self.classes]
+
+    def pipeline(self, shape) -> florin.Pipeline:
+        """The whole pipeline as ``florin run`` executes it (first step ``florin.load()``)."""
+        per_voxel, _ = _tiled(self.ndnt.steps(), tuple(shape), self.executor, self.workers)
+        steps = [florin.load()]
+        steps += list(per_voxel.steps)
+        steps += self._object_steps()
+        classes = self.classifiers()
+        if classes:
+            steps += [conncomp.regionprops(intensity="input"), florin.classify(*classes), florin.reconstruct()]
+        return florin.Serial(*steps)
+
+    def _object_steps(self):
+        return [morphology.remove_small_objects(min_size=int(self.min_size), connectivity=int(self.connectivity)),
+                conncomp.label(connectivity=int(self.connectivity))]
+
+    def to_toml(self, shape) -> str:
+        """The pipeline file (TOML) that ``florin run FILE VOLUME -o OUT`` executes unchanged."""
+        return self.pipeline(shape).to_toml()
+
+
+def parse_rules(name: str, rules: str):
+    """A bounds classifier from a table row: ``('cell', 'area=100..4000, depth=..16')``.
+
+    ``lo..hi`` is inclusive, ``lo..``/``..hi`` leave an end open, a plain number
+    is an upper bound, empty rules match everything (the default class).
+
+    Examples
+    --------
+    >>> parse_rules("cell", "area=100..4000, depth=..16").bounds
+    {'area': (100, 4000), 'depth': (None, 16)}
+    """
+    from florin.cli.segment import parse_class
+
+    name = str(name).strip()
+    if not name or ":" in name:
+        raise ParameterError(f"class name: give a name without ':' (e.g. cell), got {name!r}")
+    return parse_class(f"{name}:{rules or ''}")
+
+
+def rules_text(classifier) -> str:
+    """The table text of a bounds classifier (inverse of :func:`parse_rules`)."""
+    parts = []
+    for prop, (lo, hi) in classifier.bounds.items():
+        hi = None if hi is not None and math.isinf(hi) else hi
+        parts.append(f"{prop}=..{_num(hi)}" if lo is None else f"{prop}={_num(lo)}..{_num(hi)}")
+    return ", ".join(parts)
+
+
+def _num(value):
+    if value is None:
+        return ""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@dataclass
+class SegmentResult:
+    """What the segment widget shows: objects, classes and the regionprops table."""
+
+    objects: np.ndarray
+    table: object  # pandas.DataFrame, one row per object, 'index' = its label
+    classes: np.ndarray | None = None
+    class_names: dict = field(default_factory=dict)
+    regions: object = None
+
+
+def run_segment(image, settings: SegmentSettings, *, spacing=None, units=None):
+    """Run the segmentation step by step: a generator of ``(done, total, stage)``, returning a SegmentResult.
+
+    The steps are those of :meth:`SegmentSettings.pipeline` (the pipeline file
+    runs the same operators in one go); regionprops measures the intensities of
+    ``image``.
+    """
+    total = 4
+    volume = florin.as_volume(np.asarray(image), spacing=spacing, units=units)
+    per_voxel, _ = _tiled(settings.ndnt.steps(), volume.shape, settings.executor, settings.workers)
+    mask = per_voxel(volume)
+    yield 1, total, "NDNT"
+    labels = florin.Serial(*settings._object_steps())(mask)
+    yield 2, total, "objects"
+    regions = conncomp.regionprops(intensity=volume)(labels)
+    yield 3, total, "regionprops"
+    classes, names = None, {}
+    classifiers = settings.classifiers()
+    if classifiers:
+        regions = florin.classify(*classifiers)(regions)
+        class_volume = florin.reconstruct()(regions)
+        classes = np.asarray(class_volume)
+        names = {int(k): str(v) for k, v in class_volume.attrs.get("classes", {}).items()}
+    table = regions.to_dataframe()
+    table.insert(0, "index", table["label"].to_numpy())
+    yield 4, total, "classes"
+    return SegmentResult(objects=np.asarray(labels), table=table, classes=classes, class_names=names, regions=regions)
+
+
+def settings_from_toml(source, *, shape=None) -> SegmentSettings:
+    """Widget settings from a pipeline file made by :meth:`SegmentSettings.to_toml` (or like it).
+
+    The file is first built with :func:`florin.pipeline_file.from_toml` (so an
+    invalid file fails with florin's message), then its NDNT, opening, size
+    filter, label, classify and executor steps fill the settings.
+    """
+    from florin.pipeline_file import from_toml
+
+    text = source
+    if not (isinstance(source, str) and "\n" in source):
+        with open(source, "rb") as f:
+            text = f.read().decode("utf-8")
+    from_toml(text)  # validates: operators, parameters, executors
+    data = tomllib.loads(text)
+    found: dict = {"executor": "serial", "workers": None}
+
+    def walk(steps, executor, options):
+        for step in steps:
+            if "executor" in step:
+                opts = {k: v for k, v in step.items() if k not in ("executor", "steps")}
+                walk(step.get("steps", []), step["executor"], opts)
+                continue
+            op = step.get("op")
+            params = {k: v for k, v in step.items() if k != "op"}
+            if op == "thresholding.ndnt":
+                found["ndnt"] = params
+                if executor != "serial":
+                    found["executor"] = executor
+                    workers = [v for k, v in options.items() if k in ("threads", "processes", "max_workers",
+                                                                       "workers")]
+                    found["workers"] = int(workers[0]) if workers else None
+            elif op == "morphology.binary_opening":
+                found["opening"] = True
+            elif op == "morphology.remove_small_objects":
+                found["min_size"] = int(params.get("min_size", 64))
+                found["connectivity"] = int(params.get("connectivity", 1))
+            elif op == "conncomp.label":
+                found.setdefault("connectivity", int(params.get("connectivity", 1)))
+            elif op == "classify":
+                found["classes"] = tuple(
+                    (c["name"], rules_text(parse_rules(c["name"], _rules_of(c)))) for c in params.get("classes", [])
+                )
+
+    walk(data.get("steps", []), data.get("executor", "serial"), {})
+    if "ndnt" not in found:
+        raise ParameterError("pipeline file: it has no thresholding.ndnt step, so it cannot fill the NDNT settings")
+    nd = found["ndnt"]
+    ndnt_shape = nd.get("shape")
+    if ndnt_shape is None:
+        ndnt_shape = default_shape(shape) if shape is not None else None
+    elif isinstance(ndnt_shape, int):
+        ndnt_shape = (ndnt_shape,) * (len(shape) if shape is not None else 3)
+    ndnt = NDNTSettings(shape=tuple(ndnt_shape), threshold=float(nd.get("threshold", 0.25)),
+                        polarity=nd.get("polarity", "dark"), opening=bool(found.get("opening", False)))
+    base = SegmentSettings(ndnt=ndnt)
+    return replace(base, min_size=found.get("min_size", base.min_size),
+                   connectivity=found.get("connectivity", base.connectivity),
+                   classes=found.get("classes", ()), executor=found["executor"], workers=found["workers"])
+
+
+def _rules_of(entry) -> str:
+    parts = []
+    for prop, bound in entry.items():
+        if prop == "name":
+            continue
+        if isinstance(bound, list):
+            lo, hi = bound
+            parts.append(f"{prop}={_num(lo)}..{'' if math.isinf(float(hi)) else _num(hi)}")
+        else:
+            parts.append(f"{prop}={_num(bound)}")
+    return ", ".join(parts)

@@ -1,0 +1,185 @@
+"""The NDNT and segment widgets in a headless napari viewer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from florin_napari._core import NDNTSettings, SegmentSettings
+from florin_napari._widgets import PREVIEW_NAME, NDNTWidget, SegmentWidget
+
+import florin
+import florin.conncomp as conncomp
+import florin.io
+
+SPACING = (2.0, 0.5, 0.5)
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, phantom):
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.values, name="phantom", scale=SPACING, units=("um",) * 3)
+    return viewer
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+
+
+def _whole(phantom, settings):
+    return np.asarray(florin.Serial(*settings.steps())(phantom.values))
+
+
+def _configure(widget, shape=(5, 17, 17), threshold=0.3, opening=True):
+    widget.preview.value = False
+    widget.controls.isotropic.value = False
+    widget.controls.set_shape(shape)
+    widget.controls.threshold.value = threshold
+    widget.controls.opening.value = opening
+
+
+def test_preview_is_the_whole_volume_ndnt_on_the_current_slice(viewer, phantom, qtbot):
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    settings = widget.settings()
+    assert settings == NDNTSettings(shape=(5, 17, 17), threshold=0.3, polarity="dark", opening=True)
+    whole = _whole(phantom, settings)
+    widget.preview.value = True
+    for z in (0, 7, 15):
+        viewer.dims.set_point(0, z * SPACING[0])
+        widget.request_preview()
+        _wait(qtbot, widget)
+        layer = viewer.layers[PREVIEW_NAME]
+        assert layer.data.shape == (1, 64, 80)
+        np.testing.assert_array_equal(layer.data[0].astype(bool), whole[z])
+        assert tuple(layer.translate) == (z * SPACING[0], 0.0, 0.0) and tuple(layer.scale) == SPACING
+        assert widget.applied[-1] == widget._generation
+
+
+def test_a_newer_preview_supersedes_a_running_one(viewer, phantom, qtbot):
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    widget.preview.value = True
+    first = widget.request_preview()
+    widget.controls.threshold.value = 0.1  # a parameter change requests a new preview
+    last = widget._worker
+    assert last is not first and first.abort_requested
+    _wait(qtbot, widget)
+    qtbot.wait(50)
+    assert widget.applied[-1] == widget._generation
+    assert all(g == widget._generation for g in widget.applied[-1:])
+    z = int(round(viewer.dims.point[0] / SPACING[0]))
+    expected = _whole(phantom, replace_threshold(widget.settings(), 0.1))[z]
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_NAME].data[0].astype(bool), expected)
+
+
+def replace_threshold(settings, t):
+    from dataclasses import replace
+
+    return replace(settings, threshold=t)
+
+
+def test_isotropic_lock_keeps_the_physical_extent(viewer):
+    widget = NDNTWidget(viewer)
+    widget.preview.value = False
+    assert [s.value for s in widget.controls.spins] == [16 // 8, 64 // 8, 80 // 8] or widget.controls.isotropic.value
+    widget.controls.isotropic.value = True
+    widget.controls.spins[2].value = 64
+    assert widget.settings().shape == (16, 64, 64)  # 64 x 0.5 um = 32 um = 16 x 2 um
+    widget.controls.isotropic.value = False
+    widget.controls.spins[0].value = 3
+    assert widget.settings().shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("executor", ["serial", "multithread"])
+def test_apply_equals_the_whole_volume_ndnt_under_each_executor(viewer, phantom, qtbot, executor):
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    widget.exec_controls.executor.value = executor
+    widget.apply()
+    _wait(qtbot, widget)
+    result = viewer.layers["phantom NDNT"]
+    np.testing.assert_array_equal(result.data.astype(bool), _whole(phantom, widget.settings()))
+    assert widget.progress.value == widget.progress.max == 8
+    assert tuple(result.scale) == SPACING
+
+
+def _segment(viewer, qtbot, classes=()):
+    widget = SegmentWidget(viewer)
+    widget.controls.isotropic.value = False
+    widget.controls.set_shape((5, 17, 17))
+    widget.controls.threshold.value = 0.3
+    widget.min_size.value = 20
+    widget.set_classes(classes)
+    widget.exec_controls.executor.value = "multithread"
+    assert widget.run() is not None, widget.status.value
+    _wait(qtbot, widget)
+    assert widget.result is not None, widget.status.value
+    return widget
+
+
+def test_segment_gives_labels_whose_features_are_the_regionprops_table(viewer, phantom, qtbot, tmp_path):
+    widget = _segment(viewer, qtbot, classes=[("small", "area=..1000"), ("large", "")])
+    objects = viewer.layers["phantom objects"]
+    expected = florin.Serial(florin.thresholding.ndnt(shape=(5, 17, 17), threshold=0.3),
+                             florin.morphology.binary_opening(),
+                             florin.morphology.remove_small_objects(min_size=20), conncomp.label())(phantom)
+    np.testing.assert_array_equal(objects.data, expected.values)
+    regions = conncomp.regionprops(intensity=phantom)(expected)
+    table = regions.to_dataframe()
+    assert len(objects.features) == len(table) == int(expected.max()) > 0
+    np.testing.assert_array_equal(objects.features["index"], table["label"])
+    for column in ("area", "physical_volume", "intensity_mean", "centroid_z"):
+        np.testing.assert_allclose(objects.features[column], table[column])
+    assert set(objects.features["class_name"]) <= {"small", "large"}
+    assert list(objects.features["class_name"]) == ["small" if a <= 1000 else "large" for a in table["area"]]
+    classes = viewer.layers["phantom classes"]
+    assert list(classes.features["class_name"]) == ["small", "large"]
+    assert set(np.unique(classes.data)) <= {0, 1, 2}
+    # the table goes to CSV
+    widget.export_csv(tmp_path / "objects.csv")
+    back = pd.read_csv(tmp_path / "objects.csv")
+    assert list(back["label"]) == list(table["label"]) and "index" not in back
+    np.testing.assert_allclose(back["area"], table["area"])
+
+
+def test_pipeline_toml_round_trip_and_florin_run_executes_it_unchanged(viewer, phantom, qtbot, tmp_path):
+    widget = _segment(viewer, qtbot, classes=[("small", "area=..1000, depth=2..16"), ("large", "")])
+    path = tmp_path / "pipeline.toml"
+    widget.save_pipeline(path)
+    text = path.read_text()
+    for expected in ('op = "thresholding.ndnt"', "shape = [5, 17, 17]", "threshold = 0.3",
+                     'op = "morphology.binary_opening"', "min_size = 20", 'executor = "multithread"',
+                     'op = "classify"', 'name = "small"', 'op = "reconstruct"'):
+        assert expected in text, expected
+    # back into a fresh widget: the same settings
+    other = SegmentWidget(viewer)
+    other.load_pipeline(path)
+    assert other.settings() == widget.settings()
+    assert other.settings().classes == (("small", "area=..1000, depth=2..16"), ("large", ""))
+    # florin run executes the file as it is and gives the widget's class volume
+    florin.io.write(tmp_path / "volume.tif", phantom)
+    proc = subprocess.run([sys.executable, "-m", "florin", "run", str(path), str(tmp_path / "volume.tif"),
+                           "-o", str(tmp_path / "classes.tif")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(florin.io.read(tmp_path / "classes.tif").values,
+                                  viewer.layers["phantom classes"].data)
+
+
+def test_widget_settings_to_pipeline_and_bad_input():
+    from florin_napari._core import parse_rules, preview_plane
+
+    from florin.errors import ParameterError
+
+    settings = SegmentSettings(ndnt=NDNTSettings(shape=(3, 9, 9), threshold=0.2, polarity="bright"), min_size=5)
+    steps = settings.pipeline((8, 32, 32)).steps
+    assert [getattr(s, "name", type(s).__name__) for s in steps][1:] == [
+        "ndnt", "remove_small_objects", "label"]
+    with pytest.raises(ParameterError, match="class name"):
+        parse_rules("", "area=1..2")
+    with pytest.raises(ParameterError, match="threshold"):
+        preview_plane(np.ones((4, 8, 8), np.uint8), NDNTSettings(shape=(3, 3, 3), threshold=500), (1, 0, 0))
