@@ -116,3 +116,19 @@ def set_writer(enabled: bool) -> None:
 def is_writer() -> bool:
     """Whether this process writes outputs (False on MPI SPMD ranks other than 0)."""
     return _writer
+
+
+# -- where joined volumes go ------------------------------------------------------------------
+def allocate(shape, dtype):
+    """A destination array for a joined volume of the running pipeline.
+
+    In memory, or an on-disk scratch volume when the volume would exceed the
+    run's memory budget (see :mod:`florin.memory`).
+    """
+    import numpy as np
+
+    state = current()
+    scratch = getattr(state, "scratch", None) if state is not None else None
+    if scratch is not None:
+        return scratch.allocate(shape, dtype)
+    return np.empty(tuple(shape), np.dtype(dtype))

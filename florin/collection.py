@@ -18,7 +18,7 @@ class Collection(Sequence):
     """Base class of what a pipeline maps over.
 
     Subclasses implement ``__len__``, ``__getitem__`` (materialising one item)
-    and ``rebuild(results)``. ``items()`` returns what is shipped to workers; by
+    and ``rebuild(results)`` (or ``rebuild_stream(pairs)``). ``items()`` returns what is shipped to workers; by
     default the materialised items, but a lazy collection may return light
     references that workers resolve with ``resolve``.
     """
@@ -37,5 +37,19 @@ class Collection(Sequence):
         return "item"
 
     def rebuild(self, results):
-        """Build the pipeline's next datum from the per-item results."""
+        """Build the pipeline's next datum from the per-item results (a list, in item order)."""
         raise NotImplementedError
+
+    def rebuild_stream(self, pairs):
+        """Build the next datum from ``(index, result)`` pairs arriving in any order.
+
+        What pipelines call, with the pairs an executor yields as items
+        complete. By default the results are put in item order and passed to
+        :meth:`rebuild`; a collection whose results can be consumed one by one
+        (the tiles of a volume: each core is written into its destination)
+        overrides this so they need not all be held.
+        """
+        results = [None] * len(self)
+        for index, result in pairs:
+            results[index] = result
+        return self.rebuild(results)

@@ -12,10 +12,11 @@ Inside a pipeline over tiles (``Serial(tile(...), Multithread(ndnt(...),
 label()))``) each tile labels its *core* only (the voxels it owns; the halo
 around it is context for the steps before, and is not exact for them), and
 marks its result with ``attrs['florin_labels']``. When the tiles are joined,
-:func:`join_labels` gives every tile's labels a distinct range, unions the
-labels that touch across tile faces, edges and corners (same connectivity) and
-renumbers them in raster order of their first voxel: the joined volume is
-*identical* to ``label`` of the whole volume. ``label`` declares this
+:class:`LabelJoin` (the result kind of labelled tiles) gives every tile's
+labels a distinct range, unions the labels that touch across tile faces,
+edges and corners (same connectivity) and renumbers them in raster order of
+their first voxel: the joined volume is *identical* to ``label`` of the whole
+volume, whatever the order in which the tiles arrive. ``label`` declares this
 (``merged_at_join``): inside a tiled pipeline only steps that take such tiles
 (``regionprops``, which declares ``takes_merged_tiles``) may follow it, and a
 pipeline with another step there is refused when it is built; in a flat
@@ -51,9 +52,10 @@ from florin._kernels import label as _klabel
 from florin._kernels.regions import combine_stats, region_stats
 from florin.errors import ParameterError, PipelineError
 from florin.regions import Regions
+from florin.tiling import TileJoin, core_of, register_join, wrap_joined
 from florin.volume import as_volume, like
 
-__all__ = ["LABELS_KEY", "Regions", "join_labels", "label", "regionprops"]
+__all__ = ["LABELS_KEY", "LabelJoin", "Regions", "join_labels", "label", "regionprops"]
 
 LABELS_KEY = "florin_labels"
 """Key in a labelled tile's attrs of its :class:`LabelTile` (marks tiles join must merge)."""
@@ -167,31 +169,108 @@ def _label_params(params):
 
 
 _label.__name__ = _label.__qualname__ = "label"
-label = Checked(_label, check=_label_params, merged_at_join=True)
+label = Checked(_label, check=_label_params, merged_at_join=True, kind="label-merge",
+                blockwise="florin.blockwise:label")
 
 
-def _core(tile, info):
-    shape = tuple(tile.shape)
-    if shape == tuple(info.core_shape):
-        return tile
-    if shape == info.tile_shape:
-        return tile[info.core_in_tile]
-    raise PipelineError(
-        f"tile at origin {info.origin} has shape {shape}, expected {info.tile_shape}: "
-        "steps inside a tiled pipeline must keep the tile's shape",
-        origin=info.origin,
-    )
+class LabelJoin(TileJoin):
+    """The result kind of tiles labelled by :func:`label`: labels merged across tiles.
+
+    Tiles arrive in any order. Each core is written at once with
+    *provisional* ids, its local labels plus the number of voxels of the
+    tiles before it in raster order (unique, and below the volume's size).
+    :meth:`finish` reads the two hyperplanes on both sides of every tile
+    boundary (faces, edges and corners alike), unions the ids that touch with
+    the tiles' connectivity, renumbers the components ``1..N`` in raster order
+    of their first voxel and rewrites every core with its final labels: the
+    result is identical to labelling the whole volume, whatever the order of
+    arrival. When :func:`regionprops` ran on the tiles, their statistics are
+    aggregated into the :class:`~florin.regions.Regions` of the whole volume.
+    """
+
+    name = "labels"
+
+    @classmethod
+    def claims(cls, tile) -> bool:
+        return isinstance(getattr(tile, "attrs", None), dict) and LABELS_KEY in tile.attrs
+
+    def __init__(self, first, *, infos, like=None, out=None, allocate=None):
+        super().__init__(first, infos=infos, like=like, out=out, allocate=allocate)
+        self.full_shape = tuple(self.infos[0].full_shape)
+        self.dtype = _klabel.label_dtype(math.prod(self.full_shape))
+        self.offsets, offset = {}, 0
+        for info in sorted(self.infos, key=lambda i: i.index):
+            self.offsets[info.index] = offset
+            offset += math.prod(info.core_shape)
+        self.connectivity = first.attrs[LABELS_KEY].connectivity
+        self.metas, self.placed = {}, {}
+
+    def add(self, tile, info) -> None:
+        meta = tile.attrs[LABELS_KEY]
+        if meta.connectivity != self.connectivity:
+            raise PipelineError(
+                f"tiles were labelled with different connectivities {sorted({self.connectivity, meta.connectivity})}"
+            )
+        if info.index not in self.offsets or info.index in self.metas:
+            raise PipelineError(f"join got the tile at origin {info.origin} twice, or a tile of another volume")
+        if self.out is None:
+            self.out = self.allocate(self.full_shape, self.dtype)
+        core = np.asarray(core_of(tile, info))
+        offset = self.dtype.type(self.offsets[info.index])
+        self.out[info.core_slices] = np.where(core != 0, core.astype(self.dtype) + offset, self.dtype.type(0))
+        self.metas[info.index], self.placed[info.index] = meta, info
+
+    def _compact(self, ids, offsets, bases):
+        """Provisional ids to dense ones (``local + base``, bases in tile order); 0 stays 0."""
+        ids = np.asarray(ids).astype(np.int64, copy=False)
+        t = np.maximum(np.searchsorted(offsets, ids, side="left") - 1, 0)
+        return np.where(ids != 0, ids - offsets[t] + bases[t], 0)
+
+    def finish(self):
+        order = sorted(self.metas)
+        covered = sum(math.prod(self.placed[i].core_shape) for i in order)
+        if covered != math.prod(self.full_shape):
+            raise PipelineError(
+                f"the labelled tiles cover {covered} of the {math.prod(self.full_shape)} voxels; a tile is missing"
+            )
+        out = self.out
+        offsets = np.array([self.offsets[i] for i in order], np.int64)
+        counts = np.array([self.metas[i].n for i in order], np.int64)
+        bases = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        n_prov = int(counts.sum())
+        # pairs across every tile boundary hyperplane (covers faces, edges and corners)
+        pairs = [np.zeros((0, 2), np.uint64)]
+        for axis in range(len(self.full_shape)):
+            for e in sorted({info.origin[axis] for info in self.placed.values() if info.origin[axis] > 0}):
+                lo = (slice(None),) * axis + (e - 1,)
+                hi = (slice(None),) * axis + (e,)
+                a = self._compact(out[lo], offsets, bases).astype(self.dtype)
+                b = self._compact(out[hi], offsets, bases).astype(self.dtype)
+                pairs.append(_klabel.boundary_pairs(a, b, self.connectivity))
+        # union-find, then renumber in raster order of first voxels
+        relabel = _klabel.merge_pairs(np.concatenate(pairs), n_prov)
+        firsts = [np.asarray(self.metas[i].first, np.int64) for i in order]
+        first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+        relabel = _klabel.renumber_by_first_voxel(relabel, first).astype(self.dtype, copy=False)
+        for i, base in zip(order, bases.tolist(), strict=True):
+            sl = self.placed[i].core_slices
+            ids = np.asarray(out[sl]).astype(np.int64, copy=False)
+            out[sl] = relabel[np.where(ids != 0, ids - self.offsets[i] + base, 0)]
+        result = wrap_joined(out, self.like, self.first)
+        result.attrs.pop(LABELS_KEY, None)
+        measured = [self.metas[i].stats is not None for i in order]
+        if any(measured):
+            if not all(measured):
+                raise PipelineError("regionprops() ran on some tiles only; run it on every tile or after the join")
+            return Regions.from_stats(_aggregate([self.metas[i].stats for i in order], relabel), result)
+        return result
+
+
+register_join(LabelJoin)
 
 
 def join_labels(tiles, infos, *, like=None, out=None):
-    """Join tiles labelled by :func:`label`, merging labels across tiles.
-
-    Called by :func:`florin.join` for tiles that carry ``attrs['florin_labels']``.
-    Each tile's labels get a distinct range (provisional ids), the pairs of ids
-    that touch across every tile boundary hyperplane are unioned with the
-    connectivity the tiles were labelled with (faces, edges and corners), and
-    components are renumbered ``1..N`` in raster order of their first voxel,
-    so the result is identical to labelling the whole volume.
+    """Join tiles labelled by :func:`label`, merging labels across tiles (see :class:`LabelJoin`).
 
     Parameters
     ----------
@@ -206,54 +285,17 @@ def join_labels(tiles, infos, *, like=None, out=None):
 
     Returns
     -------
-    xarray.DataArray
+    xarray.DataArray, or Regions when :func:`regionprops` ran on the tiles.
     """
-    from florin.tiling import _wrap_joined
-
-    metas = [t.attrs.get(LABELS_KEY) for t in tiles]
-    if any(m is None for m in metas):
+    tiles = list(tiles)
+    if not tiles:
+        raise PipelineError("join got no tiles")
+    if not all(LabelJoin.claims(t) for t in tiles):
         raise PipelineError("join got a mix of labelled and unlabelled tiles; label every tile or none")
-    connectivity = {m.connectivity for m in metas}
-    if len(connectivity) != 1:
-        raise PipelineError(f"tiles were labelled with different connectivities {sorted(connectivity)}")
-    connectivity = connectivity.pop()
-    full_shape = tuple(infos[0].full_shape)
-    dtype = _klabel.label_dtype(math.prod(full_shape))
-    if out is None:
-        out = np.zeros(full_shape, dtype)
-    # 1. provisional ids: tile t's labels shifted by the labels of the tiles before it
-    base = 0
-    firsts = []
-    for t, info, meta in zip(tiles, infos, metas, strict=True):
-        core = np.asarray(_core(t, info))
-        if base:
-            core = np.where(core != 0, core.astype(dtype) + dtype.type(base), dtype.type(0))
-        out[info.core_slices] = core
-        firsts.append(np.asarray(meta.first, np.int64))
-        base += meta.n
-    n_prov = base
-    # 2. pairs across every tile boundary hyperplane (covers faces, edges and corners)
-    pairs = [np.zeros((0, 2), np.uint64)]
-    ndim = len(full_shape)
-    for axis in range(ndim):
-        for e in sorted({info.origin[axis] for info in infos if info.origin[axis] > 0}):
-            lo = (slice(None),) * axis + (e - 1,)
-            hi = (slice(None),) * axis + (e,)
-            pairs.append(_klabel.boundary_pairs(np.asarray(out[lo]), np.asarray(out[hi]), connectivity))
-    # 3. union-find, then renumber in raster order of first voxels
-    relabel = _klabel.merge_pairs(np.concatenate(pairs), n_prov)
-    first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
-    relabel = _klabel.renumber_by_first_voxel(relabel, first).astype(dtype, copy=False)
-    for info in infos:
-        out[info.core_slices] = relabel[np.asarray(out[info.core_slices])]
-    result = _wrap_joined(out, like, tiles[0])
-    result.attrs.pop(LABELS_KEY, None)
-    measured = [m.stats is not None for m in metas]
-    if any(measured):
-        if not all(measured):
-            raise PipelineError("regionprops() ran on some tiles only; run it on every tile or after the join")
-        return Regions.from_stats(_aggregate([m.stats for m in metas], relabel), result)
-    return result
+    joiner = LabelJoin(tiles[0], infos=sorted(infos, key=lambda i: i.index), like=like, out=out)
+    for t, info in zip(tiles, infos, strict=True):
+        joiner.add(t, info)
+    return joiner.finish()
 
 
 def _aggregate(tile_stats, relabel):
@@ -486,4 +528,5 @@ def _regionprops_params(params):
 
 
 _regionprops.__name__ = _regionprops.__qualname__ = "regionprops"
-regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False, takes_merged_tiles=True)
+regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False, takes_merged_tiles=True,
+                      kind="reduce")

@@ -271,5 +271,7 @@ _whole_volume = math.inf  # depends on whole objects: run after the join
 
 _remove_small_objects.__name__ = _remove_small_objects.__qualname__ = "remove_small_objects"
 _remove_small_holes.__name__ = _remove_small_holes.__qualname__ = "remove_small_holes"
-remove_small_objects = florinate(_remove_small_objects, halo=_whole_volume)
-remove_small_holes = florinate(_remove_small_holes, halo=_whole_volume)
+remove_small_objects = florinate(_remove_small_objects, halo=_whole_volume, kind="label-merge",
+                                 blockwise="florin.blockwise:remove_small_objects")
+remove_small_holes = florinate(_remove_small_holes, halo=_whole_volume, kind="label-merge",
+                               blockwise="florin.blockwise:remove_small_holes")

@@ -11,30 +11,15 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import math
 import numbers
 import sys
 
-import numpy as np
-
+from florin import steps as _steps
 from florin.errors import OperatorBindError, ParameterError
 
 __all__ = [
     "Florinated", "Operator", "florinate", "halo_of", "is_per_item", "merged_at_join", "step_name", "takes_merged_tiles",
 ]
-
-
-def _normalize_halo(value, ndim):
-    if value is None:
-        return (0,) * ndim
-    if np.isscalar(value):
-        if value == math.inf:
-            return (math.inf,) * ndim
-        return (int(value),) * ndim
-    value = tuple(value)
-    if len(value) != ndim:
-        raise ParameterError(f"halo {value} has {len(value)} entries for a {ndim}-D volume")
-    return tuple(v if v == math.inf else int(v) for v in value)
 
 
 class Operator:
@@ -56,6 +41,10 @@ class Operator:
         it over a collection (tiles, regions) instead of handing it the collection.
     merged_at_join, takes_merged_tiles : bool
         See :func:`florinate`.
+    blockwise : str or None
+        The blockwise kind the factory declares (see :mod:`florin.steps`).
+    blockwise_impl : callable, str or None
+        The blockwise form of the step, if the factory declares one.
     """
 
     def __init__(self, factory: Florinated, args: tuple, kwargs: dict):
@@ -83,6 +72,14 @@ class Operator:
     def takes_merged_tiles(self) -> bool:
         return self.factory.takes_merged_tiles
 
+    @property
+    def blockwise(self):
+        return self.factory.kind
+
+    @property
+    def blockwise_impl(self):
+        return self.factory.blockwise
+
     def __call__(self, image):
         return self.factory.func(image, *self.args, **self.kwargs)
 
@@ -101,7 +98,7 @@ class Operator:
         """
         declared = self.factory.halo
         value = declared(self.params(), tuple(full_shape)) if callable(declared) else declared
-        return _normalize_halo(value, len(full_shape))
+        return _steps.normalize_halo(value, len(full_shape))
 
     def __repr__(self):
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -116,13 +113,20 @@ class Florinated:
     argument applies the function right away. ``None`` there is an error.
     """
 
-    def __init__(self, func, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False):
+    def __init__(self, func, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False,
+                 kind=None, blockwise=None):
         self.func = func
         self.name = name or getattr(func, "__name__", type(func).__name__)
         self.halo = halo
         self.per_item = per_item
         self.merged_at_join = merged_at_join
         self.takes_merged_tiles = takes_merged_tiles
+        self.kind = _steps.check_kind(kind, where=f"florinate({self.name}): kind")
+        if blockwise is not None and not (callable(blockwise) or isinstance(blockwise, str)):
+            raise ParameterError(
+                f"florinate({self.name}): blockwise must be a callable or a 'module:attribute' string, got {blockwise!r}"
+            )
+        self.blockwise = blockwise
         try:
             self.signature = inspect.signature(func)
         except (TypeError, ValueError) as exc:  # builtins without a signature
@@ -194,13 +198,15 @@ class Florinated:
                 return self.__qualname__
         return (Florinated, (self.func,), {"name": self.name, "halo": self.halo, "per_item": self.per_item,
                                            "merged_at_join": self.merged_at_join,
-                                           "takes_merged_tiles": self.takes_merged_tiles})
+                                           "takes_merged_tiles": self.takes_merged_tiles,
+                                           "kind": self.kind, "blockwise": self.blockwise})
 
     def __setstate__(self, state):
         self.__init__(self.func, **state)
 
 
-def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False):
+def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False,
+              kind=None, blockwise=None):
     """Turn ``func(image, *args, **kwargs)`` into a pipeline operator factory.
 
     Parameters
@@ -226,6 +232,15 @@ def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=
     takes_merged_tiles : bool
         The step can run on the tile results of a ``merged_at_join`` step and
         leaves them to the join (``conncomp.regionprops``). Default False.
+    kind : {'map', 'label-merge', 'reduce', 'lookup', 'whole'}, optional
+        How the step runs over the blocks of a volume larger than memory (see
+        :mod:`florin.steps`). Default: ``'map'`` (with the halo), or
+        ``'whole'`` when the halo is unbounded.
+    blockwise : callable or str, optional
+        The step's blockwise form, ``impl(image, out, *, blocks, map, **params)``
+        (as in :mod:`florin.blockwise`) or a ``'module:attribute'`` naming it;
+        the planner calls it instead of the step on a volume above the memory
+        budget.
 
     Returns
     -------
@@ -248,7 +263,7 @@ def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=
     florin.errors.OperatorBindError: scale() got an unexpected keyword argument `scalr`; did you mean `scalar`? (valid parameters: scalar)
     """
     options = dict(name=name, halo=halo, per_item=per_item, merged_at_join=merged_at_join,
-                   takes_merged_tiles=takes_merged_tiles)
+                   takes_merged_tiles=takes_merged_tiles, kind=kind, blockwise=blockwise)
     if func is None:
         return functools.partial(florinate, **options)
     if isinstance(func, Florinated):
@@ -256,32 +271,9 @@ def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=
     return Florinated(func, **options)
 
 
-def step_name(step) -> str:
-    """A readable name for any pipeline step."""
-    name = getattr(step, "name", None)
-    if isinstance(name, str):
-        return name
-    return getattr(step, "__name__", type(step).__name__)
-
-
-def is_per_item(step) -> bool:
-    """Whether a pipeline maps ``step`` over the items of a collection."""
-    return getattr(step, "per_item", True)
-
-
-def merged_at_join(step) -> bool:
-    """Whether ``step``'s result on a tile is only complete after the join (see :func:`florinate`)."""
-    return bool(getattr(step, "merged_at_join", False))
-
-
-def takes_merged_tiles(step) -> bool:
-    """Whether ``step`` can run on tiles whose results the join still has to merge (see :func:`florinate`)."""
-    return bool(getattr(step, "takes_merged_tiles", False))
-
-
-def halo_of(step, full_shape) -> tuple:
-    """Halo a step declares for a volume of ``full_shape`` (0 when it declares none)."""
-    halo = getattr(step, "halo", None)
-    if callable(halo):
-        return halo(full_shape)
-    return _normalize_halo(halo, len(full_shape))
+# Kept for callers of the names from before florin.steps (one implementation: florin.steps).
+step_name = _steps.name
+is_per_item = _steps.per_item
+halo_of = _steps.halo
+merged_at_join = _steps.merged_at_join
+takes_merged_tiles = _steps.takes_merged_tiles

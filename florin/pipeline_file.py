@@ -45,6 +45,7 @@ import sys
 
 import numpy as np
 
+from florin import steps as _steps
 from florin.errors import MissingInputError, ParameterError, ParameterTypeError, PipelineError
 
 if sys.version_info >= (3, 11):
@@ -101,9 +102,9 @@ def _step_dict(step) -> dict:
 
     if isinstance(step, Pipeline):
         return to_dict(step)
-    spec = getattr(step, "to_spec", None)
-    if callable(spec):
-        return _plain(spec())
+    spec = _steps.spec(step)
+    if spec is not None:
+        return _plain(spec)
     if isinstance(step, Operator):
         for name, factory in get_registry().operators.items():
             if factory is step.factory:
@@ -126,7 +127,7 @@ def _step_dict(step) -> dict:
             obj = None
         if obj is step:
             return {"op": f"{_PYTHON}{module}.{qualname}"}
-    name = getattr(step, "__name__", type(step).__name__)
+    name = _steps.name(step)
     if name in ("squeeze",) and step is np.squeeze:  # numpy functions report numpy._core modules
         return {"op": f"{_PYTHON}numpy.squeeze"}
     raise PipelineError(f"step {name!r} cannot be written to a pipeline file (lambdas and local functions cannot)")

@@ -12,6 +12,7 @@ Multithread(ndnt(...)), save(...))`` thresholds tiles in threads.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -20,9 +21,9 @@ import numpy as np
 import xarray as xr
 
 from florin import _run, tilemeta
+from florin import steps as _steps
 from florin.collection import Collection
 from florin.errors import FlorinError, MissingInputError, PipelineError
-from florin.operators import halo_of, is_per_item, merged_at_join, step_name, takes_merged_tiles
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
 
@@ -84,41 +85,60 @@ class Pipeline:
             return self.map_collection(self.steps, data)
         return self._run_steps(self.steps, data)
 
-    def map(self, func, items):
-        """Apply ``func`` to every item and return the results in order.
+    def imap(self, func, items):
+        """Apply ``func`` to every item; yield ``(index, result)`` pairs as they complete.
 
         This is the executor seam: :class:`Serial` loops, other executors
-        override this method to use threads, processes, MPI ranks or a cluster.
-        Every implementation must return exactly what the loop would.
+        override it to use threads, processes, MPI ranks or a cluster, and
+        yield each result as soon as it is back, in any order, keeping a
+        bounded number of items in flight. The pipeline consumes the pairs as
+        they come (the implicit join writes each tile into its destination),
+        so no executor holds all the results. Every implementation must yield
+        exactly the results the loop would. An executor that overrides only
+        :meth:`map` (returning the list) still works: its list is yielded.
         """
-        return [func(item) for item in items]
+        if type(self).map is not Pipeline.map:  # an executor that overrides the list-returning seam only
+            yield from enumerate(self.map(func, items))
+            return
+        for i, item in enumerate(items):
+            yield i, func(item)
+
+    def map(self, func, items):
+        """Apply ``func`` to every item and return the results in order (a list; see :meth:`imap`)."""
+        items = list(items)
+        if type(self).imap is Pipeline.imap:
+            return [func(item) for item in items]
+        results = [None] * len(items)
+        with contextlib.closing(self.imap(func, items)) as pairs:
+            for i, result in pairs:
+                results[i] = result
+        return results
 
     def map_collection(self, steps, collection: Collection):
-        """Map ``steps`` over the items of ``collection`` and rebuild it."""
+        """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
         runner = _ItemRunner(list(steps), type(collection).resolve)
         items = collection.items()
         label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
         try:
             with _run.progress_task(len(items), label) as tick:
                 if self.in_process:
-                    results = self.map(_Ticking(runner, tick), items)
+                    pairs = self.imap(_Ticking(runner, tick), items)
                 else:
-                    results = self.map(runner, items)
-                    for _ in results:
-                        tick()
+                    pairs = _ticked(self.imap(runner, items), tick)
+                with contextlib.closing(pairs):  # a failed join stops the work still running
+                    return collection.rebuild_stream(pairs)
         except BaseException:
             from florin.io.ondisk import discard_tile_outputs
 
             discard_tile_outputs(steps)  # a failed tiled save leaves no temporary output or lock behind
             raise
-        return collection.rebuild(results)
 
     def _run_steps(self, steps, datum):
         i = 0
         merging = None  # on a tile: the step whose result the join still has to merge
         while i < len(steps):
             step = steps[i]
-            if isinstance(datum, Collection) and is_per_item(step):
+            if isinstance(datum, Collection) and _steps.per_item(step):
                 j = i
                 while j < len(steps) and self._maps_over(steps[j], datum) and _fits_after(steps[i:j], steps[j]):
                     j += 1
@@ -126,15 +146,15 @@ class Pipeline:
                     datum = self.map_collection(steps[i:j], datum)
                     i = j
                     continue
-            if isinstance(datum, Tiles) and not isinstance(step, Pipeline) and not getattr(step, "accepts_tiles", False):
+            if isinstance(datum, Tiles) and not isinstance(step, Pipeline) and not _steps.accepts_tiles(step):
                 datum = datum.volume  # implicit join of untouched tiles: the volume itself
             if isinstance(step, Tile):
                 datum = _timed(step, lambda s=step, d=datum, k=i: s(d, auto_halo=self._halo_after(steps, k, d.shape)))
             else:
-                if merging is not None and not isinstance(step, Pipeline) and not takes_merged_tiles(step):
+                if merging is not None and not isinstance(step, Pipeline) and not _steps.takes_merged_tiles(step):
                     raise _after_merging_error(merging, step)
                 datum = _call_step(step, datum)
-                if merged_at_join(step) and tilemeta.info_of(datum) is not None:
+                if _steps.merged_at_join(step) and tilemeta.info_of(datum) is not None:
                     merging = step
             i += 1
         if isinstance(datum, Tiles):
@@ -149,10 +169,10 @@ class Pipeline:
         objects, e.g. ``remove_small_objects``) is not: the tiles are joined
         before it, as before any whole-volume step.
         """
-        if not is_per_item(step):
+        if not _steps.per_item(step):
             return False
         if isinstance(collection, Tiles):
-            return math.inf not in halo_of(step, collection.volume.shape)
+            return not _steps.is_unbounded(step, collection.volume.shape)
         return True
 
     @staticmethod
@@ -162,7 +182,7 @@ class Pipeline:
             return following[0].halo(full_shape)
         total = np.zeros(len(full_shape), dtype=object)
         for k, step in enumerate(following):
-            halo = halo_of(step, full_shape) if is_per_item(step) else None
+            halo = _steps.halo(step, full_shape) if _steps.per_item(step) else None
             if halo is None or math.inf in halo or not _fits_after(following[:k], step):
                 break  # the tiles are joined before this step
             total = total + np.array(halo, dtype=object)
@@ -172,12 +192,12 @@ class Pipeline:
         """Sum of the halos its steps declare: the context a tile needs for them."""
         total = np.zeros(len(full_shape), dtype=object)
         for step in self.steps:
-            total = total + np.array(halo_of(step, full_shape), dtype=object)
+            total = total + np.array(_steps.halo(step, full_shape), dtype=object)
         return tuple(total.tolist())
 
     def _prepare_input(self, data, state):
         first = self.steps[0] if self.steps else None
-        if getattr(first, "name", None) == "load":
+        if first is not None and _steps.reads_paths(first):
             return data  # the load step reads paths and wraps arrays itself
         if data is _NO_DATA:
             raise PipelineError(
@@ -241,7 +261,7 @@ class Pipeline:
 
     def __repr__(self):
         inner = ", ".join(repr(s) if not callable(s) or hasattr(s, "steps") or hasattr(s, "args")
-                          else step_name(s) for s in self.steps)
+                          else _steps.name(s) for s in self.steps)
         return f"{type(self).__name__}({inner})"
 
 
@@ -274,6 +294,14 @@ class _Ticking:
         return result
 
 
+def _ticked(pairs, tick):
+    """Advance the progress bar as results come back from an executor that runs items elsewhere."""
+    with contextlib.closing(pairs):
+        for pair in pairs:
+            tick()
+            yield pair
+
+
 class _ItemRunner:
     """Runs a list of steps on one item; what executors ship to workers."""
 
@@ -304,7 +332,7 @@ def _fits_after(previous, step) -> bool:
     ``merged_at_join``, e.g. labels), only steps that declare
     ``takes_merged_tiles`` can.
     """
-    return takes_merged_tiles(step) or not any(merged_at_join(s) for s in previous)
+    return _steps.takes_merged_tiles(step) or not any(_steps.merged_at_join(s) for s in previous)
 
 
 def _flat_steps(steps):
@@ -316,7 +344,7 @@ def _flat_steps(steps):
 
 
 def _after_merging_error(merging, step):
-    first, then = step_name(merging), step_name(step)
+    first, then = _steps.name(merging), _steps.name(step)
     return PipelineError(
         f"step `{then}` comes after `{first}` inside a tiled pipeline, where the result of `{first}` on each tile "
         f"is only complete after the tiles are joined (and `{then}` does not take such tiles); "
@@ -336,9 +364,9 @@ def _check_tiled_parts(steps):
         if isinstance(step, Tile) and isinstance(steps[k + 1], Pipeline):
             merging = None
             for inner in _flat_steps(steps[k + 1].steps):
-                if merging is not None and not takes_merged_tiles(inner):
+                if merging is not None and not _steps.takes_merged_tiles(inner):
                     raise _after_merging_error(merging, inner)
-                if merged_at_join(inner):
+                if _steps.merged_at_join(inner):
                     merging = inner
 
 
@@ -349,7 +377,7 @@ def _timed(step, thunk):
         return thunk()
     finally:
         if state is not None:
-            name = step_name(step)
+            name = _steps.name(step)
             state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
 
 
@@ -360,7 +388,7 @@ def _note_step(exc, step, datum):
     from a worker still names the operator and origin (see ``executors._wire``).
     """
     info = tilemeta.info_of(datum)
-    for attr, value in (("operator", step_name(step)), ("origin", info.origin if info is not None else None)):
+    for attr, value in (("operator", _steps.name(step)), ("origin", info.origin if info is not None else None)):
         if getattr(exc, attr, None) is None:
             try:
                 setattr(exc, attr, value)
@@ -376,7 +404,7 @@ def _call_step(step, datum):
             _note_step(exc, step, datum)
             raise
         except Exception as exc:
-            name = step_name(step)
+            name = _steps.name(step)
             info = tilemeta.info_of(datum)
             where = f" on the tile at origin {info.origin}" if info is not None else ""
             raise PipelineError(

@@ -173,7 +173,8 @@ def _reconstruct_spec(op) -> dict:
 
 
 reconstruct = Checked(
-    _reconstruct, check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec
+    _reconstruct, check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec,
+    kind="lookup",
 )
 
 

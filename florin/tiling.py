@@ -22,7 +22,10 @@ from florin.collection import Collection
 from florin.errors import ParameterTypeError, PipelineError, TilingError
 from florin.volume import as_volume
 
-__all__ = ["Tile", "TileRef", "Tiles", "is_lazy", "join", "tile", "tile_infos"]
+__all__ = [
+    "Tile", "TileJoin", "TileRef", "Tiles", "core_of", "is_lazy", "join", "join_kind", "join_stream", "register_join",
+    "tile", "tile_infos", "unregister_join", "wrap_joined",
+]
 
 
 def _per_axis(value, ndim, name):
@@ -253,14 +256,200 @@ class Tiles(Collection):
         return f"tile at origin {info.origin}" if info is not None else "item"
 
     def rebuild(self, results):
-        return join(results, like=self.volume)
+        return join_stream(results, infos=self.infos, like=self.volume, allocate=_destination())
+
+    def rebuild_stream(self, pairs):
+        """Join tile results as they arrive: each core goes into the destination at once."""
+        return join_stream((result for _, result in pairs), infos=self.infos, like=self.volume,
+                           allocate=_destination())
 
     def __repr__(self):
         return f"<Tiles: {len(self)} tiles of a {self.volume.shape} volume>"
 
 
+# -- joins ------------------------------------------------------------------------------------
+class TileJoin:
+    """How the results of one kind of tile are joined into the next datum.
+
+    ``join`` knows no operator: each tile result is *claimed* by a result kind
+    (the newest registered kind whose :meth:`claims` is true, else this class,
+    the plain array kind) and that kind joins it. florin's own kinds are plain
+    arrays (cores written into the destination), labelled tiles
+    (``florin.conncomp``: labels merged across tiles, statistics aggregated)
+    and tiles a ``save`` already wrote (``florin.io.ondisk``: the output
+    committed). A plugin adds a kind by subclassing and calling
+    :func:`register_join`.
+
+    Tiles arrive one at a time, in any order (executors hand them back as they
+    complete), so a kind must not depend on the order: :meth:`add` gets each
+    result once, and :meth:`finish` returns the joined datum.
+
+    Parameters
+    ----------
+    first : xarray.DataArray
+        The first result to arrive (for its dtype and attrs); it is also
+        passed to :meth:`add`.
+    infos : list of TileInfo
+        The geometry of every tile of the volume (in raster order).
+    like : xarray.DataArray, optional
+        Volume whose dims, coords and attrs the result takes.
+    out : array_like, optional
+        Where to write; when None, ``allocate(shape, dtype)`` makes it.
+    allocate : callable
+        ``allocate(shape, dtype) -> array``: a destination in memory, or an
+        on-disk scratch volume when it would exceed the run's memory budget.
+    """
+
+    #: Shown in messages.
+    name = "array"
+
+    @classmethod
+    def claims(cls, tile) -> bool:
+        """Whether ``tile`` (a tile result) is of this kind."""
+        return True
+
+    def __init__(self, first, *, infos, like=None, out=None, allocate=None):
+        self.first, self.infos, self.like = first, list(infos), like
+        self.allocate = allocate or _allocate_in_memory
+        self.out = out
+        self._covered = 0 if out is None else None  # voxels written into a destination of our own
+
+    def add(self, tile, info) -> None:
+        """Take one tile result (``info`` is its :class:`~florin.tilemeta.TileInfo`)."""
+        if self.out is None:
+            self.out = self.allocate(info.full_shape, tile.dtype)
+        self.out[info.core_slices] = np.asarray(core_of(tile, info))
+        if self._covered is not None:
+            self._covered += math.prod(info.core_shape)
+
+    def finish(self):
+        """The joined datum."""
+        if self._covered is not None and self._covered != math.prod(self.out.shape):
+            raise PipelineError(
+                f"the tiles cover {self._covered} of the {math.prod(self.out.shape)} voxels; a tile is missing "
+                "(pass out= to join part of a volume)"
+            )
+        return wrap_joined(self.out, self.like, self.first)
+
+
+_JOINS: list = []
+
+
+def register_join(kind) -> type:
+    """Register a result kind (a :class:`TileJoin` subclass); the newest registered is tried first.
+
+    Usable as a class decorator. Registering the same class again moves it to the front.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> @register_join
+    ... class Doubled(TileJoin):
+    ...     name = "doubled"
+    ...     @classmethod
+    ...     def claims(cls, tile):
+    ...         return "doubled" in tile.attrs
+    ...     def add(self, tile, info):
+    ...         super().add(tile * 2, info)
+    >>> vol = as_volume(np.arange(8).reshape(2, 4))
+    >>> parts = [t.assign_attrs(doubled=True) for t in tile(shape=(2, 2))(vol)]
+    >>> join(parts, like=vol).values.tolist()
+    [[0, 2, 4, 6], [8, 10, 12, 14]]
+    >>> unregister_join(Doubled)
+    """
+    if not (isinstance(kind, type) and issubclass(kind, TileJoin)):
+        raise ParameterTypeError(f"register_join() takes a subclass of florin.tiling.TileJoin, got {kind!r}")
+    unregister_join(kind)
+    _JOINS.insert(0, kind)
+    return kind
+
+
+def unregister_join(kind) -> None:
+    """Remove a result kind registered with :func:`register_join` (no error if absent)."""
+    while kind in _JOINS:
+        _JOINS.remove(kind)
+
+
+def join_kind(tile) -> type:
+    """The result kind (a :class:`TileJoin` subclass) that claims ``tile``."""
+    for kind in _JOINS:
+        if kind.claims(tile):
+            return kind
+    return TileJoin
+
+
+def core_of(tile, info):
+    """The core of a tile result, whole or already cropped to its core."""
+    shape = tuple(tile.shape)
+    if shape == tuple(info.core_shape):
+        return tile
+    if shape == info.tile_shape:
+        return tile[info.core_in_tile]
+    raise PipelineError(
+        f"tile at origin {info.origin} has shape {shape}, expected {info.tile_shape}: "
+        "steps inside a tiled pipeline must keep the tile's shape",
+        origin=info.origin,
+    )
+
+
+def _allocate_in_memory(shape, dtype):
+    return np.empty(tuple(shape), np.dtype(dtype))
+
+
+def _destination():
+    """How the implicit join of the running pipeline allocates: within the run's memory budget."""
+    from florin import _run
+
+    return _run.allocate
+
+
+def _tile_info(t):
+    info = tilemeta.info_of(t)
+    if info is None:
+        raise PipelineError(
+            "join() got data without tile metadata; a step dropped the tile's attrs "
+            "(wrap plain functions with florin.florinate or return a DataArray with the input's attrs)"
+        )
+    return info
+
+
+def join_stream(results, *, infos=None, like=None, out=None, allocate=None):
+    """Join tile results as they arrive (an iterable, in any order); see :func:`join`.
+
+    Each result is handed to its kind's joiner and can be dropped right after,
+    so only the destination and the results in flight are held. ``infos``
+    is the geometry of every tile (default: the results', which are then
+    gathered first). ``allocate(shape, dtype)`` makes the destination
+    (default: in memory).
+    """
+    if infos is None:
+        results = list(results)
+        infos = sorted((_tile_info(t) for t in results), key=lambda i: i.index)
+    joiner, first_kind = None, None
+    for t in results:
+        info = _tile_info(t)
+        kind = join_kind(t)
+        if joiner is None:
+            first_kind = kind
+            joiner = kind(t, infos=infos, like=like, out=out, allocate=allocate)
+        elif kind is not first_kind:
+            raise PipelineError(
+                f"join got tiles of different kinds ({first_kind.name} and {kind.name}, the tile at origin "
+                f"{info.origin}); every tile of a tiled pipeline must end with the same steps"
+            )
+        joiner.add(t, info)
+    if joiner is None:
+        raise PipelineError("join() got no tiles")
+    return joiner.finish()
+
+
 def join(tiles=None, *, like=None, out=None):
     """Assemble processed tiles into a volume, writing each tile's core only.
+
+    What the join of a tile result is depends on its kind (see
+    :class:`TileJoin`): the cores of plain arrays are written into the
+    volume, labelled tiles have their labels merged, tiles a ``save`` wrote
+    are committed.
 
     Parameters
     ----------
@@ -286,49 +475,11 @@ def join(tiles=None, *, like=None, out=None):
     """
     if tiles is None:
         return Join(like=like, out=out)
-    tiles = list(tiles)
-    if not tiles:
-        raise PipelineError("join() got no tiles")
-    infos = []
-    for t in tiles:
-        info = tilemeta.info_of(t)
-        if info is None:
-            raise PipelineError(
-                "join() got data without tile metadata; a step dropped the tile's attrs "
-                "(wrap plain functions with florin.florinate or return a DataArray with the input's attrs)"
-            )
-        infos.append(info)
-    from florin.io.ondisk import join_written  # tiles that save() already wrote into an on-disk output
-
-    written = join_written(tiles, infos, like=like, out=out)
-    if written is not None:
-        return written
-    full_shape = infos[0].full_shape
-    first = tiles[0]
-    if "florin_labels" in getattr(first, "attrs", {}):
-        # Tiles labelled by conncomp.label(): merge their labels across tile boundaries.
-        from florin.conncomp import join_labels
-
-        return join_labels(tiles, infos, like=like, out=out)
-    if out is None:
-        out = np.empty(full_shape, dtype=np.asarray(first).dtype if not hasattr(first, "dtype") else first.dtype)
-    for t, info in zip(tiles, infos, strict=True):
-        shape = tuple(t.shape)
-        if shape == info.tile_shape:
-            core = t[info.core_in_tile]
-        elif shape == tuple(info.core_shape):
-            core = t
-        else:
-            raise PipelineError(
-                f"tile at origin {info.origin} has shape {shape}, expected {info.tile_shape}: "
-                "steps inside a tiled pipeline must keep the tile's shape",
-                origin=info.origin,
-            )
-        out[info.core_slices] = np.asarray(core)
-    return _wrap_joined(out, like, first)
+    return join_stream(tiles, like=like, out=out)
 
 
-def _wrap_joined(out, like, first):
+def wrap_joined(out, like, first):
+    """The destination ``out`` of a join as a volume like ``like`` (attrs of ``first``, tile metadata stripped)."""
     if like is None:
         dims = first.dims if isinstance(first, xr.DataArray) else None
         attrs = tilemeta.strip(first.attrs) if isinstance(first, xr.DataArray) else {}
@@ -336,6 +487,9 @@ def _wrap_joined(out, like, first):
     attrs = tilemeta.strip(first.attrs) if isinstance(first, xr.DataArray) else dict(like.attrs)
     coords = {k: v for k, v in like.coords.items() if set(v.dims) <= set(like.dims)}
     return xr.DataArray(out, dims=like.dims, coords=coords, attrs=attrs, name=like.name)
+
+
+_wrap_joined = wrap_joined  # the name other modules used
 
 
 class Tile:

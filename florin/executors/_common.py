@@ -85,12 +85,9 @@ def _label(item, index) -> str:
 
 
 def _describe_steps(func) -> str:
-    from florin.operators import step_name
+    from florin import steps
 
-    steps = getattr(func, "steps", None)
-    if not steps:
-        return "the steps"
-    return ", ".join(step_name(s) for s in steps)
+    return steps.describe(func)
 
 
 def _chunks(n, workers, chunksize=None):

@@ -226,6 +226,8 @@ class Load:
 
     name = "load"
     per_item = False
+    #: It reads the pipeline's raw input (a path, or an array it wraps) itself.
+    reads_paths = True
 
     def __init__(self, path=None, *, format=None, **options):
         self.path = path

@@ -44,8 +44,11 @@ from xarray.core import indexing
 
 from florin import tilemeta
 from florin.errors import FormatError, ParameterError, PipelineError
+from florin.tiling import TileJoin, register_join
 
-__all__ = ["OnDiskArray", "create", "discard_tile_outputs", "file_lock", "join_written", "save_tile", "save_tiles"]
+__all__ = [
+    "OnDiskArray", "WrittenJoin", "create", "discard_tile_outputs", "file_lock", "join_written", "save_tile", "save_tiles",
+]
 
 _MARKER = ".florin-output.json"
 
@@ -472,32 +475,60 @@ def save_tiles(save, tiles) -> None:
         sink.commit()
 
 
-def join_written(tiles, infos, *, like=None, out=None):
-    """The join of tiles that ``save`` already wrote into an on-disk output, else None.
+class WrittenJoin(TileJoin):
+    """The result kind of tiles that ``save`` already wrote into an on-disk output.
 
-    Called by :func:`florin.join`: when the tiles are references left by
-    ``save`` at the end of a tiled pipeline, there is nothing to copy. Checks
-    that every voxel was written, commits the output (renames it into place)
-    and returns it as a lazy volume with the dims and coords of ``like``.
+    There is nothing to copy: :meth:`finish` checks that every voxel was
+    written, commits the output (renames it into place) and returns it as a
+    lazy volume with the dims and coords of ``like``.
     """
-    sinks = [_sink_of(t) for t in tiles]
-    if all(s is None for s in sinks):
+
+    name = "written tiles"
+
+    @classmethod
+    def claims(cls, tile) -> bool:
+        return _sink_of(tile) is not None
+
+    def __init__(self, first, *, infos, like=None, out=None, allocate=None):
+        super().__init__(first, infos=infos, like=like, out=out, allocate=allocate)
+        self.sink = _sink_of(first)
+        if out is not None:
+            raise PipelineError(f"the tiles were already saved to {self.sink.target!r}; join them without out=")
+        self.covered, self.count, self.origins = 0, 0, set()
+
+    def add(self, tile, info) -> None:
+        sink = _sink_of(tile)
+        if (sink.target, sink.tmp) != (self.sink.target, self.sink.tmp):
+            raise PipelineError(f"tiles were saved to different outputs: {sorted({self.sink.target, sink.target})}")
+        self.covered += math.prod(info.core_shape)
+        self.count += 1
+        self.origins.add(tuple(info.origin))
+
+    def finish(self):
+        sink = self.sink
+        if self.covered != math.prod(sink.shape) or len(self.origins) != self.count:
+            raise PipelineError(
+                f"the saved tiles cover {self.covered} of the {math.prod(sink.shape)} voxels of {sink.target!r}; "
+                "not committing an incomplete output"
+            )
+        sink.commit()
+        vol = sink.volume(like=self.like)
+        vol.attrs = tilemeta.strip(dict(self.first.attrs))
+        return vol
+
+
+register_join(WrittenJoin)
+
+
+def join_written(tiles, infos, *, like=None, out=None):
+    """The join of tiles that ``save`` already wrote into an on-disk output, else None (see :class:`WrittenJoin`)."""
+    tiles = list(tiles)
+    kinds = [WrittenJoin.claims(t) for t in tiles]
+    if not any(kinds):
         return None
-    if any(s is None for s in sinks):
+    if not all(kinds):
         raise PipelineError("some tiles were written by save() and others not; save must end the tiled pipeline")
-    targets = {(s.target, s.tmp) for s in sinks}
-    if len(targets) != 1:
-        raise PipelineError(f"tiles were saved to different outputs: {sorted(t for t, _ in targets)}")
-    if out is not None:
-        raise PipelineError(f"the tiles were already saved to {sinks[0].target!r}; join them without out=")
-    sink = sinks[0]
-    covered = sum(math.prod(i.core_shape) for i in infos)
-    if covered != math.prod(sink.shape) or len({i.origin for i in infos}) != len(infos):
-        raise PipelineError(
-            f"the saved tiles cover {covered} of the {math.prod(sink.shape)} voxels of {sink.target!r}; "
-            "not committing an incomplete output"
-        )
-    sink.commit()
-    vol = sink.volume(like=like)
-    vol.attrs = tilemeta.strip(dict(tiles[0].attrs))
-    return vol
+    joiner = WrittenJoin(tiles[0], infos=sorted(infos, key=lambda i: i.index), like=like, out=out)
+    for t, info in zip(tiles, infos, strict=True):
+        joiner.add(t, info)
+    return joiner.finish()

@@ -30,9 +30,9 @@ import weakref
 
 import numpy as np
 
+from florin import steps as florin_steps
 from florin import tilemeta
 from florin.errors import FlorinError, ParameterError, PipelineError, WorkerError
-from florin.operators import step_name
 from florin.pipelines import Pipeline
 
 __all__ = ["Dask"]
@@ -231,7 +231,7 @@ class Dask(Pipeline):
             return []
         with self._client() as client:
             args = _scatter_large(client, items)
-            prefix = f"florin-{'-'.join(step_name(s) for s in getattr(func, 'steps', ())) or 'item'}"
+            prefix = "florin-" + florin_steps.describe(func, "item").replace(", ", "-")
             futures = client.map(
                 func, args, key=[f"{prefix}-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(items))], pure=False
             )
@@ -285,7 +285,7 @@ class Dask(Pipeline):
 
         future, item = futures[i], items[i]
         label = _label(item)
-        steps = ", ".join(step_name(s) for s in getattr(func, "steps", ())) or step_name(func)
+        steps = florin_steps.describe(func, florin_steps.name(func))
         try:
             exc = future.exception()
         except (concurrent.futures.CancelledError, asyncio.CancelledError) as cancelled:
