@@ -155,18 +155,12 @@ class Sink:
     with :meth:`apply`.
     """
 
-    __slots__ = ("arr",)
+    __slots__ = ("arr", "dtype", "shape")
 
-    def __init__(self, arr):
+    def __init__(self, arr, shape=None, dtype=None):
         self.arr = arr
-
-    @property
-    def shape(self):
-        return tuple(int(n) for n in self.arr.shape)
-
-    @property
-    def dtype(self):
-        return np.dtype(self.arr.dtype)
+        self.shape = tuple(int(n) for n in (arr.shape if arr is not None else shape))
+        self.dtype = np.dtype(arr.dtype if arr is not None else dtype)
 
     def put(self, block, values):
         """Write ``values`` into ``block``; None, or the write left to the parent."""
@@ -184,13 +178,13 @@ class Sink:
     def __reduce__(self):
         from florin.io.ondisk import OnDiskArray
 
-        if self.arr is None or isinstance(self.arr, OnDiskArray):
+        if isinstance(self.arr, OnDiskArray):
             return (Sink, (self.arr,))
         layout = _memmap_layout(self.arr)
         if layout is not None and is_shared_memmap(self.arr, writable=True):
             filename, offset, strides = layout
             return (_sink_of_memmap, (filename, offset, self.arr.shape, strides, self.arr.dtype.str))
-        return (Sink, (None,))  # deferred: the worker returns its blocks
+        return (Sink, (None, self.shape, self.dtype.str))  # deferred: the worker returns its blocks
 
 
 def _sink_of_memmap(filename, offset, shape, strides, dtype):

@@ -1,7 +1,8 @@
 """Blockwise connected-component labeling, equal to :func:`florin.conncomp.label`.
 
 Pass 1 labels every block with :func:`florin._kernels.label.label` and writes
-*provisional* ids ``local + offset`` into ``out``, where ``offset`` is the
+*provisional* ids ``local + offset`` into ``out`` (or a scratch memory map
+when workers cannot share ``out``), where ``offset`` is the
 number of voxels of the blocks before it (so blocks never need each other's
 counts and ids stay unique and below the volume's size). Pass 2 reads the
 one-voxel shells on both sides of every block face (extended by one voxel on
@@ -13,14 +14,18 @@ block with the final labels.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import numbers
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from florin._kernels import label as _klabel
+from florin.blockwise._arrays import Sink, Source, in_process, is_shared_memmap
 from florin.errors import ParameterError
 
 __all__ = ["label"]
@@ -95,16 +100,15 @@ def _check_connectivity(connectivity, ndim, what):
     return int(connectivity)
 
 
-def _label_block(mask, out, connectivity, shape, invert, task):
-    """Pass 1: label one block, write provisional ids, return ``(n, first)``."""
+def _label_block(mask, work, connectivity, shape, invert, task):
+    """Pass 1: label one block, write provisional ids, return ``(n, first, pending write)``."""
     block, offset = task
-    data = np.asarray(mask[block])
+    data = mask[block]
     fg = data == 0 if invert else data
     local, n = _klabel.label(fg, connectivity)
     first = _klabel.first_flat_index(local, n, origin=[s.start for s in block], shape=shape)
     ids = np.where(local != 0, local.astype(np.int64) + offset, 0)
-    out[block] = ids.astype(out.dtype, copy=False)
-    return n, first
+    return n, first, work.put(block, ids.astype(work.dtype, copy=False))
 
 
 def _compact(ids, offsets, bases):
@@ -115,7 +119,7 @@ def _compact(ids, offsets, bases):
     return np.where(ids != 0, ids - offsets[t] + bases[t], 0)
 
 
-def _shell_pairs(out, connectivity, shape, offsets, bases, block):
+def _shell_pairs(work, connectivity, shape, offsets, bases, block):
     """Pass 2: pairs of dense ids touching across the faces of one block."""
     found = [np.zeros((0, 2), np.uint64)]
     for a in range(len(shape)):
@@ -125,18 +129,40 @@ def _shell_pairs(out, connectivity, shape, offsets, bases, block):
                 continue
             lo, hi = list(ext), list(ext)
             lo[a], hi[a] = e - 1, e
-            la = _compact(np.asarray(out[tuple(lo)]), offsets, bases)
-            lb = _compact(np.asarray(out[tuple(hi)]), offsets, bases)
+            la = _compact(work[tuple(lo)], offsets, bases)
+            lb = _compact(work[tuple(hi)], offsets, bases)
             found.append(_klabel.boundary_pairs(la, lb, connectivity))
     return np.concatenate(found)
 
 
-def _relabel_block(out, relabel, task):
-    """Pass 3: rewrite one block's provisional ids with the final labels."""
-    block, offset, base = task
-    ids = np.asarray(out[block]).astype(np.int64, copy=False)
-    dense = np.where(ids != 0, ids - offset + base, 0)
-    out[block] = relabel[dense].astype(out.dtype, copy=False)
+def _relabel_block(work, out, task):
+    """Pass 3: one block's provisional ids to final labels (``final[local]``, 0 stays 0); the pending write."""
+    block, offset, final = task
+    ids = work[block].astype(np.int64, copy=False)
+    return out.put(block, final[np.where(ids != 0, ids - offset, 0)].astype(out.dtype, copy=False))
+
+
+@contextlib.contextmanager
+def _provisional(out, shape, map):
+    """The array for the provisional ids: ``out`` when every worker can read and write it, else a scratch map.
+
+    That is ``out`` under ``builtins.map`` (one process) or when it is a
+    writable memory map (mapped again in each worker). Otherwise (an h5py or
+    zarr dataset, an in-memory array under a process pool, an output of
+    :func:`florin.io.create`) the ids go to a temporary memory map, removed
+    afterwards, and only the final labels are written into ``out``.
+    """
+    if in_process(map) or is_shared_memmap(out, writable=True):
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="florin-blockwise-") as tmp:
+        work = np.lib.format.open_memmap(
+            Path(tmp) / "provisional.npy", mode="w+", dtype=_klabel.label_dtype(math.prod(shape)), shape=shape
+        )
+        try:
+            yield work
+        finally:
+            del work
 
 
 def _label_into(mask, out, blocks, connectivity, map, what, invert=False):
@@ -152,20 +178,27 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False):
     blocks = _normalize_blocks(blocks, shape)
     sizes = np.array([math.prod(s.stop - s.start for s in b) for b in blocks], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    step1 = functools.partial(_label_block, mask, out, connectivity, shape, invert)
-    counts, firsts = [], []
-    for n, first in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
-        counts.append(int(n))
-        firsts.append(first)
-    bases = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    n_prov = int(sum(counts))
-    step2 = functools.partial(_shell_pairs, out, connectivity, shape, offsets, bases)
-    pairs = np.concatenate([np.zeros((0, 2), np.uint64), *map(step2, blocks)])
-    relabel = _klabel.merge_pairs(pairs, n_prov)
-    relabel = _klabel.renumber_by_first_voxel(relabel, np.concatenate(firsts))
-    step3 = functools.partial(_relabel_block, out, relabel)
-    for _ in map(step3, list(zip(blocks, offsets.tolist(), bases.tolist(), strict=True))):
-        pass
+    with _provisional(out, shape, map) as work:
+        sink, work_sink = Sink(out), Sink(work)
+        step1 = functools.partial(_label_block, Source(mask), work_sink, connectivity, shape, invert)
+        counts, firsts = [], []
+        for n, first, pending in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
+            work_sink.apply(pending)
+            counts.append(int(n))
+            firsts.append(first)
+        bases = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        n_prov = int(sum(counts))
+        step2 = functools.partial(_shell_pairs, Source(work), connectivity, shape, offsets, bases)
+        pairs = np.concatenate([np.zeros((0, 2), np.uint64), *map(step2, blocks)])
+        relabel = _klabel.merge_pairs(pairs, n_prov)
+        relabel = _klabel.renumber_by_first_voxel(relabel, np.concatenate(firsts))
+        # each block gets only its own slice of the table (its dense ids are base + 1 .. base + n)
+        tasks = [
+            (b, off, np.concatenate([[0], relabel[base + 1 : base + n + 1]]))
+            for b, off, base, n in zip(blocks, offsets.tolist(), bases.tolist(), counts, strict=True)
+        ]
+        for pending in map(functools.partial(_relabel_block, Source(work), sink), tasks):
+            sink.apply(pending)
     return int(relabel.max()) if relabel.size else 0
 
 
@@ -185,16 +218,22 @@ def label(mask, out, *, blocks, connectivity=1, map=map) -> int:
     out : array_like
         Sliceable array of the mask's shape with an integer dtype that holds
         the voxel count (:func:`florin._kernels.label.label_dtype` of the size,
-        as the in-memory labels). Receives the labels (it also holds
-        provisional ids between the passes).
-    blocks : list of tuple of slice
-        Boxes partitioning the volume, e.g. ``[i.core_slices for i in
+        as the in-memory labels). Receives the labels. It also holds the
+        provisional ids between the passes when every worker can read and
+        write it (``builtins.map``, or a writable ``numpy.memmap``, which
+        process workers map again); otherwise they go to a temporary memory
+        map and the parent writes the final labels the workers return.
+    blocks : tuple of int or list of tuple of slice
+        A block shape (a regular grid, clipped at the edges) or boxes
+        partitioning the volume, e.g. ``[i.core_slices for i in
         florin.tiling.tile_infos(shape, tile)]``.
     connectivity : int
         ``1`` (faces) up to ``ndim`` (faces, edges and corners).
     map : callable
         ``map(func, items)`` returning the results in order; ``builtins.map``
-        by default, or an executor's map (each block is one item).
+        by default, or a thread or process pool's or an executor's map (each
+        block is one item; the arrays travel as references, see
+        :mod:`florin.blockwise._arrays`).
 
     Returns
     -------

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from florin._kernels.label import label_dtype
+from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
 from florin.errors import ParameterError
 from florin.morphology import _check_min_size
@@ -43,12 +44,12 @@ def _scratch_labels(shape, scratch):
 
 
 def _block_counts(labels, block):
-    return np.unique(np.asarray(labels[block]), return_counts=True)
+    return np.unique(labels[block], return_counts=True)
 
 
 def _small_ids(labels, blocks, min_size, map):
     """Nonzero ids of ``labels`` with fewer than ``min_size`` voxels over all blocks."""
-    parts = list(map(functools.partial(_block_counts, labels), blocks))
+    parts = list(map(functools.partial(_block_counts, Source(labels)), blocks))
     ids = np.concatenate([p[0] for p in parts])
     if ids.size and np.issubdtype(ids.dtype, np.signedinteger) and int(ids.min()) < 0:
         raise ParameterError("remove_small_objects(): labels must be >= 0 (0 is background)")
@@ -57,10 +58,10 @@ def _small_ids(labels, blocks, min_size, map):
     return uniq[(sizes < min_size) & (uniq != 0)]
 
 
-def _remove_block(image, labels, out, small, block):
-    data = np.asarray(image[block])
-    drop = np.isin(np.asarray(labels[block]), small)
-    out[block] = np.where(drop, np.zeros((), data.dtype), data)
+def _remove_block(image, labels, small, out, block):
+    data = image[block]
+    drop = np.isin(labels[block], small)
+    return out.put(block, np.where(drop, np.zeros((), data.dtype), data))
 
 
 def _hole_border_max(image, holes, fill, footprint, block):
@@ -68,24 +69,30 @@ def _hole_border_max(image, holes, fill, footprint, block):
     shape = image.shape
     ext = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(block, shape, strict=True))
     core = tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(block, ext, strict=True))
-    border = ndi.maximum_filter(np.asarray(image[ext]), footprint=footprint)[core]
-    h = np.asarray(holes[block])
+    border = ndi.maximum_filter(image[ext], footprint=footprint)[core]
+    h = holes[block]
     ids = np.intersect1d(np.unique(h), fill)
     if not ids.size:
         return ids, np.zeros(0, border.dtype)
     return ids, np.asarray(ndi.maximum(border, labels=h, index=ids), border.dtype).reshape(-1)
 
 
-def _fill_block(image, holes, out, fill, lut_ids, lut_vals, block):
-    data = np.asarray(image[block])
-    h = np.asarray(holes[block])
+def _fill_block(image, holes, fill, lut_ids, lut_vals, out, block):
+    data = image[block]
+    h = holes[block]
     to_fill = np.isin(h, fill)
     if data.dtype == bool:
-        out[block] = data | to_fill
-        return
+        return out.put(block, data | to_fill)
     pos = np.clip(np.searchsorted(lut_ids, h), 0, max(lut_ids.size - 1, 0))
     vals = lut_vals[pos] if lut_ids.size else np.zeros(h.shape, data.dtype)
-    out[block] = np.where(to_fill, vals, data)
+    return out.put(block, np.where(to_fill, vals, data))
+
+
+def _each_block(func, out, map, blocks):
+    """Map ``func(out_sink, block)`` over the blocks, writing in the parent what workers could not."""
+    sink = Sink(out)
+    for pending in map(functools.partial(func, sink), blocks):
+        sink.apply(pending)
 
 
 def _prepare(image, out, blocks, connectivity, min_size, max_size, what):
@@ -141,12 +148,12 @@ def remove_small_objects(
     shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, min_size, max_size, what)
     if np.dtype(image.dtype) != bool:
         small = _small_ids(image, blocks, min_size, map)
-        list(map(functools.partial(_remove_block, image, image, out, small), blocks))
+        _each_block(functools.partial(_remove_block, Source(image), Source(image), small), out, map, blocks)
         return
     with _scratch_labels(shape, scratch) as labels:
         _label_into(image, labels, blocks, connectivity, map, what)
         small = _small_ids(labels, blocks, min_size, map)
-        list(map(functools.partial(_remove_block, image, labels, out, small), blocks))
+        _each_block(functools.partial(_remove_block, Source(image), Source(labels), small), out, map, blocks)
 
 
 def remove_small_holes(
@@ -195,10 +202,13 @@ def remove_small_holes(
         lut_ids = lut_vals = np.zeros(0, image.dtype)
         if np.dtype(image.dtype) != bool and fill.size:
             footprint = ndi.generate_binary_structure(len(shape), connectivity)
-            parts = list(map(functools.partial(_hole_border_max, image, holes, fill, footprint), blocks))
+            parts = list(
+                map(functools.partial(_hole_border_max, Source(image), Source(holes), fill, footprint), blocks)
+            )
             ids = np.concatenate([p[0] for p in parts])
             vals = np.concatenate([p[1] for p in parts]).astype(image.dtype, copy=False)
             lut_ids, inverse = np.unique(ids, return_inverse=True)
             lut_vals = np.zeros(lut_ids.size, image.dtype)
             np.maximum.at(lut_vals, inverse.ravel(), vals)
-        list(map(functools.partial(_fill_block, image, holes, out, fill, lut_ids, lut_vals), blocks))
+        fill_step = functools.partial(_fill_block, Source(image), Source(holes), fill, lut_ids, lut_vals)
+        _each_block(fill_step, out, map, blocks)
