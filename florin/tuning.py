@@ -441,13 +441,18 @@ class _Region:
     once; each configuration computes only the part its own halo needs.
     """
 
-    def __init__(self, image, annotation, instances, box, halo, connectivity, cache_size=24):
+    def __init__(self, image, annotation, instances, box, halo, connectivity, *, rows=None, cache_size=24):
         full = image.shape
         self.full_shape = full
         self.box = box  # slices of the annotated bounding box in the volume
         self.crop = _grow(box, halo, full)
         self.image = np.ascontiguousarray(np.asarray(image[self.crop]))
-        self.annotation = np.asarray(annotation[self.crop])
+        self.annotation = np.array(annotation[self.crop])
+        if rows is not None:  # only the member runs are scored here (another set's runs may lie between)
+            keep = np.zeros(self.annotation.shape[0], bool)
+            for lo, hi in rows:
+                keep[lo - self.crop[0].start:hi - self.crop[0].start] = True
+            self.annotation[~keep] = UNLABELED
         self.instances = None if instances is None else np.asarray(instances[self.crop])
         self.structure = ndi.generate_binary_structure(image.ndim, connectivity)
         self.cache: OrderedDict = OrderedDict()
@@ -552,26 +557,42 @@ def _grow(box, halo, full):
     return tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(box, halo, full, strict=True))
 
 
-def _regions(image, annotation, instances, halo, connectivity):
-    """Annotated regions: runs of consecutive annotated slices along axis 0 (a 2-D image: runs of rows)."""
+def _runs(annotation):
+    """Bounding boxes of the annotated regions: runs of consecutive annotated slices along axis 0."""
     annotated = annotation > 0
     other = tuple(range(1, annotation.ndim))
     rows = np.flatnonzero(annotated.any(axis=other)) if other else np.flatnonzero(annotated)
-    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
-    regions = []
-    for run in runs:
-        sl = (slice(int(run[0]), int(run[-1]) + 1),)
+    boxes = []
+    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
+        sl = slice(int(run[0]), int(run[-1]) + 1)
         sub = annotated[sl]
-        box = [sl[0]]
+        box = [sl]
         for axis in other:
             present = np.flatnonzero(sub.any(axis=tuple(a for a in range(annotation.ndim) if a != axis)))
             box.append(slice(int(present[0]), int(present[-1]) + 1))
-        regions.append(_Region(image, annotation, instances, tuple(box), halo, connectivity))
+        boxes.append(tuple(box))
+    return boxes
+
+
+def _clusters(image, annotation, instances, boxes, halo, connectivity):
+    """Regions to compute: runs whose crops overlap along axis 0 share one crop (computed once per configuration)."""
+    groups = []
+    for box in sorted(boxes, key=lambda b: b[0].start):
+        if groups and box[0].start - halo[0] < groups[-1][-1][0].stop + halo[0]:
+            groups[-1].append(box)
+        else:
+            groups.append([box])
+    regions = []
+    for members in groups:
+        union = tuple(slice(min(b[a].start for b in members), max(b[a].stop for b in members))
+                      for a in range(annotation.ndim))
+        rows = [(b[0].start, b[0].stop) for b in members]
+        regions.append(_Region(image, annotation, instances, union, halo, connectivity, rows=rows))
     return regions
 
 
 def _split_holdout(regions, holdout):
-    """Searched and held-out regions: every k-th region is held out (none when there is only one)."""
+    """Searched and held-out regions (runs): every k-th one is held out (none when there is only one)."""
     if holdout is None or holdout == 0 or len(regions) < 2:
         return regions, []
     if not 0 < holdout < 1:
@@ -882,8 +903,11 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
         annotation, instances = annotation_from_labels(labels, vol.shape)
     else:
         annotation, instances = check_annotation(annotation, vol.shape), None
-    regions = _regions(image, annotation, instances, space.halo(), connectivity)
-    searched, held = _split_holdout(regions, holdout)
+    halo = space.halo()
+    runs = _runs(annotation)
+    searched_runs, held_runs = _split_holdout(runs, holdout)
+    searched = _clusters(image, annotation, instances, searched_runs, halo, connectivity)
+    held = _clusters(image, annotation, instances, held_runs, halo, connectivity)
     search_run = _Search(space, searched, metric, budget, max_evaluations)
     if strategy == "grid":
         search_run.grid()
@@ -896,12 +920,15 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     report = TuneReport(
         params=dict(best.params), metric=metric, score=best.score, heldout_score=best.heldout,
         top=ranked[:top], trials=search_run.trials, evaluations=len(search_run.trials), grid_size=space.size,
-        searched_regions=[(r.box[0].start, r.box[0].stop - 1) for r in searched],
-        heldout_regions=[(r.box[0].start, r.box[0].stop - 1) for r in held],
+        searched_regions=[(b[0].start, b[0].stop - 1) for b in searched_runs],
+        heldout_regions=[(b[0].start, b[0].stop - 1) for b in held_runs],
         computed_fraction=sum(r.computed for r in searched) / max(1, len(search_run.trials) * int(np.prod(vol.shape))),
         elapsed=time.perf_counter() - start, stopped=search_run.stopped, space=space,
     )
-    report._regions = regions  # for the report figure
+    # for the report figure: each run on its own
+    report._runs = sorted([("searched", b) for b in searched_runs] + [("held-out", b) for b in held_runs],
+                          key=lambda kb: kb[1][0].start)
+    report._context = (image, annotation, instances, halo, connectivity)
     pipeline = build_pipeline(best.params, tile=_tile(tile, best.params, vol.shape), connectivity=connectivity)
     return TuneResult(pipeline, report)
 

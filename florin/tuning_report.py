@@ -48,9 +48,12 @@ def report_figure(report, *, slices=3):
     _matplotlib().use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    regions = list(getattr(report, "_regions", []))
-    held = {tuple(r) for r in report.heldout_regions}
-    shown = regions[:slices]
+    from florin.tuning import _Region
+
+    runs = list(getattr(report, "_runs", []))
+    if len(runs) > slices:  # spread over the volume
+        runs = [runs[int(i)] for i in np.linspace(0, len(runs) - 1, slices).round()]
+    shown = runs
     ncols = max(2, len(shown))
     fig = plt.figure(figsize=(4.2 * ncols, 8.2), layout="constrained")
     grid_spec = fig.add_gridspec(2, ncols)
@@ -72,7 +75,8 @@ def report_figure(report, *, slices=3):
     ax.set_ylim(max(0.0, float(np.percentile(scores, 5)) - 0.05), 1.0)
     ax.legend(loc="lower right")
     ax.set_title("search")
-    for k, region in enumerate(shown):
+    for k, (kind, box) in enumerate(shown):
+        region = _Region(*report._context[:3], box, *report._context[3:])
         image, annotation, mask = region.prediction(report.params)
         z = image.shape[0] // 2 if image.ndim == 3 else None
         if z is not None:
@@ -86,8 +90,7 @@ def report_figure(report, *, slices=3):
         overlay[~mask & (annotation == 2)] = (0.1, 0.3, 1.0, 0.7)
         overlay[mask & (annotation == 0)] = (1.0, 0.85, 0.0, 0.35)
         ax.imshow(overlay)
-        first, last = region.box[0].start, region.box[0].stop - 1
-        kind = "held-out" if (first, last) in held else "searched"
+        first, last = box[0].start, box[0].stop - 1
         where = f"slice {first + z}" if z is not None else f"rows {first}-{last}"
         ax.set_title(f"{kind}: {where}", fontsize=10)
         ax.set_axis_off()

@@ -43,6 +43,7 @@ BENCHMARKS = {
     "objects": (["--repeat", "3"], ["--small", "--repeat", "1"]),
     "parallel": ([], ["--small"]),
     "out_of_core": ([], ["--small"]),
+    "tune": ([], ["--small", "--budget", "20"]),
 }
 
 
