@@ -1,4 +1,8 @@
-"""Morphology operators (scikit-image) that keep dims, coords and attrs.
+"""Morphology operators that keep dims, coords and attrs.
+
+Binary and grey erosion, dilation, opening and closing run on florin's numba
+kernels (:mod:`florin._kernels.morphology`), bit-exact with scipy.ndimage and
+scikit-image; the size filters run on florin's label kernel with a size table.
 
 Each operator declares its halo from its footprint, so tiled pipelines give
 exactly the whole-volume result: erosion and dilation need the footprint's
@@ -15,6 +19,9 @@ import numpy as np
 import skimage.morphology as skm
 from scipy import ndimage as ndi
 
+from florin._kernels import label as _klabel
+from florin._kernels import morphology as _km
+from florin._kernels import sizes as _ksizes
 from florin.errors import ParameterError
 from florin.operators import florinate
 from florin.volume import as_volume, like
@@ -63,13 +70,21 @@ _GREY_MODES = ("reflect", "constant", "nearest", "mirror", "wrap", "max", "min",
 def _check_footprint(footprint, ndim):
     """The footprint as an array with the image's ndim and at least one voxel, or a ParameterError."""
     if isinstance(footprint, tuple) and footprint and isinstance(footprint[0], tuple):
-        return footprint  # a decomposed footprint; scikit-image checks its parts
+        # a decomposed footprint: ((part, repeats), ...), each part applied ``repeats`` times
+        parts = []
+        for item in footprint:
+            if len(item) != 2 or isinstance(item[1], bool) or not isinstance(item[1], int | np.integer) or item[1] < 1:
+                raise ParameterError(f"a decomposed footprint is ((array, repeats >= 1), ...), got the part {item!r}")
+            parts.append((_check_footprint(item[0], ndim), int(item[1])))
+        return tuple(parts)
     try:
         array = np.asarray(footprint)
     except Exception:
         array = None
     if array is None or array.dtype.kind not in "biuf":
-        raise ParameterError(f"footprint must be an array of {ndim} dims (e.g. skimage.morphology.ball(1)), got {footprint!r}")
+        raise ParameterError(
+            f"footprint must be an array of {ndim} dims (e.g. skimage.morphology.ball(1)), got {footprint!r}"
+        )
     if array.ndim != ndim:
         raise ParameterError(f"footprint has {array.ndim} dims but the image has {ndim}; give a {ndim}-D footprint")
     if not array.any():
@@ -84,22 +99,74 @@ def _halo(factor):
     return halo
 
 
-def _binary_erosion(image, footprint, mode):
-    # Outside the image counts as foreground, so borders do not erode
-    # (scikit-image's mode='ignore').
-    return ndi.binary_erosion(image, structure=footprint, border_value=mode == "ignore")
+_NUMBA_KINDS = "biuf"
 
 
-def _binary_dilation(image, footprint, mode):
-    return ndi.binary_dilation(image, structure=footprint, border_value=0)
+def _native(data):
+    """True when the kernels take ``data`` as it is (native byte order, no float16)."""
+    return data.dtype.kind in _NUMBA_KINDS and data.dtype.isnative and data.dtype != np.float16
 
 
-def _binary_opening(image, footprint, mode):
-    return _binary_dilation(_binary_erosion(image, footprint, mode), footprint, mode)
+def _binary_erosion(data, footprint, mode):
+    # 'ignore' / 'max': outside the image is foreground, so borders do not erode; 'min': they do.
+    return _km.binary_erosion(data, footprint, border_value=mode != "min")
 
 
-def _binary_closing(image, footprint, mode):
-    return _binary_erosion(_binary_dilation(image, footprint, mode), footprint, mode)
+def _binary_dilation(data, footprint, mode):
+    # 'ignore' / 'min': nothing grows in from outside; 'max': outside is foreground.
+    return _km.binary_dilation(data, footprint, border_value=mode == "max")
+
+
+def _binary_opening(data, footprint, mode):
+    return _binary_dilation(_binary_erosion(data, footprint, mode), footprint, mode)
+
+
+def _binary_closing(data, footprint, mode):
+    return _binary_erosion(_binary_dilation(data, footprint, mode), footprint, mode)
+
+
+def _grey_border(dtype, mode, maximum):
+    """scikit-image's border: ``(scipy mode, cval)``; 'ignore' is 'max' for an erosion, 'min' for a dilation."""
+    if mode == "ignore":
+        mode = "min" if maximum else "max"
+    if mode not in ("max", "min"):
+        return mode, 0.0
+    if dtype.kind == "b":
+        return "constant", mode == "max"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return "constant", info.max if mode == "max" else info.min
+    return "constant", np.inf if mode == "max" else -np.inf
+
+
+def _grey(data, footprint, mode, maximum, mirror):
+    scipy_mode, cval = _grey_border(data.dtype, mode, maximum)
+    run = _km.grey_dilation if maximum else _km.grey_erosion
+    return run(data, footprint, mode=scipy_mode, cval=cval, mirror=mirror)
+
+
+def _erosion(data, footprint, mode):
+    if not _native(data):
+        return skm.erosion(data, footprint, mode=mode)
+    return _grey(data, footprint, mode, False, False)
+
+
+def _dilation(data, footprint, mode):
+    if not _native(data):
+        return skm.dilation(data, footprint, mode=mode)
+    return _grey(data, footprint, mode, True, False)
+
+
+def _opening(data, footprint, mode):
+    if not _native(data):
+        return skm.opening(data, footprint, mode=mode)
+    return _grey(_grey(data, footprint, mode, False, False), footprint, mode, True, True)
+
+
+def _closing(data, footprint, mode):
+    if not _native(data):
+        return skm.closing(data, footprint, mode=mode)
+    return _grey(_grey(data, footprint, mode, True, False), footprint, mode, False, True)
 
 
 def _make(name, kernel, factor, binary, summary):
@@ -108,34 +175,43 @@ def _make(name, kernel, factor, binary, summary):
     def op(image, footprint=None, *, mode=default_mode):
         vol = as_volume(image)
         data = np.asarray(vol)
+        if data.ndim == 0:
+            raise ParameterError(f"image must have at least one dimension for {name}, got a 0-d array")
         if footprint is not None:
             footprint = _check_footprint(footprint, data.ndim)
+        else:
+            footprint = ndi.generate_binary_structure(data.ndim, 1)
         if binary:
-            if mode not in ("ignore", "min"):
-                raise ParameterError(f"mode must be 'ignore' or 'min' for {name}, got {mode!r}")
+            if mode not in _BINARY_MODES:
+                raise ParameterError(
+                    f"mode must be one of {', '.join(map(repr, _BINARY_MODES))} for {name}, got {mode!r}"
+                )
             data = data if data.dtype == bool else data != 0
-            if footprint is None:
-                footprint = ndi.generate_binary_structure(data.ndim, 1)
-            return like(kernel(data, np.asarray(footprint, bool), mode), vol)
+            return like(kernel(data, footprint, mode), vol)
         if mode not in _GREY_MODES:
             raise ParameterError(f"mode must be one of {', '.join(map(repr, _GREY_MODES))} for {name}, got {mode!r}")
-        return like(kernel(data, footprint, mode=mode), vol)
+        return like(kernel(data, footprint, mode), vol)
 
     op.__name__ = op.__qualname__ = name
-    source = "scipy.ndimage" if binary else f":func:`skimage.morphology.{name}`"
+    oracle = f"scipy.ndimage.{name}" if binary else f"skimage.morphology.{name}"
     op.__doc__ = f"""{summary}
 
-    Computed with {source}; the result keeps the input's dims, coords and attrs.
+    Computed by florin's numba kernels (:mod:`florin._kernels.morphology`),
+    bit-exact with :func:`{oracle}`{" (which scikit-image's ``" + name + "`` calls)" if binary else ""},
+    borders included; boxes and other separable footprints run as one pass
+    per axis. The result keeps the input's dims, coords and attrs.
     Halo: {factor} x the footprint radius.
 
     Parameters
     ----------
     image : array_like or xarray.DataArray
-        Input {'mask (non-zero is foreground)' if binary else 'image'}.
-    footprint : array_like, optional
-        Neighbourhood; default is the radius-1 cross of the image's ndim.
+        Input {"mask (non-zero is foreground)" if binary else "image"}.
+    footprint : array_like or sequence of (array_like, int), optional
+        Flat neighbourhood (non-zero entries), or scikit-image's decomposed
+        form ``((part, repeats), ...)``; default is the radius-1 cross of the
+        image's ndim.
     mode : str
-        {"'ignore' (default): outside the image never erodes; 'min': outside counts as background." if binary else "How the border is handled (see scikit-image)."}
+        {_BINARY_MODE_DOC if binary else _GREY_MODE_DOC}
 
     Returns
     -------
@@ -151,14 +227,29 @@ def _make(name, kernel, factor, binary, summary):
     return florinate(op, halo=_halo(factor))
 
 
+_BINARY_MODES = ("ignore", "min", "max")
+_BINARY_MODE_DOC = (
+    "Border, as scikit-image: 'ignore' (default): outside the image never erodes and never dilates; "
+    "'min': outside is background; 'max': outside is foreground."
+)
+_GREY_MODE_DOC = (
+    "Border, as scikit-image: 'reflect' (default), 'constant' (zero), 'nearest', 'mirror', 'wrap', "
+    "'max' / 'min' (the dtype's largest / smallest value), 'ignore' (the border never wins)."
+)
+
+
 binary_erosion = _make("binary_erosion", _binary_erosion, 1, True, "Binary erosion.")
 binary_dilation = _make("binary_dilation", _binary_dilation, 1, True, "Binary dilation.")
-binary_opening = _make("binary_opening", _binary_opening, 2, True, "Binary opening (erosion then dilation): removes specks.")
-binary_closing = _make("binary_closing", _binary_closing, 2, True, "Binary closing (dilation then erosion): fills gaps.")
-erosion = _make("erosion", skm.erosion, 1, False, "Greyscale erosion.")
-dilation = _make("dilation", skm.dilation, 1, False, "Greyscale dilation.")
-opening = _make("opening", skm.opening, 2, False, "Greyscale opening.")
-closing = _make("closing", skm.closing, 2, False, "Greyscale closing.")
+binary_opening = _make(
+    "binary_opening", _binary_opening, 2, True, "Binary opening (erosion then dilation): removes specks."
+)
+binary_closing = _make(
+    "binary_closing", _binary_closing, 2, True, "Binary closing (dilation then erosion): fills gaps."
+)
+erosion = _make("erosion", _erosion, 1, False, "Greyscale erosion.")
+dilation = _make("dilation", _dilation, 1, False, "Greyscale dilation.")
+opening = _make("opening", _opening, 2, False, "Greyscale opening.")
+closing = _make("closing", _closing, 2, False, "Greyscale closing.")
 
 
 def _check_min_size(min_size, max_size):
@@ -204,19 +295,20 @@ def _remove_small_objects(image, min_size=64, *, connectivity=1, max_size=None):
     vol = as_volume(image)
     min_size = _check_min_size(min_size, max_size)
     data = np.asarray(vol)
+    if data.ndim == 0:
+        raise ParameterError("image must have at least one dimension for remove_small_objects, got a 0-d array")
     if data.dtype == bool:
-        labels, _ = ndi.label(data, _structure(data.ndim, connectivity))
-    elif data.dtype.kind not in "iu":
+        _structure(data.ndim, connectivity)  # checks connectivity
+        return like(_ksizes.remove_small_objects(data, min_size, connectivity), vol)
+    if data.dtype.kind not in "iu":
         raise ParameterError(f"image must be a mask (bool) or a label image (integers), got dtype {data.dtype}")
-    elif data.size and data.min() < 0:
+    if data.size and data.min() < 0:
         raise ParameterError(f"image labels must be >= 0, got a minimum of {data.min()}")
-    else:
-        labels = data
-    sizes = np.bincount(labels.ravel().astype(np.intp, copy=False))
-    small = sizes < min_size
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    small = _ksizes.label_sizes(data) < min_size
     small[0] = False
-    out = np.where(small[labels], np.zeros((), data.dtype), data)
-    return like(out, vol)
+    return like(_ksizes.remove_labels(data, small), vol)
 
 
 def _remove_small_holes(image, min_size=64, *, connectivity=1, max_size=None):
@@ -248,14 +340,17 @@ def _remove_small_holes(image, min_size=64, *, connectivity=1, max_size=None):
     vol = as_volume(image)
     min_size = _check_min_size(min_size, max_size)
     data = np.asarray(vol)
-    holes, _ = ndi.label(data == 0, _structure(data.ndim, connectivity))
-    sizes = np.bincount(holes.ravel())
-    fill = sizes < min_size
-    fill[0] = False
-    to_fill = fill[holes]
+    if data.ndim == 0:
+        raise ParameterError("image must have at least one dimension for remove_small_holes, got a 0-d array")
+    _structure(data.ndim, connectivity)  # checks connectivity
     if data.dtype == bool:
-        out = data | to_fill
+        out = _ksizes.remove_small_holes(data, min_size, connectivity)
     else:
+        holes, _ = _klabel.label(data == 0, connectivity)
+        sizes = _ksizes.label_sizes(holes)
+        fill = sizes < min_size
+        fill[0] = False
+        to_fill = fill[holes]
         # A filled hole takes the (largest) label that borders it: one
         # neighbourhood-maximum pass, no per-voxel index arrays.
         ids = np.flatnonzero(fill)

@@ -402,6 +402,29 @@ def label(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
 
 
 def _label_rows(m2, shape, dtype, connectivity):
+    out = np.empty(shape, dtype)
+    runs = label_runs(m2, shape, connectivity, dtype)
+    if runs is None:
+        out[...] = 0
+        return out, 0
+    rowptr, starts, ends, runlab, n = runs
+    _write_labels(out.reshape(-1, shape[-1]), rowptr, starts, ends, runlab)
+    return out, n
+
+
+def label_runs(m2, shape, connectivity, dtype=np.uint32):
+    """Label the runs of a (rows, width) ``uint8`` view of a C-contiguous mask of ``shape``.
+
+    The caller holds :func:`~florin._kernels._threads.parallel_guard`.
+
+    Returns
+    -------
+    tuple or None
+        ``(rowptr, starts, ends, runlab, n)``: row ``r`` has the runs
+        ``rowptr[r]:rowptr[r + 1]``, run ``k`` covers ``starts[k]:ends[k]`` of
+        its row and has the label ``runlab[k]`` (``1..n``, numbered as
+        :func:`label` numbers them). None when the mask is empty.
+    """
     lead_shape = np.array(shape[:-1], dtype=np.int64)
     rows = m2.shape[0]
     counts = np.empty(rows, np.int64)
@@ -409,10 +432,8 @@ def _label_rows(m2, shape, dtype, connectivity):
     rowptr = np.zeros(rows + 1, np.int64)
     np.cumsum(counts, out=rowptr[1:])
     nruns = int(rowptr[-1])
-    out = np.empty(shape, dtype)
     if nruns == 0:
-        out[...] = 0
-        return out, 0
+        return None
     # int32 run bookkeeping when it fits (halves memory traffic)
     idx_t = np.int32 if nruns < 2**31 - 1 else np.int64
     pos_t = np.int32 if shape[-1] < 2**31 - 1 else np.int64
@@ -436,8 +457,7 @@ def _label_rows(m2, shape, dtype, connectivity):
     )
     runlab = np.empty(nruns, dtype)
     n = int(_number_runs(parent, runlab))
-    _write_labels(out.reshape(-1, shape[-1]), rowptr, starts, ends, runlab)
-    return out, n
+    return rowptr, starts, ends, runlab, n
 
 
 # --------------------------------------------------------------------------
