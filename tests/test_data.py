@@ -1,6 +1,5 @@
 """Tests of the synthetic phantom (florin.data)."""
 
-import time
 
 import numpy as np
 import pytest
@@ -86,11 +85,8 @@ def test_float32():
 
 def test_default_phantom_is_found_by_the_seed_pipeline():
     """NDNT (10, 64, 64), t=0.3, dark -> opening -> label -> bounds classification."""
-    start = time.perf_counter()
     p = phantom(seed=0)
-    elapsed = time.perf_counter() - start
     assert p.image.shape == (64, 256, 256)
-    assert elapsed < 10  # < 2 s on an idle machine; loose for shared CI
     fg = ndnt_oracle(p.image, (10, 64, 64), 0.3)
     fg = ndi.binary_opening(fg, ndi.generate_binary_structure(3, 1))
     truth = p.labels > 0
