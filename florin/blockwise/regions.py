@@ -43,12 +43,12 @@ _DENSE_FACTOR = 4  # a block's labels are offset (not compacted) when their rang
 
 
 class _Lazy(BackendArray):
-    """Any sliceable array-like as an xarray backend array, read region by region."""
+    """Any sliceable array-like as an xarray backend array, read region by region (pickles as a reference)."""
 
     __slots__ = ("arr", "dtype", "shape")
 
     def __init__(self, arr):
-        self.arr = arr
+        self.arr = Source(arr)
         self.shape = tuple(int(n) for n in arr.shape)
         self.dtype = np.dtype(arr.dtype)
 
@@ -56,7 +56,10 @@ class _Lazy(BackendArray):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._read)
 
     def _read(self, index):
-        return np.asarray(self.arr[tuple(index)])
+        return self.arr[tuple(index)]
+
+    def __reduce__(self):
+        return (_Lazy, (self.arr,))
 
 
 def _as_lazy_volume(arr):

@@ -16,12 +16,16 @@ from concurrent.futures import ProcessPoolExecutor
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import florin
 import florin.io
 from florin import blockwise, conncomp, morphology
 from florin._kernels.label import label_dtype
 from florin.blockwise._arrays import Sink, Source
+
+from .strategies import masks, partitions
 
 BLOCKS = (4, 5, 6)
 
@@ -120,3 +124,20 @@ def test_regionprops_classify_reconstruct(tmp_path, pool_map, mask):
     for out in (np.zeros(mask.shape, np.uint8), _memmap(tmp_path / "classes.npy", shape=mask.shape, dtype=np.uint8)):
         blockwise.reconstruct(src, regions, out, blocks=BLOCKS, map=pool_map)
         np.testing.assert_array_equal(out, want)
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data(), ndim=st.sampled_from([2, 3]))
+def test_random_partitions_and_connectivities(pool_map, data, ndim):
+    mask = data.draw(masks(ndim))
+    blocks = data.draw(partitions(mask.shape))
+    connectivity = data.draw(st.integers(1, ndim))
+    expected = conncomp.label(mask, connectivity=connectivity).values
+    out = np.zeros(mask.shape, label_dtype(mask.size))  # in memory: the workers' blocks come back to the parent
+    n = blockwise.label(mask, out, blocks=blocks, connectivity=connectivity, map=pool_map)
+    np.testing.assert_array_equal(out, expected)
+    assert n == int(expected.max(initial=0))
+    got = blockwise.regionprops(out, mask, blocks=blocks, map=pool_map)
+    want = conncomp.regionprops(expected, intensity=mask)
+    for key, col in want.table.items():
+        np.testing.assert_array_equal(got.table[key], col, err_msg=key)

@@ -129,3 +129,16 @@ def test_bad_parameters(labels, kwargs, match):
     kwargs = {"blocks": (2, 2), **kwargs}
     with pytest.raises(ParameterError, match=match):
         blockwise.regionprops(labels, **kwargs)
+
+
+def test_regions_of_an_hdf5_dataset_pickle_as_a_reference(tmp_path):
+    import pickle
+
+    labels = np.array([[1, 1, 0, 2]] * 3, np.uint16)
+    with h5py.File(tmp_path / "labels.h5", "w") as f:
+        f["labels"] = labels
+    with h5py.File(tmp_path / "labels.h5", "r", locking=False) as f:
+        regions = blockwise.regionprops(f["labels"], blocks=(2, 2))
+        copy = pickle.loads(pickle.dumps(regions))
+    np.testing.assert_array_equal(copy.labels.values, labels)  # read from the file again
+    np.testing.assert_array_equal(copy.table["area"], [6, 3])
