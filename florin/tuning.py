@@ -53,10 +53,14 @@ _PARAMS = ("shape", "threshold", "polarity", "opening", "min_size")
 # --------------------------------------------------------------------------------------------
 # search space
 # --------------------------------------------------------------------------------------------
+MAX_DEFAULT_SIZE = 129
+"""Largest neighbourhood size per axis of the default search space (wider ones: pass ``search=``)."""
+
+
 def _default_axis_sizes(n: int, allow_one: bool) -> list[int]:
     sizes = [1] if allow_one else []
     size = 3
-    while size <= n:
+    while size <= min(n, MAX_DEFAULT_SIZE):
         sizes.append(size)
         size = 2 * size - 1  # 3, 5, 9, 17, 33, 65, 129 ...
     if len(sizes) < (2 if allow_one else 1):
@@ -101,8 +105,9 @@ class SearchSpace:
     def default(cls, volume_shape, **overrides) -> SearchSpace:
         """The default space for a volume of ``volume_shape``.
 
-        Neighbourhood sizes 3, 5, 9, 17 ... up to the extent of each axis (and 1,
-        i.e. slice-by-slice NDNT, on the first axis of a 3-D volume).
+        Neighbourhood sizes 3, 5, 9, 17 ... up to the extent of each axis or
+        :data:`MAX_DEFAULT_SIZE` (and 1, i.e. slice-by-slice NDNT, on the first
+        axis of a 3-D volume).
         """
         ndim = len(volume_shape)
         shape = [_default_axis_sizes(int(n), allow_one=(a == 0 and ndim >= 3)) for a, n in enumerate(volume_shape)]
@@ -441,7 +446,7 @@ class _Region:
     once; each configuration computes only the part its own halo needs.
     """
 
-    def __init__(self, image, annotation, instances, box, halo, connectivity, *, rows=None, cache_size=24):
+    def __init__(self, image, annotation, instances, box, halo, connectivity, *, rows=None, cache_bytes=256 << 20):
         full = image.shape
         self.full_shape = full
         self.box = box  # slices of the annotated bounding box in the volume
@@ -455,8 +460,8 @@ class _Region:
             self.annotation[~keep] = UNLABELED
         self.instances = None if instances is None else np.asarray(instances[self.crop])
         self.structure = ndi.generate_binary_structure(image.ndim, connectivity)
-        self.cache: OrderedDict = OrderedDict()
-        self.cache_size = cache_size
+        self.cache: OrderedDict = OrderedDict()  # recent masks: other min sizes reuse them
+        self.cache_bytes = cache_bytes
         self.computed = 0  # voxels computed so far
 
     def view(self, halo):
@@ -482,7 +487,7 @@ class _Region:
         ids = None if self.instances is None else self.instances[local][where]
         hit = {"mask": mask, "faces": faces, "where": where, "truth": truth, "ids": ids, "pred": mask[where]}
         self.cache[key] = hit
-        if len(self.cache) > self.cache_size:
+        while len(self.cache) > 1 and sum(h["mask"].nbytes for h in self.cache.values()) > self.cache_bytes:
             self.cache.popitem(last=False)
         return hit
 
@@ -497,7 +502,7 @@ class _Region:
                     if is_open:
                         cut[np.take(labels, side, axis=axis)] = True
             cut[0] = False
-            hit.update(labels=labels, at=labels[hit["where"]], sizes=sizes, cut=cut)
+            hit.update(at=labels[hit["where"]], sizes=sizes, cut=cut)  # the label array itself is not kept
         return hit
 
     @staticmethod
@@ -521,7 +526,7 @@ class _Region:
         mask = hit["mask"]
         if params["min_size"]:
             self._labels(hit)
-            mask = self._keep(hit, params["min_size"])[hit["labels"]]
+            mask = self._keep(hit, params["min_size"])[ndi.label(mask, self.structure)[0]]
         inner = tuple(slice(b.start - c.start - l.start, b.stop - c.start - l.start)
                       for b, c, l in zip(self.box, self.crop, local, strict=True))
         return self.image[local][inner], self.annotation[local][inner], mask[inner]
@@ -593,10 +598,10 @@ def _clusters(image, annotation, instances, boxes, halo, connectivity):
 
 def _split_holdout(regions, holdout):
     """Searched and held-out regions (runs): every k-th one is held out (none when there is only one)."""
-    if holdout is None or holdout == 0 or len(regions) < 2:
-        return regions, []
-    if not 0 < holdout < 1:
+    if holdout is not None and not 0 <= holdout < 1:
         raise ParameterError(f"holdout: must be a fraction in [0, 1), got {holdout!r}")
+    if not holdout or len(regions) < 2:
+        return regions, []
     n_out = min(len(regions) - 1, max(1, round(holdout * len(regions))))
     picks = set(np.linspace(1, len(regions) - 1, n_out).round().astype(int).tolist()) if n_out else set()
     # linspace can collide on few regions: fill up from the end
@@ -732,6 +737,8 @@ class _Search:
         self.stopped = None
 
     def exhausted(self) -> bool:
+        if not self.trials:  # at least one configuration, whatever the budget
+            return False
         if self.max_evaluations is not None and len(self.trials) >= self.max_evaluations:
             self.stopped = "max_evaluations"
         elif self.deadline is not None and time.perf_counter() > self.deadline:
@@ -841,7 +848,8 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     metric : {'dice', 'jaccard', 'object_f1'}
         Scored on the annotated voxels only.
     budget : float or None
-        Seconds the search may take (None: no limit).
+        Seconds the search may take (None: no limit); the first configuration
+        is always evaluated.
     max_evaluations : int, optional
         Stop after this many configurations.
     strategy : {'coarse-to-fine', 'grid'}
@@ -885,6 +893,10 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     _check_metric(metric)
     if strategy not in ("coarse-to-fine", "grid"):
         raise ParameterError(f"strategy: must be 'coarse-to-fine' or 'grid', got {strategy!r}")
+    if budget is not None and not (isinstance(budget, int | float) and budget >= 0):
+        raise ParameterError(f"budget: must be seconds >= 0 or None, got {budget!r}")
+    if max_evaluations is not None and not (isinstance(max_evaluations, int) and max_evaluations >= 1):
+        raise ParameterError(f"max_evaluations: must be an integer >= 1 or None, got {max_evaluations!r}")
     start = time.perf_counter()
     vol = as_volume(volume)
     image = vol.data  # numpy, memmap or lazy: regions read only their crops

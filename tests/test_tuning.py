@@ -138,6 +138,16 @@ def test_bad_options_name_the_parameter(sample):
         tune(sample.image, annotation, search={"shapes": [[1], [3], [3]]})
     with pytest.raises(ParameterError, match="search shape: needs one list of sizes per axis"):
         tune(sample.image, annotation, search={"shape": [3, 3]})
+    with pytest.raises(ParameterError, match=r"holdout: must be a fraction in \[0, 1\), got 1.5"):
+        tune(sample.image, annotation, holdout=1.5)
+    with pytest.raises(ParameterError, match="budget: must be seconds >= 0 or None"):
+        tune(sample.image, annotation, budget=-1)
+
+
+def test_a_zero_budget_still_evaluates_one_configuration(sample):
+    pipe, report = tune(sample.image, painted(sample, [8]), budget=0, tile=None)
+    assert report.evaluations == 1 and report.stopped == "budget" and report.top[0].params == report.params
+    assert pipe(sample.image).shape == sample.image.shape
 
 
 def test_without_annotation_polarity_and_scale_are_estimated():
@@ -154,3 +164,19 @@ def test_without_annotation_polarity_and_scale_are_estimated():
     default = score_masks(build_pipeline({"shape": (3, 12, 12), "threshold": 0.25, "polarity": "bright",
                                           "opening": 1, "min_size": 64})(bright).values > 0, big.labels > 0)
     assert auto > 0.9 and auto > default + 0.05
+
+
+def test_report_png_and_html_show_the_landscape_and_best_result(sample, tmp_path):
+    from florin.errors import OutputExistsError
+    from florin.tuning_report import save_report
+
+    _, report = tune(sample.image, painted(sample, [4, 8, 12]), search={**SPACE, "min_size": [40]}, tile=None)
+    png, page = tmp_path / "report.png", tmp_path / "report.html"
+    save_report(png, report)
+    save_report(page, report)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert "data:image/png;base64," in page.read_text() and "held-out" in page.read_text()
+    with pytest.raises(OutputExistsError):
+        save_report(png, report)
+    with pytest.raises(ParameterError, match="report: must end in .png or .html"):
+        save_report(tmp_path / "report.pdf", report)
