@@ -24,11 +24,6 @@ __version__ = "0.1.0.dev0"
 
 from florin.errors import FlorinError  # noqa: E402
 from florin.hookspecs import hookimpl  # noqa: E402
-from florin.io import load, save  # noqa: E402
-from florin.operators import florinate  # noqa: E402
-from florin.pipelines import Pipeline, Serial  # noqa: E402
-from florin.tiling import join, tile  # noqa: E402
-from florin.volume import as_volume, get_spacing  # noqa: E402
 
 __all__ = [
     "FlorinError",
@@ -44,14 +39,23 @@ __all__ = [
     "operator",
     "save",
     "tile",
-    "tune",
 ]
 
-_OBJECTS = {
+# PEP 562: the public names are imported on first use, so that ``import florin`` (and every ``florin`` command
+# that only lists things) does not pay for xarray, pandas or numba.
+_LAZY = {
+    "Pipeline": "florin.pipelines",
+    "Serial": "florin.pipelines",
+    "as_volume": "florin.volume",
+    "florinate": "florin.operators",
+    "get_spacing": "florin.volume",
+    "join": "florin.tiling",
+    "load": "florin.io",
+    "save": "florin.io",
+    "tile": "florin.tiling",
     "classify": "florin.classification",
     "bounds_classifier": "florin.classification",
     "reconstruct": "florin.reconstruction",
-    "tune": "florin.tuning",
 }
 
 
@@ -70,10 +74,17 @@ def operator(name):
 
 
 def __getattr__(name):
-    if name in _OBJECTS:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(_OBJECTS[name]), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_") and name.islower():
+        import importlib.util
+
+        if importlib.util.find_spec(f"florin.{name}") is not None:  # florin.io, florin.conncomp, ...
+            return importlib.import_module(f"florin.{name}")
     if name[:1].isupper():
         from florin.builtin import PARTS, install_hint
         from florin.errors import ParameterError
@@ -89,3 +100,7 @@ def __getattr__(name):
             if part.kind == "executor" and name.lower() == part.name:
                 raise AttributeError(f"florin.{name} is not available: install it with {install_hint(part)}")
     raise AttributeError(f"module 'florin' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

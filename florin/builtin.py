@@ -124,17 +124,37 @@ class Operators:
 
     @hookimpl(tryfirst=True)
     def florin_register_operators(self, registry):
-        from florin.operators import Florinated
+        from florin._metadata import builtin_catalog
+
+        rows, _, stale = builtin_catalog()
+        steps = dict(_STEPS)
+
+        def fresh(module_name):
+            return stale is not None and module_name not in stale
 
         for module_name in _OPERATOR_MODULES:
+            if fresh(module_name):  # by reference: nothing is imported until an operator is used
+                for row in rows:
+                    if row["ref"].partition(":")[0] == module_name and row["name"] not in steps:
+                        registry.add_operator(row["name"], row["ref"], signature=row["signature"],
+                                              summary=row["summary"])
+                continue
+            # Edited since the catalog was written (python -m florin._metadata catches up): import it.
+            from florin.operators import Florinated
+
             module = importlib.import_module(module_name)
             prefix = module_name.rsplit(".", 1)[1]
             for name in getattr(module, "__all__", ()):
                 obj = getattr(module, name)
                 if isinstance(obj, Florinated):
                     registry.add_operator(f"{prefix}.{name}", obj)
+        by_name = {row["name"]: row for row in rows}
         for name, where in _STEPS:
-            registry.add_operator(name, _resolve(where))
+            row = by_name.get(name)
+            if row is not None and row["ref"] == where and fresh(where.partition(":")[0]):
+                registry.add_operator(name, where, signature=row["signature"], summary=row["summary"])
+            else:
+                registry.add_operator(name, _resolve(where))
 
 
 class Executors:
@@ -151,8 +171,17 @@ class Formats:
 
     @hookimpl(tryfirst=True)
     def florin_register_formats(self, registry):
+        from florin._metadata import builtin_catalog
+
+        _, rows, stale = builtin_catalog()
+        rows = {row["ref"]: row for row in rows}
         for part in _parts("format"):
-            registry.add_format(_resolve(part.where))
+            row = rows.get(part.where)
+            if row is not None and part.where.partition(":")[0] not in (stale or ()):
+                registry.add_format(part.where, name=row["name"], extensions=row["extensions"],
+                                    description=row["description"])
+            else:
+                registry.add_format(_resolve(part.where))
 
 
 class Commands:

@@ -101,6 +101,8 @@ class Entry:
     plugin: str
     obj: object = _UNRESOLVED
     ref: str | None = None
+    #: What is known without importing: ``signature``/``summary`` (operators), ``extensions``/``description`` (formats).
+    meta: dict = field(default_factory=dict)
 
     @property
     def resolved(self) -> bool:
@@ -204,12 +206,12 @@ class Registry:
         self._current: PluginInfo | None = None
 
     # -- registration (called from hooks) -------------------------------------------------
-    def _add(self, kind: str, name: str, obj) -> None:
+    def _add(self, kind: str, name: str, obj, meta=None) -> None:
         table = getattr(self, kind)
         current = self._current
         plugin = current.name if current is not None else ""
         if isinstance(obj, str):  # a reference, imported and checked on first use
-            entry = Entry(kind, name, plugin, ref=obj)
+            entry = Entry(kind, name, plugin, ref=obj, meta=dict(meta or {}))
         else:
             _CHECKS[kind](name, obj)
             entry = Entry(kind, name, plugin, obj=obj)
@@ -238,7 +240,7 @@ class Registry:
         if current is not None and name not in current.registered[kind]:
             current.registered[kind].append(name)
 
-    def add_operator(self, name: str, factory) -> None:
+    def add_operator(self, name: str, factory, *, signature=None, summary=None) -> None:
         """Register an operator or step factory under ``name``.
 
         Parameters
@@ -249,16 +251,41 @@ class Registry:
             A function made with :func:`florin.florinate`, another step factory (as
             :func:`florin.load`), or a ``"module:attribute"`` reference to one, imported
             on first use.
+        signature, summary : str, optional
+            For a reference: the parameters and the one-line summary ``florin ops`` shows
+            (by default read from the module's source when it is a plain decorated ``def``,
+            else the module is imported to list it).
         """
-        self._add("operators", name, factory)
+        meta = {k: v for k, v in (("signature", signature), ("summary", summary)) if v is not None}
+        self._add("operators", name, factory, meta)
 
     def add_executor(self, name: str, cls) -> None:
         """Register a :class:`florin.Pipeline` subclass (or a ``"module:Class"`` reference) as executor ``name``."""
         self._add("executors", name.lower(), cls)
 
-    def add_format(self, fmt) -> None:
-        """Register a :class:`florin.io.Format` under its name."""
-        self._add("formats", fmt.name, fmt)
+    def add_format(self, fmt, *, name=None, extensions=None, description=None) -> None:
+        """Register a :class:`florin.io.Format` under its name.
+
+        ``fmt`` may be a ``"module:attribute"`` reference; ``name``, ``extensions`` and
+        ``description`` then say what the registry lists without importing it (by
+        default they are read from a ``Format(...)`` call with literal arguments in the
+        module's source, else the module is imported now).
+        """
+        if not isinstance(fmt, str):
+            self._add("formats", fmt.name, fmt)
+            return
+        meta = {"name": name, "extensions": extensions, "description": description}
+        if name is None or extensions is None:
+            from florin._metadata import describe_format
+
+            found = describe_format(fmt) or {}
+            meta = {k: found.get(k) if v is None else v for k, v in meta.items()}
+        if meta["name"] is None or meta["extensions"] is None:
+            self._add("formats", name or fmt, _import_ref(fmt))
+            return
+        meta["extensions"] = tuple(meta["extensions"])
+        meta["description"] = meta["description"] or ""
+        self._add("formats", meta["name"], fmt, meta)
 
     def note_command(self, name: str) -> None:
         """Record that the current plugin added CLI command ``name`` (florin records typer commands itself)."""
@@ -277,6 +304,25 @@ class Registry:
         entry.obj = obj
 
     # -- lookup ---------------------------------------------------------------------------
+    def describe_operator(self, name: str) -> tuple:
+        """``(signature, summary)`` of operator ``name`` as ``florin ops`` shows them, importing only if need be."""
+        from florin._metadata import describe_operator, operator_signature, operator_summary
+
+        entry = self.operators.entry(name)
+        if not entry.resolved:
+            meta = entry.meta if "signature" in entry.meta else describe_operator(entry.ref) or {}
+            if "signature" in meta:
+                return meta["signature"], meta.get("summary", "")
+        factory = self.operators[name]
+        return operator_signature(factory), operator_summary(factory)
+
+    def format_info(self, name: str) -> tuple:
+        """``(extensions, description)`` of format ``name``, without importing it."""
+        entry = self.formats.entry(name)
+        if entry.resolved:
+            return tuple(entry.obj.extensions), entry.obj.description
+        return entry.meta["extensions"], entry.meta["description"]
+
     def operator(self, name: str):
         """The operator (or step) factory registered as ``name``."""
         if name not in self.operators:
@@ -307,17 +353,17 @@ class Registry:
         """The format whose extensions match ``path`` (longest extension wins)."""
         name = os.fspath(path).lower().rstrip("/\\")
         best, best_len = None, 0
-        for fmt in self.formats.values():
-            for ext in fmt.extensions:
+        for fmt_name in self.formats:
+            for ext in self.format_info(fmt_name)[0]:
                 if name.endswith(ext.lower()) and len(ext) > best_len:
-                    best, best_len = fmt, len(ext)
+                    best, best_len = fmt_name, len(ext)
         if best is None:
-            known = ", ".join(sorted({e for f in self.formats.values() for e in f.extensions}))
+            known = ", ".join(sorted({e for f in self.formats for e in self.format_info(f)[0]}))
             missing = [f"{n} (extra [{x}])" for n, x in EXTRAS["formats"].items() if n not in self.formats]
             more = f"; more with: {', '.join(missing)}" if missing else ""
             raise FormatError(f"cannot tell the format of {os.fspath(path)!r} from its extension; "
                               f"known extensions: {known}{more}; or name the format with format= (--format on the command line)")
-        return best
+        return self.formats[best]
 
     # -- removal (a plugin that failed) ---------------------------------------------------
     def _unregister(self, info: PluginInfo) -> None:

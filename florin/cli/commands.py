@@ -57,7 +57,8 @@ def formats():
     from florin.registry import EXTRAS, get_registry
 
     reg = get_registry()
-    rows = [(fmt.name, " ".join(fmt.extensions), fmt.description) for fmt in reg.formats.values()]
+    rows = [(name, " ".join(extensions), description)
+            for name, (extensions, description) in ((n, reg.format_info(n)) for n in reg.formats)]
     rows += [(name, "", f"(not installed: pip install 'florin[{extra}]')")
              for name, extra in EXTRAS["formats"].items() if name not in reg.formats]
     # Columns as wide as their widest entry, so a plugin's longer name or extensions keep the table aligned.
@@ -71,14 +72,10 @@ def ops():
     """List operators and steps with their parameters and defaults."""
     from florin.registry import get_registry
 
-    for name, factory in sorted(get_registry().operators.items()):
-        sig = getattr(factory, "signature", None)
-        if sig is not None:  # a florinated operator: the image is not a parameter
-            shown = sig.replace(parameters=list(sig.parameters.values())[1:])
-        else:
-            shown = inspect.signature(factory)
-        summary = (inspect.getdoc(getattr(factory, "func", factory)) or "").split("\n", 1)[0]
-        typer.echo(f"{name}{shown}\n    {summary}")
+    reg = get_registry()
+    for name in sorted(reg.operators):
+        signature, summary = reg.describe_operator(name)
+        typer.echo(f"{name}{signature}\n    {summary}")
 
 
 def _load_pipeline(path: Path):

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from florin.errors import MissingInputError, ParameterError
@@ -330,6 +329,8 @@ def _report_timings(timings):
 
 def dice(a, b) -> float:
     """Dice coefficient of two masks."""
+    import numpy as np
+
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
@@ -337,6 +338,8 @@ def dice(a, b) -> float:
 
 def class_accuracy(true_labels, true_classes_of_objects, predicted_classes) -> float:
     """Fraction of true objects whose majority predicted class (over their voxels) is their true class."""
+    import numpy as np
+
     true_labels = np.asarray(true_labels)
     predicted = np.asarray(predicted_classes)
     n = int(true_labels.max())
@@ -357,6 +360,8 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Phantom seed."),
 ):
     """Generate a phantom, run the seed's weak-classification pipeline on it and report accuracy."""
+    import numpy as np
+
     import florin
     import florin.conncomp as conncomp
     import florin.morphology as morphology

@@ -6,7 +6,14 @@ Installing this package registers the ``dask`` executor through florin's
 ``--executor dask`` find it. Importing :class:`Dask` from here works too.
 """
 
-from florin_dask.executor import Dask
-
 __version__ = "0.1.0.dev0"
 __all__ = ["Dask", "__version__"]
+
+
+def __getattr__(name):
+    # PEP 562: florin imports florin_dask.plugin (and so this package) at every command; dask only when used.
+    if name == "Dask":
+        from florin_dask.executor import Dask
+
+        return Dask
+    raise AttributeError(f"module 'florin_dask' has no attribute {name!r}")

@@ -13,9 +13,27 @@ Copy this package to start your own plugin; the plugin guide in florin's docs
 walks through every file.
 """
 
-from florin_example.executors import Chunked
-from florin_example.formats import FORMAT, read_raw, write_raw
-from florin_example.operators import sauvola
-
 __version__ = "0.1.0.dev0"
 __all__ = ["FORMAT", "Chunked", "__version__", "read_raw", "sauvola", "write_raw"]
+
+# Imported on first use (PEP 562): florin imports ``florin_example.plugin`` at every command, and
+# that imports this package first, so it must stay cheap.
+_LAZY = {
+    "Chunked": "florin_example.executors",
+    "FORMAT": "florin_example.formats",
+    "read_raw": "florin_example.formats",
+    "write_raw": "florin_example.formats",
+    "sauvola": "florin_example.operators",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'florin_example' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
