@@ -3,18 +3,18 @@ importing them (see :mod:`florin._metadata`). Do not edit; regenerate after chan
 format module."""
 
 MODULES = {'florin.classification': '8b1112b3',
- 'florin.conncomp': '15cb283e',
- 'florin.io': 'c707912a',
+ 'florin.conncomp': '8aacebf6',
+ 'florin.io': '603ee60e',
  'florin.io.hdf5': '1119fbff',
  'florin.io.netcdf': 'c4b33a0e',
  'florin.io.npy': 'de458cf7',
  'florin.io.stack': '74948d91',
  'florin.io.tiff': '89a174de',
  'florin.io.zarr': '9801fd3c',
- 'florin.morphology': '62c05f36',
- 'florin.reconstruction': '00afb6f8',
+ 'florin.morphology': 'cc1dd826',
+ 'florin.reconstruction': '3753bd95',
  'florin.thresholding': 'af799cf4',
- 'florin.tiling': '165556a2'}
+ 'florin.tiling': 'df437edc'}
 
 OPERATORS = [{'name': 'thresholding.ndnt',
   'ref': 'florin.thresholding:ndnt',
