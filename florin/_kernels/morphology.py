@@ -194,7 +194,7 @@ def _fold_run(acc, ext, a0, length, maximum, g, h):
 @jit
 def _filter_block(src2, out2, plan, maximum, cval, ident, r0, r1):
     """Min/max filter of rows ``r0..r1-1`` of a (rows, n) view over footprint rows of runs (``plan``, see _pass)."""
-    lead_shape, rowoffs, rowptr, run_a, run_len, lead_maps, lead_lo, xmap, xlo = plan
+    lead_shape, rowoffs, rowptr, row_ext, run_a, run_len, lead_maps, lead_lo, xmap, xlo = plan
     n = out2.shape[1]
     nlead = lead_shape.shape[0]
     nfr = rowoffs.shape[0]
@@ -227,19 +227,19 @@ def _filter_block(src2, out2, plan, maximum, cval, ident, r0, r1):
                     else:
                         acc[x] = cval if cval < v else v
                 continue
-            if m == n:
-                line = src2[srow]
-            else:
-                for j in range(xlo):
-                    q = xmap[j]
-                    ext[j] = src2[srow, q] if q >= 0 else cval
-                ext[xlo : xlo + n] = src2[srow]
-                for j in range(xlo + n, m):
-                    q = xmap[j]
-                    ext[j] = src2[srow, q] if q >= 0 else cval
-                line = ext
+            if not row_ext[f]:  # every run of this row stays inside the source row
+                for u in range(rowptr[f], rowptr[f + 1]):
+                    _fold_run(acc, src2[srow], run_a[u], run_len[u], maximum, g, h)
+                continue
+            for j in range(xlo):
+                q = xmap[j]
+                ext[j] = src2[srow, q] if q >= 0 else cval
+            ext[xlo : xlo + n] = src2[srow]
+            for j in range(xlo + n, m):
+                q = xmap[j]
+                ext[j] = src2[srow, q] if q >= 0 else cval
             for u in range(rowptr[f], rowptr[f + 1]):
-                _fold_run(acc, line, run_a[u] + xlo, run_len[u], maximum, g, h)
+                _fold_run(acc, ext, run_a[u] + xlo, run_len[u], maximum, g, h)
         for a in range(nlead - 1, -1, -1):
             idx[a] += 1
             if idx[a] < lead_shape[a]:
@@ -304,6 +304,9 @@ def _pass(src, out, offsets, maximum, mode, cval, threads):
         lead_maps[a, : bm.size] = bm
     xmap = _border_map(shape[-1], int(lo[-1]), int(hi[-1]), mode)
     rowoffs, rowptr, run_a, run_len = _rows_and_runs(offsets, nlead)
+    # a footprint row needs the extended line unless all its runs are the single offset 0 along x
+    inside = (run_a == 0) & (run_len == 1)
+    row_ext = np.array([not inside[rowptr[f] : rowptr[f + 1]].all() for f in range(len(rowoffs))], np.bool_)
     src2 = src.reshape(-1, shape[-1])
     out2 = out.reshape(-1, shape[-1])
     rows = src2.shape[0]
@@ -312,6 +315,7 @@ def _pass(src, out, offsets, maximum, mode, cval, threads):
         np.array(shape[:-1], np.int64),
         rowoffs,
         rowptr,
+        row_ext,
         run_a,
         run_len,
         lead_maps,
