@@ -53,7 +53,7 @@ from florin._kernels.regions import combine_stats, region_stats
 from florin.errors import ParameterError, PipelineError
 from florin.regions import Regions
 from florin.tiling import TileJoin, core_of, register_join, wrap_joined
-from florin.volume import as_volume, like
+from florin.volume import as_volume, check_single_channel, like
 
 __all__ = ["LABELS_KEY", "LabelJoin", "Regions", "join_labels", "label", "regionprops"]
 
@@ -144,6 +144,7 @@ def _label(image, *, connectivity=1):
     vol = as_volume(image)
     if vol.ndim == 0:
         raise ParameterError("label() needs an image with at least one dimension, got a 0-d array")
+    check_single_channel(vol, "label()")
     connectivity = _check_connectivity(connectivity, vol.ndim)
     info = tilemeta.info_of(vol)
     data = _mask_of(vol)

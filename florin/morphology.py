@@ -24,7 +24,7 @@ from florin._kernels import morphology as _km
 from florin._kernels import sizes as _ksizes
 from florin.errors import ParameterError
 from florin.operators import florinate
-from florin.volume import as_volume, like
+from florin.volume import as_volume, check_single_channel, like
 
 __all__ = [
     "binary_closing",
@@ -174,6 +174,7 @@ def _make(name, kernel, factor, binary, summary):
 
     def op(image, footprint=None, *, mode=default_mode):
         vol = as_volume(image)
+        check_single_channel(vol, f"{name}()")
         data = np.asarray(vol)
         if data.ndim == 0:
             raise ParameterError(f"image must have at least one dimension for {name}, got a 0-d array")
@@ -293,6 +294,7 @@ def _remove_small_objects(image, min_size=64, *, connectivity=1, max_size=None):
     9
     """
     vol = as_volume(image)
+    check_single_channel(vol, "remove_small_objects()")
     min_size = _check_min_size(min_size, max_size)
     data = np.asarray(vol)
     if data.ndim == 0:
@@ -338,6 +340,7 @@ def _remove_small_holes(image, min_size=64, *, connectivity=1, max_size=None):
     True
     """
     vol = as_volume(image)
+    check_single_channel(vol, "remove_small_holes()")
     min_size = _check_min_size(min_size, max_size)
     data = np.asarray(vol)
     if data.ndim == 0:

@@ -15,7 +15,7 @@ from florin._kernels.ndnt import ndnt_mask
 from florin._ndnt_checks import validate_ndnt_args
 from florin.errors import ParameterError
 from florin.operators import florinate
-from florin.volume import as_volume, like
+from florin.volume import as_volume, check_single_channel, like
 
 __all__ = ["ndnt"]
 
@@ -71,6 +71,7 @@ def _ndnt(image, shape=None, threshold=0.25, *, polarity="dark", threads=None):
     [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
     """
     vol = as_volume(image)
+    check_single_channel(vol, "ndnt()")
     data = vol.data if isinstance(vol.data, np.ndarray) else np.asarray(vol)
     # The kernel counts NaN/inf itself while it reads (no extra pass over the image).
     shape, fraction, bright = validate_ndnt_args(data, shape, threshold, polarity, full_shape=_full_shape(vol),

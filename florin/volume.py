@@ -17,9 +17,29 @@ import xarray as xr
 
 from florin.errors import ParameterError
 
-__all__ = ["SPATIAL_DIMS", "as_volume", "default_dims", "get_spacing", "like"]
+__all__ = ["COLOUR_DIM", "SPATIAL_DIMS", "as_volume", "check_single_channel", "default_dims", "get_spacing", "like"]
 
 SPATIAL_DIMS = ("z", "y", "x")
+#: The dim of colour samples (an RGB TIFF's or PNG's channels).
+COLOUR_DIM = "c"
+
+
+def check_single_channel(volume, what: str) -> None:
+    """Refuse a volume with a colour axis: neighbourhoods and connectivity would treat it as a spatial axis.
+
+    Examples
+    --------
+    >>> check_single_channel(as_volume(np.zeros((4, 4, 3)), dims=("y", "x", "c")), "label()")
+    Traceback (most recent call last):
+    ...
+    florin.errors.ParameterError: label(): the image has a colour axis `c` (dims y, x, c), which would count as a spatial axis; pick a channel (volume.isel(c=0)) or convert it to greyscale first
+    """
+    dims = tuple(getattr(volume, "dims", ()))
+    if COLOUR_DIM in dims:
+        raise ParameterError(
+            f"{what}: the image has a colour axis `{COLOUR_DIM}` (dims {', '.join(map(str, dims))}), which would "
+            "count as a spatial axis; pick a channel (volume.isel(c=0)) or convert it to greyscale first"
+        )
 
 
 def default_dims(ndim: int) -> tuple[str, ...]:

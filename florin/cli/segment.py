@@ -59,6 +59,10 @@ def parse_class(spec: str):
     name = name.strip()
     if not name:
         raise ParameterError(f"--class {spec!r}: give a class name, e.g. 'cell:area=100..300'")
+    if "=" in name or ".." in name:
+        # 'cell area=1..9' would be a class named "cell area=1..9" that matches everything.
+        raise ParameterError(f"--class {spec!r}: put a colon between the class name and its bounds, "
+                             "e.g. 'cell:area=100..300'")
     bounds = {}
     for part in filter(None, (p.strip() for p in body.split(","))):
         prop, eq, value = part.partition("=")
@@ -214,6 +218,7 @@ def segment(
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
     from florin.registry import get_registry
+    from florin.volume import check_single_channel
 
     if not input.exists():
         raise MissingInputError(f"input {os.fspath(input)!r} does not exist")
@@ -238,11 +243,15 @@ def segment(
     rules = [parse_class(c) for c in classes or ()]
     if classes_file is not None:
         rules += _classes_from_file(classes_file)
+    if stride is not None and tile is None:
+        raise ParameterError("--stride needs --tile: it is the step between tiles (e.g. --tile 10,64,64 "
+                             "--stride 10,32,32)")
     vol = read(input, format=format)
     if vol.ndim < 2 or vol.size == 0:
         # Checked when loading, not after the whole pipeline ran and the write failed.
         raise ParameterError(f"input {os.fspath(input)!r} has shape {tuple(vol.shape)}: segment needs a 2-D (y, x) "
                              "or 3-D (z, y, x) volume with voxels")
+    check_single_channel(vol, f"input {os.fspath(input)!r}")
     shape = parse_ints(shape, "--shape")
     if auto:
         shape, threshold, polarity, min_size = _auto_parameters(vol, shape, threshold, polarity, min_size)

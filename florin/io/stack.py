@@ -3,7 +3,8 @@
 Reading a directory takes every ``.tif``/``.tiff``/``.png`` file in it (hidden
 files excluded), sorted naturally (``slice_2`` before ``slice_10``), as the z
 planes of a volume. Reads are lazy: a tile reads only the slice files it covers.
-All slices must have the same shape and dtype (checked when read).
+All slices must be 2-D (colour samples allowed) with the same shape and dtype,
+checked from their headers when the folder is read.
 
 Writing makes a directory with one file per z plane (``slice_00000.tif``...;
 ``suffix='.png'`` for PNG, which holds bool, uint8 and uint16 only) and a
@@ -63,7 +64,7 @@ def _read_slice(path):
 
 
 def _probe(path):
-    """Shape and dtype of one slice without reading its pixels (TIFF) or from its header (PNG)."""
+    """Shape, dtype and whether the last axis is colour samples, of one slice without reading its pixels."""
     if path.lower().endswith(".png"):
         from PIL import Image
 
@@ -73,10 +74,38 @@ def _probe(path):
                   "F": np.float32, "LA": np.uint8, "RGB": np.uint8, "RGBA": np.uint8}
         samples = {"LA": 2, "RGB": 3, "RGBA": 4}.get(mode)
         shape = (size[1], size[0]) + ((samples,) if samples else ())
-        return shape, np.dtype(dtypes.get(mode, np.uint8))
+        return shape, np.dtype(dtypes.get(mode, np.uint8)), bool(samples)
     with tifffile.TiffFile(path) as tif:
         ser = tif.series[0]
-        return tuple(ser.shape), np.dtype(ser.dtype)
+        return tuple(ser.shape), np.dtype(ser.dtype), ser.axes.endswith("S")
+
+
+def _check_slices(path, files):
+    """The shape and dtype every slice shares, from their headers; an :class:`InputFileError` if they differ.
+
+    A slice is 2-D (``(y, x)``, or ``(y, x, samples)`` for colour). A folder of
+    3-D files is not a stack of slices: read each file by itself.
+    """
+    first = None
+    for name in files:
+        file = os.path.join(path, name)
+        try:
+            shape, dtype, colour = _probe(file)
+        except Exception as exc:
+            raise InputFileError(f"cannot read slice {file!r}: {type(exc).__name__}: {exc}") from exc
+        if first is None:
+            first = (name, shape, dtype)
+            if len(shape) != 2 + colour:
+                raise InputFileError(
+                    f"{file!r} has shape {shape}: a folder is read as a stack of 2-D slices; "
+                    "read a folder of volume files one file at a time"
+                )
+        elif (shape, dtype) != first[1:]:
+            raise InputFileError(
+                f"slice {file!r} is {shape} {dtype} but {first[0]!r} is {first[1]} {first[2]}; "
+                "all slices of a stack must have the same shape and dtype"
+            )
+    return first[1], first[2]
 
 
 def read_region(path, key, index, *, files, shape, dtype):
@@ -111,7 +140,7 @@ def read_stack(path, *, lazy=True):
     files = _slices(path)
     if not files:
         raise InputFileError(f"directory {path!r} holds no slices ({', '.join(_SUFFIXES)} files)")
-    shape2, dtype = _probe(os.path.join(path, files[0]))
+    shape2, dtype = _check_slices(path, files)
     shape = (len(files), *shape2)
     meta = None
     if os.path.exists(os.path.join(path, _META)):

@@ -100,3 +100,69 @@ def test_truncated_tiff_is_one_line_without_tifffile_warnings(tmp_path, capsys):
         assert main(command) == 1
         _one_error_line(capsys, "cut.tif", "truncated")
     assert not (tmp_path / "o.tif").exists()
+
+
+# -- item 12 -----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "v.npy"
+    np.save(path, np.random.default_rng(0).random((6, 16, 16)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("spec", ["cell area=1..9", "cell,area=1..9", "area=1..9"])
+def test_class_without_a_colon_is_refused(small, tmp_path, capsys, spec):
+    assert main(["segment", str(small), "-o", str(tmp_path / "o.tif"), "--class", spec]) == 2
+    _one_error_line(capsys, "--class", "colon")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_stride_without_tile_is_refused(small, tmp_path, capsys):
+    assert main(["segment", str(small), "-o", str(tmp_path / "o.tif"), "--stride", "3,8,8"]) == 2
+    _one_error_line(capsys, "--stride", "--tile")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_rgb_tiff_colour_axis_is_not_a_spatial_axis(tmp_path, capsys):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8), photometric="rgb")
+    vol = florin.io.read(rgb)
+    assert vol.dims == ("y", "x", "c")
+    assert main(["segment", str(rgb), "-o", str(tmp_path / "o.tif")]) == 2
+    _one_error_line(capsys, "rgb.tif", "colour axis")
+    # the library refuses too: morphology, labelling and NDNT would use it as a third spatial axis
+    mask = vol > 128
+    for op in (florin.conncomp.label, florin.morphology.binary_opening, florin.morphology.remove_small_objects,
+               florin.thresholding.ndnt):
+        with pytest.raises(florin.errors.ParameterError, match="colour axis"):
+            op(mask if op is not florin.thresholding.ndnt else vol)
+    florin.conncomp.label(mask.isel(c=0))  # one channel is fine
+
+
+def _folder(path, arrays):
+    path.mkdir()
+    for i, array in enumerate(arrays):
+        tifffile.imwrite(path / f"s{i}.tif", array)
+    return path
+
+
+def test_info_on_a_slice_folder_with_mixed_shapes_fails_like_segment(tmp_path, capsys):
+    folder = _folder(tmp_path / "slices", [np.zeros((8, 8), np.uint8), np.zeros((8, 9), np.uint8)])
+    assert main(["info", str(folder)]) == 1
+    _one_error_line(capsys, "s1.tif", "(8, 9)", "same shape")
+    assert main(["segment", str(folder), "-o", str(tmp_path / "o.tif")]) == 1
+    _one_error_line(capsys, "s1.tif")
+
+
+def test_folder_of_3d_tiffs_is_not_read_as_a_4d_stack(tmp_path, capsys):
+    folder = _folder(tmp_path / "volumes", [np.zeros((4, 8, 8), np.uint8), np.ones((4, 8, 8), np.uint16)])
+    assert main(["info", str(folder)]) == 1
+    _one_error_line(capsys, "s0.tif", "(4, 8, 8)", "2-D slices")
+    with pytest.raises(florin.errors.InputFileError, match="2-D slices"):
+        florin.io.read(folder)
+
+
+def test_slices_with_mixed_dtypes_are_refused(tmp_path):
+    folder = _folder(tmp_path / "slices", [np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint16)])
+    with pytest.raises(florin.errors.InputFileError, match="uint16"):
+        florin.io.read(folder)
