@@ -21,6 +21,7 @@ blob-size estimate).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -172,10 +173,9 @@ class SearchSpace:
         return {"shape": tuple(values[:n]), "threshold": values[n], "polarity": values[n + 1],
                 "opening": values[n + 2], "min_size": values[n + 3]}
 
-    def halo(self) -> tuple[int, ...]:
-        """Context per axis that every configuration of the space needs around a region."""
-        r = max(self.opening)
-        return tuple(max(sizes) // 2 + 2 * r for sizes in self.shape)
+    def halo(self, full_shape) -> tuple[int, ...]:
+        """Context per axis that every configuration of the space needs around a region (the largest declared)."""
+        return declared_halo(tuple(max(sizes) for sizes in self.shape), max(self.opening), tuple(full_shape))
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +199,38 @@ def opening_footprint(radius: int, ndim: int):
 def auto_tile(params, volume_shape) -> tuple[int, ...]:
     """A tile shape for running ``params`` at scale: 4 neighbourhoods, 64 to 256 voxels per axis."""
     return tuple(int(min(n, max(64, min(256, 4 * s)))) for s, n in zip(params["shape"], volume_shape, strict=True))
+
+
+def _per_voxel_steps(params) -> list:
+    """NDNT and the opening of a parameter set: the steps that run tile by tile."""
+    import florin.morphology as morphology
+    import florin.thresholding as thresholding
+
+    shape = tuple(int(s) for s in params["shape"])
+    steps = [thresholding.ndnt(shape=shape, threshold=float(params["threshold"]), polarity=params["polarity"])]
+    if params.get("opening", 0):
+        footprint = opening_footprint(int(params["opening"]), len(shape))
+        steps.append(morphology.binary_opening() if footprint is None else morphology.binary_opening(footprint=footprint))
+    return steps
+
+
+@functools.lru_cache(maxsize=1024)
+def declared_halo(shape, opening, full_shape) -> tuple[int, ...]:
+    """The context NDNT of ``shape`` and an opening of radius ``opening`` need, as their steps declare it.
+
+    The sum of the halos of the per-voxel steps (:meth:`florin.Pipeline.halo`),
+    the same context a tiled run adds; a crop of the annotated region grown by
+    it gives the whole-volume result there.
+
+    Examples
+    --------
+    >>> declared_halo((9, 33, 33), 2, (48, 192, 192))
+    (8, 20, 20)
+    """
+    import florin
+
+    params = {"shape": shape, "threshold": 0.25, "polarity": "dark", "opening": opening}
+    return tuple(int(h) for h in florin.Serial(*_per_voxel_steps(params)).halo(tuple(full_shape)))
 
 
 def build_pipeline(params, *, tile=None, connectivity=1):
@@ -232,14 +264,8 @@ def build_pipeline(params, *, tile=None, connectivity=1):
     import florin
     import florin.conncomp as conncomp
     import florin.morphology as morphology
-    import florin.thresholding as thresholding
 
-    shape = tuple(int(s) for s in params["shape"])
-    per_voxel = [thresholding.ndnt(shape=shape, threshold=float(params["threshold"]), polarity=params["polarity"])]
-    if params.get("opening", 0):
-        footprint = opening_footprint(int(params["opening"]), len(shape))
-        per_voxel.append(morphology.binary_opening() if footprint is None else
-                         morphology.binary_opening(footprint=footprint))
+    per_voxel = _per_voxel_steps(params)
     steps = [florin.load()]
     if tile is not None:
         steps += [florin.tile(shape=tuple(int(t) for t in tile)), florin.Serial(*per_voxel)]
@@ -478,7 +504,7 @@ class _Region:
         if hit is not None:
             self.cache.move_to_end(key)
             return hit
-        local, faces = self.view(tuple(s // 2 + 2 * opening for s in shape))
+        local, faces = self.view(declared_halo(shape, opening, self.full_shape))
         mask = self.mask(self.image[local], shape, threshold, polarity, opening)
         self.computed += mask.size
         ann = self.annotation[local]
@@ -522,7 +548,7 @@ class _Region:
     def prediction(self, params):
         """(image, annotation, predicted mask) on the annotated box, for previews."""
         hit = self._objects(params["shape"], params["threshold"], params["polarity"], params["opening"])
-        local, _ = self.view(tuple(s // 2 + 2 * params["opening"] for s in params["shape"]))
+        local, _ = self.view(declared_halo(params["shape"], params["opening"], self.full_shape))
         mask = hit["mask"]
         if params["min_size"]:
             self._labels(hit)
@@ -915,7 +941,7 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
         annotation, instances = annotation_from_labels(labels, vol.shape)
     else:
         annotation, instances = check_annotation(annotation, vol.shape), None
-    halo = space.halo()
+    halo = space.halo(vol.shape)
     runs = _runs(annotation)
     searched_runs, held_runs = _split_holdout(runs, holdout)
     searched = _clusters(image, annotation, instances, searched_runs, halo, connectivity)
