@@ -24,3 +24,16 @@ def test_manifest_declares_reader_writers_and_sample():
     kinds = {tuple(str(t) for t in w.layer_types) for w in contrib.writers}
     assert ("image",) in kinds and ("labels",) in kinds and ("image?", "labels+") in kinds
     assert [s.key for s in contrib.sample_data] == ["phantom"]
+
+
+def test_widgets_and_sample_through_napari_menus(make_napari_viewer):
+    from florin_napari._widgets import NDNTWidget, SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("florin-napari", "phantom")
+    assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    assert tuple(viewer.layers["phantom"].scale) == (1.0, 0.5, 0.5)
+    _, ndnt = viewer.window.add_plugin_dock_widget("florin-napari", "NDNT threshold")
+    _, segment = viewer.window.add_plugin_dock_widget("florin-napari", "Segment")
+    assert isinstance(ndnt, NDNTWidget) and isinstance(segment, SegmentWidget)
+    assert ndnt.layer is viewer.layers["phantom"] and segment.layer is viewer.layers["phantom"]

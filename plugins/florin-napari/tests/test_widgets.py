@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,11 +158,11 @@ def test_pipeline_toml_round_trip_and_florin_run_executes_it_unchanged(viewer, p
     other.load_pipeline(path)
     assert other.settings() == widget.settings()
     assert other.settings().classes == (("small", "area=..1000, depth=2..16"), ("large", ""))
-    # florin run executes the file as it is and gives the widget's class volume
+    # `florin run` (the CLI, in process) executes the file as it is and gives the widget's class volume
     florin.io.write(tmp_path / "volume.tif", phantom)
-    proc = subprocess.run([sys.executable, "-m", "florin", "run", str(path), str(tmp_path / "volume.tif"),
-                           "-o", str(tmp_path / "classes.tif")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    from florin.cli import main
+
+    assert main(["run", str(path), str(tmp_path / "volume.tif"), "-o", str(tmp_path / "classes.tif")]) == 0
     np.testing.assert_array_equal(florin.io.read(tmp_path / "classes.tif").values,
                                   viewer.layers["phantom classes"].data)
 
@@ -183,3 +180,50 @@ def test_widget_settings_to_pipeline_and_bad_input():
         parse_rules("", "area=1..2")
     with pytest.raises(ParameterError, match="threshold"):
         preview_plane(np.ones((4, 8, 8), np.uint8), NDNTSettings(shape=(3, 3, 3), threshold=500), (1, 0, 0))
+
+
+@pytest.mark.parametrize(("shape", "opening", "dtype"), [
+    ((5, 17, 17), True, np.uint16), ((5, 17, 17), True, np.float32), ((1, 9, 9), False, np.uint16),
+    ((31, 31, 31), True, np.uint16)])
+def test_every_preview_plane_equals_the_whole_volume_result(phantom, shape, opening, dtype):
+    from florin_napari._core import preview_plane
+
+    image = phantom.values.astype(dtype)
+    settings = NDNTSettings(shape=shape, threshold=0.3, opening=opening, polarity="dark")
+    whole = np.asarray(florin.Serial(*settings.steps())(image))
+    for z in range(image.shape[0]):
+        np.testing.assert_array_equal(preview_plane(image, settings, (z, 0, 0)), whole[z])
+
+
+def test_preview_reads_only_the_z_context(phantom):
+    from florin_napari._core import preview_plane
+
+    class Spy:
+        def __init__(self, array):
+            self.array, self.shape, self.ndim, self.dtype, self.reads = array, array.shape, array.ndim, array.dtype, []
+
+        def __getitem__(self, key):
+            self.reads.append(key)
+            return self.array[key]
+
+    spy = Spy(phantom.values)
+    settings = NDNTSettings(shape=(5, 17, 17), threshold=0.3, opening=True)  # z halo 2 + opening 2
+    preview_plane(spy, settings, (8, 0, 0))
+    assert spy.reads == [slice(4, 13)]
+
+
+def test_the_docs_page_shows_the_pipeline_file_the_widget_writes():
+    """docs/napari.md's TOML is what Save pipeline writes for the demo settings of the screenshots."""
+    import re
+    from pathlib import Path
+
+    from florin_napari._core import rules_text
+
+    from florin.data import PHANTOM_CLASSES
+
+    page = (Path(__file__).resolve().parents[3] / "docs" / "napari.md").read_text()
+    [shown] = re.findall(r"```toml\n(.*?)```", page, flags=re.S)
+    classes = tuple((n, rules_text(florin.bounds_classifier(n, **b))) for n, b in PHANTOM_CLASSES)
+    settings = SegmentSettings(ndnt=NDNTSettings(shape=(10, 64, 64), threshold=0.3, opening=True), min_size=20,
+                               classes=classes, executor="multithread", workers=2)
+    assert settings.to_toml((48, 192, 192)) == shown

@@ -102,10 +102,12 @@ def _leading(image, index):
 def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
     """The NDNT (+ opening) result of one z plane, from its z-context only.
 
-    For a 3-D (or N-D) ``image`` only the planes within the steps' halo of
-    plane ``index[-3]`` are read and thresholded (NDNT's window and the
-    opening's footprint reach no further), so the plane equals the same plane
-    of the whole-volume result exactly. A 2-D image is computed whole.
+    For a 3-D (or N-D) ``image`` only the planes within the steps' halos of
+    plane ``index[-3]`` are read (NDNT's half window plus the opening's
+    reach), and each step computes only the planes the next one needs (the
+    opening runs on ``4r + 1`` planes of the mask, not the whole context), so
+    the plane equals the same plane of the whole-volume result exactly. A 2-D
+    image is computed whole.
 
     Parameters
     ----------
@@ -127,10 +129,17 @@ def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
     volume = _leading(image, index)
     n = volume.shape[0]
     z = min(max(int(index[image.ndim - 3]), 0), n - 1)
-    reach = settings.context(volume.shape)[0]
-    lo, hi = max(0, z - reach), min(n, z + reach + 1)
-    context = np.asarray(volume[lo:hi])
-    return np.asarray(florin.Serial(*settings.steps())(context))[z - lo]
+    steps = settings.steps()
+    # Backwards from the one output plane: the planes each step must produce, widened by the halo of the next.
+    halos = [int(florin.Serial(step).halo(tuple(volume.shape))[0]) for step in steps]
+    ranges, lo, hi = [], z, z + 1
+    for halo in reversed(halos):
+        ranges.append((lo, hi))
+        lo, hi = max(0, lo - halo), min(n, hi + halo)
+    data, offset = np.asarray(volume[lo:hi]), lo  # the z-context: all that is read
+    for step, (a, b) in zip(steps, reversed(ranges), strict=True):
+        data, offset = np.asarray(step(data))[a - offset : b - offset], a
+    return data[0]
 
 
 def _tiled(steps, shape, executor, workers):

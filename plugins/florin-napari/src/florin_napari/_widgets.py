@@ -53,6 +53,12 @@ def _spacing(layer):
     return tuple(float(s) for s in layer.scale)
 
 
+def _placement(layer) -> dict:
+    """The layer's scale, translate, units and axis labels, for a result layer laid over it."""
+    return {"scale": layer.scale, "translate": layer.translate, "units": layer.units,
+            "axis_labels": layer.axis_labels}
+
+
 def _units(layer):
     units = {str(u) for u in getattr(layer, "units", ()) or ()} - {"pixel"}
     if len(units) != 1:
@@ -142,7 +148,19 @@ class _ExecutorControls(Container):
 
 
 class _Workers:
-    """The widget's running workers (``busy`` until each has finished)."""
+    """The widget's running workers (``busy`` until each has finished); quit when the widget goes away."""
+
+    def _watch_close(self):
+        self.native.destroyed.connect(self._closing)
+
+    def _closing(self, *_):
+        self.__dict__["_closed"] = True
+        for worker in list(self.__dict__.get("_running", ())):
+            worker.quit()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.__dict__.get("_closed"))
 
     def _start(self, worker):
         running = self.__dict__.setdefault("_running", set())
@@ -190,6 +208,7 @@ class NDNTWidget(_Workers, Container):
         napari_viewer.dims.events.current_step.connect(self.request_preview)
         napari_viewer.dims.events.ndisplay.connect(self.request_preview)
         self.apply_button.changed.connect(self.apply)
+        self._watch_close()
         self._image_changed()
 
     # -- parameters ----------------------------------------------------------------------------
@@ -216,6 +235,8 @@ class NDNTWidget(_Workers, Container):
     # -- preview -------------------------------------------------------------------------------
     def request_preview(self, *_):
         """Start a preview of the current slice; a running one is superseded."""
+        if self.closed:
+            return None
         layer = self.layer
         if layer is None or not self.preview.value or not self.controls.spins:
             return None
@@ -243,8 +264,8 @@ class NDNTWidget(_Workers, Container):
                     while True:
                         next(gen)
                 except StopIteration as stop:
-                    return generation, None, stop.value
-            return generation, index, preview_plane(data, settings, index)
+                    return generation, layer, None, stop.value
+            return generation, layer, index, preview_plane(data, settings, index)
 
         worker = thread_worker(job, start_thread=False)()
         worker.returned.connect(self._show_preview)
@@ -256,10 +277,9 @@ class NDNTWidget(_Workers, Container):
         self.status.value = f"{type(exc).__name__}: {exc}"
 
     def _show_preview(self, result):
-        generation, index, mask = result
-        if generation != self._generation:
-            return  # superseded
-        layer = self.layer
+        generation, layer, index, mask = result
+        if generation != self._generation or self.closed or layer not in self._viewer.layers:
+            return  # superseded, or the widget or the image is gone
         ndim = layer.ndim
         scale = np.asarray(layer.scale, float)
         translate = np.asarray(layer.translate, float).copy()
@@ -275,7 +295,7 @@ class NDNTWidget(_Workers, Container):
             preview.scale, preview.translate = scale, translate
         else:
             preview = self._viewer.add_labels(data, name=PREVIEW_NAME, scale=scale, translate=translate,
-                                              opacity=0.6)
+                                              units=layer.units, axis_labels=layer.axis_labels, opacity=0.6)
             self._viewer.layers.selection.active = layer
         self.applied.append(generation)
         self.status.value = f"preview: {int(mask.sum())} foreground voxels"
@@ -300,12 +320,13 @@ class NDNTWidget(_Workers, Container):
             self.progress.value = done
 
         def finished(mask):
+            if self.closed or layer not in self._viewer.layers:
+                return
             name = f"{layer.name} NDNT"
             if name in self._viewer.layers:
                 self._viewer.layers[name].data = mask.astype(np.uint8)
             else:
-                self._viewer.add_labels(mask.astype(np.uint8), name=name, scale=layer.scale,
-                                        translate=layer.translate)
+                self._viewer.add_labels(mask.astype(np.uint8), name=name, **_placement(layer))
             self.status.value = f"NDNT ({executor}): {int(mask.sum())} foreground voxels"
 
         worker.yielded.connect(advance)
@@ -342,6 +363,9 @@ class SegmentWidget(_Workers, Container):
         self.min_size = SpinBox(value=64, min=0, max=10**9, label="min size (voxels)")
         self.connectivity = SpinBox(value=1, min=1, max=3, label="connectivity")
         self.classes = Table(value={"name": [], "bounds": []}, label="classes")
+        header = self.classes.native.horizontalHeader()
+        header.setStretchLastSection(True)
+        self.classes.native.setMinimumHeight(110)
         self.add_class = PushButton(text="+ class")
         self.remove_class = PushButton(text="- class")
         self.exec_controls = _ExecutorControls()
@@ -369,6 +393,7 @@ class SegmentWidget(_Workers, Container):
                                                                     self.save_pipeline, save=True))
         self.load_button.changed.connect(lambda *_: self._ask_path("Load a pipeline", "TOML (*.toml)",
                                                                     self.load_pipeline, save=False))
+        self._watch_close()
         self._image_changed()
 
     @property
@@ -461,15 +486,17 @@ class SegmentWidget(_Workers, Container):
             self.status.value = f"{stage} done"
 
         worker.yielded.connect(advance)
-        worker.returned.connect(self._show_result)
+        worker.returned.connect(lambda result: self._show_result(result, layer))
         worker.errored.connect(lambda exc: setattr(self.status, "value", f"{type(exc).__name__}: {exc}"))
         self._worker = worker
         return self._start(worker)
 
-    def _show_result(self, result):
-        layer = self.layer
+    def _show_result(self, result, layer=None):
+        layer = layer if layer is not None else self.layer
+        if self.closed or layer not in self._viewer.layers:
+            return None
         self.result = result
-        kwargs = {"scale": layer.scale, "translate": layer.translate}
+        kwargs = _placement(layer)
         name = f"{layer.name} objects"
         if name in self._viewer.layers:
             objects = self._viewer.layers[name]
