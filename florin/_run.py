@@ -7,7 +7,7 @@ import contextvars
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["RunState", "current", "is_writer", "run_state", "set_writer"]
+__all__ = ["RunState", "agree", "current", "is_writer", "run_state", "set_agreement", "set_writer"]
 
 
 @dataclass
@@ -132,3 +132,23 @@ def allocate(shape, dtype):
     if scratch is not None:
         return scratch.allocate(shape, dtype)
     return np.empty(tuple(shape), np.dtype(dtype))
+
+
+# -- decisions taken once for a whole MPI job -------------------------------------------------------
+# Under florin.MPI's SPMD mode every rank runs the same code; what must be the same on every rank
+# and done only once (claiming an output, naming its temporary folder) runs on rank 0, and every
+# rank gets its result. florin.executors.MPI installs that with set_agreement().
+_agreement = None
+
+
+def set_agreement(func) -> None:
+    """Install ``func(thunk)``, which runs ``thunk`` once for the job and returns its result everywhere (None: here)."""
+    global _agreement
+    _agreement = func
+
+
+def agree(thunk):
+    """``thunk()``, run once for the job: here, or under MPI SPMD on rank 0 with its result (or error) on every rank."""
+    if _agreement is None:
+        return thunk()
+    return _agreement(thunk)

@@ -94,6 +94,10 @@ class OutputNotWritableError(FlorinError, PermissionError):
     """The folder an output goes to is not writable."""
 
 
+class OutputBusyError(FlorinError, BlockingIOError):
+    """Another run is writing the same output right now (it holds the output's claim)."""
+
+
 class PluginError(FlorinError):
     """A plugin failed to load or registered a name that is already taken."""
 

@@ -74,6 +74,9 @@ class Pipeline:
     def __call__(self, data=_NO_DATA):
         with _run.run_state() as (state, top_level):
             if top_level:
+                from florin.io.outputs import check_pipeline_outputs
+
+                check_pipeline_outputs(self)  # every output, before anything is computed
                 data = self._prepare_input(data, state)
                 if isinstance(data, xr.DataArray):
                     state.set_input(data)
@@ -116,10 +119,13 @@ class Pipeline:
 
     def map_collection(self, steps, collection: Collection):
         """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
-        runner = _ItemRunner(list(steps), type(collection).resolve)
-        items = collection.items()
-        label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
-        try:
+        from florin.io.ondisk import tile_saves
+
+        # Tile-by-tile saves write into this run's claimed temporary outputs, removed on any failure.
+        with tile_saves(list(steps)) as steps:
+            runner = _ItemRunner(steps, type(collection).resolve)
+            items = collection.items()
+            label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
             with _run.progress_task(len(items), label) as tick:
                 if self.in_process:
                     pairs = self.imap(_Ticking(runner, tick), items)
@@ -127,11 +133,6 @@ class Pipeline:
                     pairs = _ticked(self.imap(runner, items), tick)
                 with contextlib.closing(pairs):  # a failed join stops the work still running
                     return collection.rebuild_stream(pairs)
-        except BaseException:
-            from florin.io.ondisk import discard_tile_outputs
-
-            discard_tile_outputs(steps)  # a failed tiled save leaves no temporary output or lock behind
-            raise
 
     def _run_steps(self, steps, datum):
         i = 0

@@ -103,9 +103,28 @@ def _enter_spmd():
         _mpi_state["local_size"] = local.Get_size()
         local.Free()
         _run.set_writer(world.Get_rank() == 0)
+        _run.set_agreement(lambda thunk: _agree(comm, thunk))
         _install_abort_hook(mpi)
         _mpi_state["spmd"] = (comm, gather_comm)
         return _mpi_state["spmd"]
+
+
+def _agree(comm, thunk):
+    """Run ``thunk`` on rank 0 and give every rank its result, or raise its error on every rank."""
+    if _nested():  # inside an item: one rank only, nobody to agree with
+        return thunk()
+    if comm.Get_rank() == 0:
+        try:
+            outcome = (True, thunk())
+        except Exception as exc:
+            comm.bcast((False, _capture(exc)), root=0)
+            raise
+        comm.bcast(outcome, root=0)
+        return outcome[1]
+    ok, value = comm.bcast(None, root=0)
+    if not ok:
+        raise _rebuild(value)
+    return value
 
 
 def _install_abort_hook(mpi):

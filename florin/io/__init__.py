@@ -282,6 +282,8 @@ class Save:
     accepts_tiles = True
     #: It can take part in a tiled run and write each tile's core into the output.
     streams_tiles = True
+    #: Inside a run: the token naming the run's temporary output (set on the run's copy of the step).
+    run_token = None
 
     def __init__(self, path, *, format=None, overwrite=False, **options):
         from florin.io.ondisk import OnDiskArray
@@ -389,10 +391,12 @@ def save(path, *, format=None, overwrite=False, **options) -> Save:
     file into place and returns it as a lazy volume. A result larger than memory
     is never held in memory. This works for formats that can be written region
     by region (HDF5, Zarr, OME-Zarr, TIFF, NPY); writes from several processes
-    are serialised by a lock file beside the output. Until the join, the output
-    lives under a hidden temporary name (``.seg.h5.florin-tiles.tmp/``), so an
-    interrupted run never leaves a partial file under the real name; a later
-    run with the same output reuses or replaces it.
+    are serialised by a lock file. Until the join, the output lives under a
+    hidden temporary name of the run's own (``.seg.h5.florin-tiles-TOKEN.tmp/``),
+    so an interrupted run never leaves a partial file under the real name, and
+    the run removes it on any failure. While a run writes an output it holds
+    a claim on it (``.seg.h5.florin-claim``): a second run that wants the same
+    output meanwhile fails at once with :class:`~florin.errors.OutputBusyError`.
 
     Placed after the tiled pipeline (``..., florin.Multiprocess(...),
     florin.save('seg.h5')``) it writes the joined volume, which the join holds

@@ -25,14 +25,25 @@ Two ways for a tiled run to write a result larger than memory:
 
 Either way the output is written under a hidden temporary name beside the
 target and renamed into place only when it is complete (atomic writes).
+
+A tile-by-tile save belongs to one run: the run takes an exclusive claim on the
+target (``.NAME.florin-claim``, locked with ``flock`` for as long as the run
+writes it, so a killed run leaves no stale claim) and writes into a temporary
+folder whose name carries the run's token (``.NAME.florin-tiles-TOKEN.tmp``); the
+token travels to the workers with the save step. A second run that wants the
+same output while the first writes it fails at once with
+:class:`~florin.errors.OutputBusyError`, and a run only ever removes its own
+temporary folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -42,12 +53,13 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from florin import tilemeta
-from florin.errors import FormatError, ParameterError, PipelineError
+from florin import _run, tilemeta
+from florin.errors import FormatError, OutputBusyError, ParameterError, PipelineError
 from florin.tiling import TileJoin, register_join
 
 __all__ = [
-    "OnDiskArray", "WrittenJoin", "create", "discard_tile_outputs", "file_lock", "join_written", "save_tile", "save_tiles",
+    "OnDiskArray", "WrittenJoin", "claim", "create", "file_lock", "join_written", "save_tile", "save_tiles",
+    "tile_saves",
 ]
 
 _MARKER = ".florin-output.json"
@@ -401,7 +413,6 @@ def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
     if save.out is not None:
         return save.out
     from florin.io import _check_options, _format, check_output
-    from florin.io.atomic import remove_path
 
     fmt = _format(save.path, save.format)
     if fmt.create is None:
@@ -411,41 +422,174 @@ def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
         )
     _check_options(fmt.create, save.options, fmt, "tile-by-tile writer")
     target = Path(save.path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    workdir = target.parent / f".{target.name}.florin-tiles.tmp"
-    lock = target.parent / f".{target.name}.florin-tiles.lock"
+    token = getattr(save, "run_token", None)
+    if token is None:
+        raise PipelineError(f"save({os.fspath(save.path)!r}) got a tile outside a run of a tiled pipeline; "
+                            "put it in the pipeline that maps over the tiles", operator="save", origin=info.origin)
+    workdir = _tile_workdir(target, token)
+    if not workdir.is_dir():  # never recreated: the run that owns it failed or was stopped and removed it
+        raise PipelineError(f"the temporary output of {os.fspath(target)!r} is gone ({os.fspath(workdir)!r}): "
+                            "its run was stopped", operator="save", origin=info.origin)
+    lock = workdir / ".lock"
     tmp = workdir / target.name
     marker = workdir / _MARKER
     shape, dtype, dims, attrs = _meta_of(tile, info.full_shape, dtype)
     want = {"shape": list(shape), "dtype": dtype.str, "format": fmt.name, "options": repr(sorted(save.options.items()))}
     with file_lock(lock):
         check_output(target, overwrite=save.overwrite, source=tile.attrs.get("source"))
-        locator = None
         if marker.exists() and tmp.exists():
-            try:
-                meta = json.loads(marker.read_text())
-            except ValueError:
-                meta = {}
-            if {k: meta.get(k) for k in want} == want:
-                locator = meta["locator"]
-        if locator is None:  # first tile of this run (or leftovers of another output): start afresh
-            remove_path(workdir)
-            workdir.mkdir()
+            meta = json.loads(marker.read_text())
+            if {k: meta.get(k) for k in want} != want:
+                raise PipelineError(
+                    f"tiles saved to {os.fspath(target)!r} disagree: this one is {dtype} of {shape}, an earlier one "
+                    f"{np.dtype(meta.get('dtype'))} of {tuple(meta.get('shape') or ())}", operator="save",
+                    origin=info.origin)
+            locator = meta["locator"]
+        else:  # the first tile of this run
             locator = fmt.create(tmp, shape, dtype, dims=dims, attrs=attrs, **save.options) or {}
             marker.write_text(json.dumps({**want, "locator": locator}))
     return OnDiskArray(target, tmp, fmt.name, locator, shape, dtype, dims, attrs,
                        overwrite=save.overwrite, lock=lock, workdir=workdir)
 
 
-def discard_tile_outputs(steps) -> None:
-    """Remove the temporary outputs and locks of the tile-by-tile ``save`` steps in ``steps`` (after a failed run)."""
-    from florin.io.atomic import remove_path
+def _tile_workdir(target: Path, token: str) -> Path:
+    return target.parent / f".{target.name}.florin-tiles-{token}.tmp"
 
+
+# -- one run per output ----------------------------------------------------------------------
+class _Claim:
+    """An exclusive claim on an output path, held by one run until :meth:`release`."""
+
+    def __init__(self, target, path, fd):
+        self.target, self.path, self.fd = target, path, fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while still locked: a run waiting on this file sees it is gone and retries
+        os.close(self.fd)  # releases the lock
+        self.fd = None
+
+
+def claim(target) -> _Claim:
+    """Claim ``target`` for this run, or raise :class:`OutputBusyError` when another run holds it.
+
+    The claim is the lock on ``.NAME.florin-claim`` beside the target (``flock``:
+    released by the kernel when its process ends, however it ends, so a killed
+    run never blocks the next one). Its file says who holds it and is removed
+    on :meth:`_Claim.release`.
+    """
+    target = Path(target)
+    path = target.parent / f".{target.name}.florin-claim"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise OutputBusyError(
+                f"output {os.fspath(target)!r} is being written by another florin run ({holder}); "
+                "wait for it to finish or choose another output path"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder released it (and removed the file) while we waited: claim the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    return _Claim(target, path, fd)
+
+
+def _tile_save_steps(steps) -> list:
+    """The tile-by-tile ``save`` steps (to a path) among ``steps`` and the pipelines nested in them."""
+    found = []
     for step in steps:
         if getattr(step, "streams_tiles", False) and getattr(step, "out", None) is None:
-            target = Path(step.path)
-            remove_path(target.parent / f".{target.name}.florin-tiles.tmp")
-            remove_path(target.parent / f".{target.name}.florin-tiles.lock")
+            found.append(step)
+        elif isinstance(getattr(step, "steps", None), list):
+            found += _tile_save_steps(step.steps)
+    return found
+
+
+@contextlib.contextmanager
+def tile_saves(steps):
+    """Run the tile-by-tile saves among ``steps`` as saves of one run; yield the steps to map.
+
+    For each such save: claim its target (:func:`claim`; a run that holds it
+    already is refused at once), check that it may be written, and make the
+    run's own temporary folder. The yielded steps are copies whose save steps
+    carry the run's token, so that workers write into that folder. On leaving,
+    whatever this run left of its temporary outputs (all of them, unless the join
+    committed them) is removed and the claims are released: on success, on an
+    exception, on Ctrl-C or SIGTERM alike.
+
+    Under MPI in SPMD mode rank 0 claims and makes the folders and every rank
+    gets the same tokens (see :func:`florin._run.agree`).
+    """
+    saves = _tile_save_steps(steps)
+    if not saves:
+        yield steps
+        return
+    claims = []
+    workdirs = []
+
+    def start():
+        from florin.io import check_output
+
+        tokens = {}
+        try:
+            for save in saves:
+                claims.append(claim(save.path))
+                check_output(save.path, overwrite=save.overwrite)
+                token = uuid.uuid4().hex[:12]
+                workdir = _tile_workdir(Path(save.path), token)
+                workdir.mkdir()
+                workdirs.append(workdir)
+                tokens[id(save)] = token
+        except BaseException:
+            _finish(claims, workdirs)
+            raise
+        return [tokens[id(save)] for save in saves]
+
+    try:
+        tokens = _run.agree(start)
+        if not workdirs:  # another rank made them
+            workdirs[:] = [_tile_workdir(Path(save.path), token) for save, token in zip(saves, tokens, strict=True)]
+        yield _bound(steps, dict(zip(map(id, saves), tokens, strict=True)))
+    finally:
+        _finish(claims, workdirs)
+
+
+def _finish(claims, workdirs) -> None:
+    from florin.io.atomic import remove_path
+
+    for workdir in workdirs:
+        remove_path(workdir)
+    while claims:
+        claims.pop().release()
+
+
+def _bound(steps, tokens) -> list:
+    """``steps`` with each tile-by-tile save (nested ones too) replaced by a copy carrying its run's token."""
+    bound = []
+    for step in steps:
+        if id(step) in tokens:
+            copied = copy.copy(step)
+            copied.run_token = tokens[id(step)]
+            step = copied
+        elif isinstance(getattr(step, "steps", None), list) and _tile_save_steps(step.steps):
+            copied = copy.copy(step)
+            copied.steps = _bound(step.steps, tokens)
+            step = copied
+        bound.append(step)
+    return bound
 
 
 def save_tile(save, tile, info):
@@ -463,16 +607,17 @@ def save_tile(save, tile, info):
 
 def save_tiles(save, tiles) -> None:
     """Write the (unprocessed) tiles of a volume one by one: the volume, never whole in memory."""
-    sink = None
-    for i in range(len(tiles)):
-        tile = tiles[i]
-        info = tilemeta.info_of(tile)
-        core = tile[info.core_in_tile]
-        if sink is None:
-            sink = _tile_sink(save, tile, info, core.dtype)
-        sink[info.core_slices] = np.asarray(core)
-    if sink is not None:
-        sink.commit()
+    with tile_saves([save]) as (save,):
+        sink = None
+        for i in range(len(tiles)):
+            tile = tiles[i]
+            info = tilemeta.info_of(tile)
+            core = tile[info.core_in_tile]
+            if sink is None:
+                sink = _tile_sink(save, tile, info, core.dtype)
+            sink[info.core_slices] = np.asarray(core)
+        if sink is not None:
+            sink.commit()
 
 
 class WrittenJoin(TileJoin):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from florin.errors import OutputExistsError, OutputNotWritableError, ParameterError
 
-__all__ = ["check_outputs", "pipeline_saves"]
+__all__ = ["check_outputs", "check_pipeline_outputs", "pipeline_saves"]
 
 
 def pipeline_saves(pipeline) -> list:
@@ -34,7 +34,7 @@ def _nearest_existing_dir(path: Path) -> Path:
     return parent
 
 
-def check_outputs(outputs, *, overwrite=False) -> None:
+def check_outputs(outputs, *, overwrite=False, how="pass --overwrite") -> None:
     """Refuse a run whose outputs clash, exist, or cannot be written.
 
     Parameters
@@ -44,6 +44,8 @@ def check_outputs(outputs, *, overwrite=False) -> None:
         overrides ``overwrite`` for that output (a ``save`` step's own flag).
     overwrite : bool
         Whether existing outputs may be replaced.
+    how : str
+        How the user allows that, for the message (``"pass --overwrite"``, ``"pass overwrite=True"``).
 
     Raises
     ------
@@ -63,9 +65,27 @@ def check_outputs(outputs, *, overwrite=False) -> None:
             raise ParameterError(f"{what} {os.fspath(path)!r} is also {seen[real]}; give each output its own path")
         seen[real] = what
         if path.exists() and not allowed:
-            raise OutputExistsError(f"output {os.fspath(path)!r} already exists; pass --overwrite to replace it")
+            raise OutputExistsError(f"output {os.fspath(path)!r} already exists; {how} to replace it")
         folder = _nearest_existing_dir(path)
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
             raise OutputNotWritableError(f"cannot write {what} {os.fspath(path)!r}: folder {os.fspath(folder)!r} "
                                          "is not writable")
 
+
+def check_pipeline_outputs(pipeline) -> None:
+    """Check the outputs of ``pipeline``'s ``save`` steps before it runs (see :func:`check_outputs`).
+
+    Each must not exist unless its step has ``overwrite=True``, its folder must
+    be writable, and no two may share a path, so that a run never writes its
+    first output and then fails on the second. Saves into an array from
+    :func:`florin.io.create` were checked when it was created. Under MPI SPMD
+    only the rank that writes checks.
+    """
+    from florin import _run
+
+    if not _run.is_writer():
+        return
+    saves = [s for s in pipeline_saves(pipeline) if getattr(s, "out", None) is None]
+    if saves:
+        check_outputs([(f"save step {step!r}", step.path, bool(step.overwrite)) for step in saves],
+                      how="pass overwrite=True")
