@@ -141,3 +141,22 @@ def test_random_partitions_and_connectivities(pool_map, data, ndim):
     want = conncomp.regionprops(expected, intensity=mask)
     for key, col in want.table.items():
         np.testing.assert_array_equal(got.table[key], col, err_msg=key)
+
+
+@pytest.mark.parametrize("executor", ["Multithread", "Multiprocess"])
+def test_florin_executor_maps(tmp_path, mask, executor):
+    ex = getattr(florin, executor)(**({"threads": 2} if executor == "Multithread" else {"processes": 2}))
+    expected = conncomp.label(mask, connectivity=3).values
+    for out in (np.zeros(mask.shape, np.uint32), _memmap(tmp_path / "l.npy", shape=mask.shape, dtype=np.uint32)):
+        assert blockwise.label(mask, out, blocks=BLOCKS, connectivity=3, map=ex.map) == expected.max()
+        np.testing.assert_array_equal(out, expected)
+    out = np.zeros_like(mask)
+    blockwise.remove_small_holes(mask, out, blocks=BLOCKS, min_size=5, map=ex.map)
+    np.testing.assert_array_equal(out, morphology.remove_small_holes(mask, min_size=5).values)
+    step = florin.classify(florin.bounds_classifier("small", area=4), florin.bounds_classifier("big"))
+    regions = step(blockwise.regionprops(expected, blocks=BLOCKS, map=ex.map))
+    classes = np.zeros(mask.shape, np.uint8)
+    blockwise.reconstruct(expected, regions, classes, blocks=BLOCKS, map=ex.map)
+    np.testing.assert_array_equal(classes, florin.reconstruct(step(conncomp.regionprops(expected))).values)
+    saved = blockwise.save(classes, tmp_path / "classes.h5", blocks=BLOCKS, map=ex.map)
+    np.testing.assert_array_equal(saved.values, classes)
