@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import napari
 import numpy as np
+import pytest
 from florin_napari import _reader
 from florin_napari._reader import get_reader
 
@@ -156,3 +157,17 @@ def test_labels_go_to_ome_zarr_as_image_label_groups(make_napari_viewer, phantom
     assert layers[0].name == "both.ome.zarr" and layers[1].name.startswith("cells")
     np.testing.assert_array_equal(np.asarray(layers[1].data), labels_volume.values)
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary directory
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    from florin_napari._writer import write_image, write_layers
+
+    from florin.errors import FlorinError
+
+    with pytest.raises(FlorinError, match="OME-Zarr"):
+        write_image(str(tmp_path / "line.ome.zarr"), np.zeros(7, np.uint8), {"scale": (1.0,)})
+    with pytest.raises(FlorinError, match="one image"):
+        write_layers(str(tmp_path / "two.ome.zarr"), [(np.zeros((4, 4)), {}, "image")] * 2)
+    with pytest.raises(FlorinError, match=r"\.ome\.zarr"):
+        write_layers(str(tmp_path / "two.tif"), [(np.zeros((4, 4)), {}, "image")])
+    assert list(tmp_path.iterdir()) == []
