@@ -39,6 +39,7 @@ __all__ = [
     "operator",
     "save",
     "tile",
+    "tune",
 ]
 
 # PEP 562: the public names are imported on first use, so that ``import florin`` (and every ``florin`` command
@@ -56,6 +57,7 @@ _LAZY = {
     "classify": "florin.classification",
     "bounds_classifier": "florin.classification",
     "reconstruct": "florin.reconstruction",
+    "tune": "florin.tuning",
 }
 
 

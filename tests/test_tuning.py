@@ -38,6 +38,12 @@ def whole_dice(pipeline, sample):
     return score_masks(pipeline(sample.image).values > 0, sample.labels > 0)
 
 
+def test_florin_tune_is_the_top_level_name():
+    import florin.tuning
+
+    assert florin.tune is florin.tuning.tune and "tune" in florin.__all__
+
+
 def test_tuning_from_one_slice_comes_within_001_of_the_exhaustive_grid(sample):
     annotation = painted(sample, [8])
     grid_pipe, grid = tune(sample.image, annotation, search=SPACE, strategy="grid", budget=None, tile=None)

@@ -25,6 +25,7 @@ TOP_LEVEL = [
     ("Executors", ["Multithread", "Multiprocess", "MPI", "Dask"]),
     ("Reading, writing and tiling", ["load", "save", "tile", "join"]),
     ("Objects", ["classify", "bounds_classifier", "reconstruct"]),
+    ("Finding parameters", ["tune"]),
     ("Volumes", ["as_volume", "get_spacing"]),
     ("Plugins and errors", ["operator", "hookimpl", "FlorinError"]),
 ]
@@ -36,6 +37,8 @@ ORDER = [
     "florin.conncomp",
     "florin.classification",
     "florin.reconstruction",
+    "florin.tuning",
+    "florin.tuning_report",
     "florin.operators",
     "florin.pipelines",
     "florin.executors",
