@@ -227,3 +227,45 @@ def test_the_docs_page_shows_the_pipeline_file_the_widget_writes():
     settings = SegmentSettings(ndnt=NDNTSettings(shape=(10, 64, 64), threshold=0.3, opening=True), min_size=20,
                                classes=classes, executor="multithread", workers=2)
     assert settings.to_toml((48, 192, 192)) == shown
+
+
+def test_ndnt_widget_pipeline_file_runs_in_florin_run_and_loads_back(viewer, phantom, tmp_path):
+    from florin.cli import main
+
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    widget.exec_controls.executor.value = "multithread"
+    widget.save_pipeline(tmp_path / "ndnt.toml")
+    text = (tmp_path / "ndnt.toml").read_text()
+    assert 'op = "thresholding.ndnt"' in text and "remove_small_objects" not in text
+    florin.io.write(tmp_path / "volume.tif", phantom)
+    assert main(["run", str(tmp_path / "ndnt.toml"), str(tmp_path / "volume.tif"), "-o", str(tmp_path / "m.tif")]) == 0
+    np.testing.assert_array_equal(florin.io.read(tmp_path / "m.tif").values.astype(bool),
+                                  _whole(phantom, widget.settings()))
+    other = NDNTWidget(viewer)
+    other.load_pipeline(tmp_path / "ndnt.toml")
+    assert other.settings() == widget.settings() and other.exec_controls.executor.value == "multithread"
+
+
+def test_3d_view_previews_a_small_volume_whole_and_2d_images_work(make_napari_viewer, phantom, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.values, name="phantom", scale=SPACING)
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    widget.preview.value = True
+    viewer.dims.ndisplay = 3
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_NAME].data.astype(bool), _whole(phantom, widget.settings()))
+    viewer.dims.ndisplay = 2
+    viewer.layers.clear()
+    plane = phantom.values[7]
+    viewer.add_image(plane, name="plane")
+    flat = NDNTWidget(viewer)
+    assert len(flat.controls.spins) == 2
+    flat.preview.value = False
+    flat.controls.isotropic.value = False
+    flat.controls.set_shape((17, 17))
+    flat.preview.value = True
+    _wait(qtbot, flat)
+    expected = np.asarray(florin.Serial(*flat.settings().steps())(plane))
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_NAME].data.astype(bool), expected)

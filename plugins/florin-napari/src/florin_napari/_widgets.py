@@ -174,7 +174,50 @@ class _Workers:
         return bool(self.__dict__.get("_running"))
 
 
-class NDNTWidget(_Workers, Container):
+class _PipelineFiles:
+    """*Save pipeline...* / *Load pipeline...*: the widget's settings as a pipeline TOML for ``florin run``.
+
+    The widget provides ``to_toml()`` and ``load_settings(SegmentSettings)``.
+    """
+
+    def _file_buttons(self, *extra):
+        self.save_button = PushButton(text="Save pipeline...")
+        self.load_button = PushButton(text="Load pipeline...")
+        self.save_button.changed.connect(lambda *_: self._ask_path("Save the pipeline", "TOML (*.toml)",
+                                                                    self.save_pipeline, save=True))
+        self.load_button.changed.connect(lambda *_: self._ask_path("Load a pipeline", "TOML (*.toml)",
+                                                                    self.load_pipeline, save=False))
+        return Container(widgets=[*extra, self.save_button, self.load_button], layout="horizontal", labels=False)
+
+    def save_pipeline(self, path):
+        """Write the settings as a pipeline TOML (atomically) that ``florin run`` executes unchanged."""
+        from florin.io.atomic import atomic_path
+
+        text = self.to_toml()
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+        self.status.value = f"saved {os.path.basename(os.fspath(path))}"
+
+    def load_pipeline(self, path):
+        """Fill the widget from a pipeline TOML."""
+        shape = _data(self.layer).shape if self.layer is not None else None
+        self.load_settings(settings_from_toml(os.fspath(path), shape=shape))
+        self.status.value = f"loaded {os.path.basename(os.fspath(path))}"
+
+    def _ask_path(self, title, filter, action, *, save):
+        from qtpy.QtWidgets import QFileDialog
+
+        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = ask(self.native, title, "", filter)
+        if path:
+            try:
+                action(path)
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.status.value = f"{type(exc).__name__}: {exc}"
+
+
+class NDNTWidget(_PipelineFiles, _Workers, Container):
     """NDNT with a live preview of the current slice, and Apply on the whole volume.
 
     The preview recomputes, off the GUI thread, whenever a parameter or the
@@ -195,8 +238,9 @@ class NDNTWidget(_Workers, Container):
         self.apply_button = PushButton(text="Apply to the whole volume")
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="")
+        files = self._file_buttons()
         super().__init__(widgets=[self.image, self.controls, self.preview, self.exec_controls, self.apply_button,
-                                  self.progress, self.status])
+                                  self.progress, files, self.status])
         self._generation = 0
         self._worker = None
         self._apply_worker = None
@@ -344,8 +388,17 @@ class NDNTWidget(_Workers, Container):
 
         return florin.Serial(*seg.pipeline(_data(self.layer).shape).steps[: -2])
 
+    def to_toml(self) -> str:
+        return self.pipeline().to_toml()
 
-class SegmentWidget(_Workers, Container):
+    def load_settings(self, settings: SegmentSettings):
+        self.controls.load(settings.ndnt)
+        self.exec_controls.executor.value = settings.executor
+        if settings.workers:
+            self.exec_controls.workers.value = settings.workers
+
+
+class SegmentWidget(_PipelineFiles, _Workers, Container):
     """The classic FLoRIN pipeline: NDNT, opening, size filter, label, classes, under an executor.
 
     *Run* gives a Labels layer of the objects whose ``features`` are the
@@ -372,12 +425,9 @@ class SegmentWidget(_Workers, Container):
         self.run_button = PushButton(text="Run")
         self.progress = ProgressBar(value=0, min=0, max=4, label="progress")
         self.export_button = PushButton(text="Export CSV...")
-        self.save_button = PushButton(text="Save pipeline...")
-        self.load_button = PushButton(text="Load pipeline...")
         self.status = Label(value="")
         buttons = Container(widgets=[self.add_class, self.remove_class], layout="horizontal", labels=False)
-        files = Container(widgets=[self.export_button, self.save_button, self.load_button], layout="horizontal",
-                          labels=False)
+        files = self._file_buttons(self.export_button)
         super().__init__(widgets=[self.image, self.controls, self.min_size, self.connectivity, self.classes,
                                   buttons, self.exec_controls, self.run_button, self.progress, files,
                                   self.status])
@@ -389,10 +439,6 @@ class SegmentWidget(_Workers, Container):
         self.run_button.changed.connect(self.run)
         self.export_button.changed.connect(lambda *_: self._ask_path("Export the objects table", "CSV (*.csv)",
                                                                       self.export_csv, save=True))
-        self.save_button.changed.connect(lambda *_: self._ask_path("Save the pipeline", "TOML (*.toml)",
-                                                                    self.save_pipeline, save=True))
-        self.load_button.changed.connect(lambda *_: self._ask_path("Load a pipeline", "TOML (*.toml)",
-                                                                    self.load_pipeline, save=False))
         self._watch_close()
         self._image_changed()
 
@@ -432,33 +478,6 @@ class SegmentWidget(_Workers, Container):
 
     def to_toml(self) -> str:
         return self.settings().to_toml(_data(self.layer).shape)
-
-    def save_pipeline(self, path):
-        """Write the settings as a pipeline TOML (atomically) that ``florin run`` executes unchanged."""
-        from florin.io.atomic import atomic_path
-
-        text = self.to_toml()
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-        self.status.value = f"saved {os.path.basename(os.fspath(path))}"
-
-    def load_pipeline(self, path):
-        """Fill the widget from a pipeline TOML."""
-        shape = _data(self.layer).shape if self.layer is not None else None
-        self.load_settings(settings_from_toml(os.fspath(path), shape=shape))
-        self.status.value = f"loaded {os.path.basename(os.fspath(path))}"
-
-    def _ask_path(self, title, filter, action, *, save):
-        from qtpy.QtWidgets import QFileDialog
-
-        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
-        path, _ = ask(self.native, title, "", filter)
-        if path:
-            try:
-                action(path)
-            except Exception as exc:  # noqa: BLE001 - shown to the user
-                self.status.value = f"{type(exc).__name__}: {exc}"
 
     # -- run -----------------------------------------------------------------------------------
     def run(self, *_):
