@@ -2,20 +2,6 @@
 importing them (see :mod:`florin._metadata`). Do not edit; regenerate after changing an operator or
 format module."""
 
-MODULES = {'florin.classification': '8b1112b3',
- 'florin.conncomp': 'f9945ca1',
- 'florin.io': '603ee60e',
- 'florin.io.hdf5': '1119fbff',
- 'florin.io.netcdf': 'c4b33a0e',
- 'florin.io.npy': 'de458cf7',
- 'florin.io.stack': '4474a532',
- 'florin.io.tiff': '89a174de',
- 'florin.io.zarr': '9801fd3c',
- 'florin.morphology': '84f4a092',
- 'florin.reconstruction': '3753bd95',
- 'florin.thresholding': 'd77dc87f',
- 'florin.tiling': 'df437edc'}
-
 OPERATORS = [{'name': 'thresholding.ndnt',
   'ref': 'florin.thresholding:ndnt',
   'signature': "(shape=None, threshold=0.25, *, polarity='dark', threads=None)",

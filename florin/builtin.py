@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from florin.hookspecs import hookimpl
 
-__all__ = ["PARTS", "PLUGINS", "Part", "extras", "install_hint"]
+__all__ = ["PARTS", "PLUGINS", "Part", "complete_operators", "extras", "install_hint"]
 
 
 @dataclass(frozen=True)
@@ -126,35 +126,37 @@ class Operators:
     def florin_register_operators(self, registry):
         from florin._metadata import builtin_catalog
 
-        rows, _, stale = builtin_catalog()
-        steps = dict(_STEPS)
+        # By reference, from the catalog: nothing is imported until an operator is used.
+        for row in builtin_catalog()[0]:
+            registry.add_operator(row["name"], row["ref"], signature=row["signature"], summary=row["summary"])
 
-        def fresh(module_name):
-            return stale is not None and module_name not in stale
 
-        for module_name in _OPERATOR_MODULES:
-            if fresh(module_name):  # by reference: nothing is imported until an operator is used
-                for row in rows:
-                    if row["ref"].partition(":")[0] == module_name and row["name"] not in steps:
-                        registry.add_operator(row["name"], row["ref"], signature=row["signature"],
-                                              summary=row["summary"])
-                continue
-            # Edited since the catalog was written (python -m florin._metadata catches up): import it.
-            from florin.operators import Florinated
+def complete_operators(registry, name) -> bool:
+    """Register the operators of the built-in module ``name`` points into, if the catalog lacks some.
 
-            module = importlib.import_module(module_name)
-            prefix = module_name.rsplit(".", 1)[1]
-            for name in getattr(module, "__all__", ()):
-                obj = getattr(module, name)
-                if isinstance(obj, Florinated):
-                    registry.add_operator(f"{prefix}.{name}", obj)
-        by_name = {row["name"]: row for row in rows}
-        for name, where in _STEPS:
-            row = by_name.get(name)
-            if row is not None and row["ref"] == where and fresh(where.partition(":")[0]):
-                registry.add_operator(name, where, signature=row["signature"], summary=row["summary"])
-            else:
-                registry.add_operator(name, _resolve(where))
+    Called by the registry when ``name`` (``'morphology.new_op'``) is not registered:
+    an operator added to a built-in module since ``python -m florin._metadata`` last
+    ran is found by importing that module. Returns whether anything was added.
+    """
+    module_name = f"florin.{name.partition('.')[0]}"
+    info = registry.plugins.get("florin.operators")
+    if module_name not in _OPERATOR_MODULES or info is None or info.status != "loaded":
+        return False
+    from florin.operators import Florinated
+
+    module = importlib.import_module(module_name)
+    prefix = module_name.rsplit(".", 1)[1]
+    added = False
+    registry._current = info
+    try:
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr)
+            if isinstance(obj, Florinated) and f"{prefix}.{attr}" not in registry.operators:
+                registry.add_operator(f"{prefix}.{attr}", obj)
+                added = True
+    finally:
+        registry._current = None
+    return added
 
 
 class Executors:
@@ -173,14 +175,13 @@ class Formats:
     def florin_register_formats(self, registry):
         from florin._metadata import builtin_catalog
 
-        _, rows, stale = builtin_catalog()
-        rows = {row["ref"]: row for row in rows}
+        rows = {row["ref"]: row for row in builtin_catalog()[1]}
         for part in _parts("format"):
             row = rows.get(part.where)
-            if row is not None and part.where.partition(":")[0] not in (stale or ()):
+            if row is not None:
                 registry.add_format(part.where, name=row["name"], extensions=row["extensions"],
                                     description=row["description"])
-            else:
+            else:  # not in the catalog yet (python -m florin._metadata): import it
                 registry.add_format(_resolve(part.where))
 
 

@@ -326,6 +326,10 @@ class Registry:
     def operator(self, name: str):
         """The operator (or step) factory registered as ``name``."""
         if name not in self.operators:
+            from florin.builtin import complete_operators
+
+            complete_operators(self, str(name))
+        if name not in self.operators:
             raise ParameterError(_unknown("operator", name, self.operators, {}))
         return self.operators[name]
 
