@@ -3,8 +3,8 @@
 Commands are added through the ``florin_register_commands`` hook, florin's own
 included (:mod:`florin.cli.commands`). Library errors become one line on
 stderr and a non-zero exit: 2 for bad usage, parameters or a missing input file,
-1 for a failed run;
-``--debug`` shows the traceback.
+1 for a failed run, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM, both of
+which remove the run's temporary outputs; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -69,11 +69,41 @@ def _exit_code(exc) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    from florin import _signals
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    with _signals.install():  # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
+        return _main(argv)
+
+
+def _main(argv) -> int:
+    import signal
+
+    from florin import _signals
+
+    rv = _run_app(argv)
+    # typer turns Ctrl-C (and SIGTERM's Terminated, a KeyboardInterrupt) into a plain exit status 130.
+    received = _signals.received()
+    if received == signal.SIGTERM:
+        typer.echo("florin: terminated", err=True)
+        return 143
+    if received == signal.SIGINT:
+        typer.echo("florin: interrupted", err=True)
+        return 130
+    return rv
+
+
+def _run_app(argv) -> int:
     debug = "--debug" in argv
     try:
         app = build_app()
         rv = app(args=argv, prog_name="florin", standalone_mode=False)
+    except KeyboardInterrupt:
+        from florin._signals import received
+
+        if received() is None:  # not a signal (main() names those)
+            typer.echo("florin: interrupted", err=True)
+        return 130
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -90,9 +120,6 @@ def main(argv=None) -> int:
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         typer.echo(f"florin: error: {_one_line(exc.format_message())}{where}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        typer.echo("florin: interrupted", err=True)
-        return 130
     except FlorinError as exc:
         if debug:
             raise

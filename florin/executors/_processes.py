@@ -348,6 +348,7 @@ def _worker_main(conn, inherited=()) -> None:
 
     _common._process_worker = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler a forked worker inherits: end quietly
     for other in inherited:
         other.close()
     for pool in _process_pools.values():  # forked: the parent's kept blocks are not this worker's to hold
@@ -365,7 +366,11 @@ def _worker_main(conn, inherited=()) -> None:
         if payload == _FORGET_KEPT:  # no reply
             _shm._forget_kept()
             continue
-        conn.send_bytes(_run_chunk(payload))
+        result = _run_chunk(payload)
+        try:
+            conn.send_bytes(result)
+        except (EOFError, OSError):  # the parent stopped or was killed: nobody reads the result
+            return
 
 
 # Worker pools are kept between maps (as pathos keeps its pools): workers start,

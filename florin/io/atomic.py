@@ -43,10 +43,13 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from florin._signals import deferred
+
     workdir = path.parent / f".{path.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
-    workdir.mkdir()
     tmp = workdir / path.name
     try:
+        with deferred():  # Ctrl-C right after the folder is made still removes it
+            workdir.mkdir()
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"the writer did not create {path.name}")
@@ -55,7 +58,8 @@ def atomic_path(path):
                 _replace(companion, path.parent / companion.name)
         _replace(tmp, path)
     finally:
-        remove_path(workdir)
+        with deferred():  # a second Ctrl-C does not stop the removal half-way
+            remove_path(workdir)
 
 
 def _replace(src: Path, dst: Path) -> None:

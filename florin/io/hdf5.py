@@ -194,7 +194,10 @@ def _writing(path, mode):
         yield f
         f.flush()  # a full disk fails here, while the file can still be closed
     except BaseException as exc:
-        _discard_and_close(f)
+        from florin._signals import deferred
+
+        with deferred():
+            _discard_and_close(f)
         error = _os_error(exc) if isinstance(exc, Exception) else exc
         if error is exc:
             raise

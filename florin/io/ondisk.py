@@ -240,7 +240,10 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
         from florin.io.atomic import remove_path
 
         if not self.committed:
-            remove_path(self.workdir)
+            from florin._signals import deferred
+
+            with deferred():
+                remove_path(self.workdir)
 
     def __enter__(self):
         return self
@@ -350,15 +353,18 @@ def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=Fa
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     workdir = target.parent / f".{target.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
-    workdir.mkdir()
     tmp = workdir / target.name
     try:
+        from florin._signals import deferred
+
+        with deferred():  # Ctrl-C right after the folder is made still removes it
+            workdir.mkdir()
         locator = fmt.create(tmp, shape, dtype, dims=dims, attrs=attrs, **options) or {}
-    except Exception as exc:
+    except BaseException as exc:
         from florin.io.atomic import remove_path
 
         remove_path(workdir)
-        if isinstance(exc, (FormatError, ParameterError)):
+        if not isinstance(exc, Exception) or isinstance(exc, (FormatError, ParameterError)):
             raise
         raise FormatError(f"cannot create {os.fspath(path)!r} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
     return OnDiskArray(target, tmp, fmt.name, locator, shape, dtype, dims, attrs,
@@ -543,16 +549,19 @@ def tile_saves(steps):
     def start():
         from florin.io import check_output
 
+        from florin._signals import deferred
+
         tokens = {}
         try:
-            for save in saves:
-                claims.append(claim(save.path))
-                check_output(save.path, overwrite=save.overwrite)
-                token = uuid.uuid4().hex[:12]
-                workdir = _tile_workdir(Path(save.path), token)
-                workdir.mkdir()
-                workdirs.append(workdir)
-                tokens[id(save)] = token
+            with deferred():  # a claim or folder is recorded (to be removed) before Ctrl-C can stop us
+                for save in saves:
+                    claims.append(claim(save.path))
+                    check_output(save.path, overwrite=save.overwrite)
+                    token = uuid.uuid4().hex[:12]
+                    workdir = _tile_workdir(Path(save.path), token)
+                    workdir.mkdir()
+                    workdirs.append(workdir)
+                    tokens[id(save)] = token
         except BaseException:
             _finish(claims, workdirs)
             raise
@@ -568,12 +577,46 @@ def tile_saves(steps):
 
 
 def _finish(claims, workdirs) -> None:
+    from florin._signals import deferred
+
+    with deferred():  # a second Ctrl-C does not stop the cleanup half-way
+        for workdir in workdirs:
+            _remove_run_folder(workdir)
+        while claims:
+            claims.pop().release()
+
+
+def _remove_run_folder(workdir: Path, wait=10.0) -> None:
+    """Remove a run's temporary folder, after the tile write in progress in it (if any) is done.
+
+    A worker still writing a tile holds the folder's lock; removing the files
+    under it could let it add a file after the removal. Workers that take the
+    lock later find the folder gone and write nothing.
+    """
+    import time
+
     from florin.io.atomic import remove_path
 
-    for workdir in workdirs:
+    if not workdir.is_dir():
+        return
+    fd = None
+    with contextlib.suppress(OSError):
+        fd = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break  # a stuck worker: remove the folder anyway
+                    time.sleep(0.01)
+    try:
         remove_path(workdir)
-    while claims:
-        claims.pop().release()
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _bound(steps, tokens) -> list:

@@ -1,0 +1,112 @@
+"""Ctrl-C (SIGINT) and SIGTERM end a run promptly and cleanly.
+
+The CLI calls :func:`install`. Both signals then raise in the main thread
+(``KeyboardInterrupt``, or :class:`Terminated` for SIGTERM), so every ``finally``
+on the way out runs: temporary outputs are removed, claims released, worker
+pools stopped. Two things could still go wrong, and are handled here:
+
+* Python runs a signal handler wherever the main thread is, and an exception
+  raised inside a weakref callback or a ``__del__`` (HDF5 and xarray release
+  objects all the time) is printed as "Exception ignored" and dropped: the run
+  went on and exited 0. The unraisable-exception hook sees such an interrupt
+  and sends the signal again a moment later, so it is raised in ordinary code.
+* A second Ctrl-C while a temporary output is being removed would stop the
+  removal half-way: cleanups run inside :func:`deferred`, which holds a signal
+  back until the cleanup is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+__all__ = ["Terminated", "deferred", "install", "received"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run stops as for Ctrl-C, and the CLI exits with status 143."""
+
+
+_pending = None  # the last signal that arrived
+_deferred = None  # a signal held back by deferred()
+_deferring = 0
+_previous_hook = None
+
+
+def _exception(signum) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handler(signum, frame):
+    global _pending, _deferred
+    _pending = signum
+    if _deferring:
+        _deferred = signum
+        return
+    raise _exception(signum)
+
+
+def _unraisable(info):
+    if isinstance(info.exc_value, KeyboardInterrupt) and _pending is not None:
+        # Raised where it could not propagate: send the signal again in a moment (from another thread,
+        # so that the main thread is back in ordinary code when its handler runs).
+        import _thread
+
+        _thread.start_new_thread(_send_again, (_pending,))  # unlike threading's start(), does not wait
+        return
+    (_previous_hook or sys.__unraisablehook__)(info)
+
+
+def _send_again(signum):
+    import os
+    import time
+
+    time.sleep(0.01)
+    os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def install():
+    """While the block runs, SIGINT and SIGTERM raise in the main thread (no-op in other threads).
+
+    The previous handlers and unraisable-exception hook are restored afterwards
+    (the CLI's ``main`` is also called in-process, by tests and scripts).
+    """
+    global _previous_hook, _pending, _deferred
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook, _previous_hook = sys.unraisablehook, sys.unraisablehook
+    _pending = _deferred = None
+    for signum in before:
+        signal.signal(signum, _handler)
+    sys.unraisablehook = _unraisable
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        sys.unraisablehook = hook
+        _pending = _deferred = None
+
+
+def received():
+    """The signal (``signal.SIGINT`` or ``signal.SIGTERM``) that arrived inside :func:`install`, or None."""
+    return _pending
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold SIGINT and SIGTERM back while the block runs (a cleanup); raise them after it."""
+    global _deferring, _deferred
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _deferred is not None:
+            signum, _deferred = _deferred, None
+            raise _exception(signum)
