@@ -25,13 +25,16 @@ class Checked(Florinated):
     as it does for images. ``spec(op)`` and ``from_spec(entry)`` describe a
     bound step as a pipeline-file table and build it back (see
     :mod:`florin.pipeline_file`), for steps whose parameters are not plain
-    data. Instances must be module-level names (they pickle
+    data. ``after_map(op, collection)`` runs on the collection a pipeline
+    rebuilt after mapping the step over it (see :mod:`florin.steps`).
+    Instances must be module-level names (they pickle
     by reference, like functions).
     """
 
-    def __init__(self, func, *, check, data_types=(), spec=None, from_spec=None, **kwargs):
+    def __init__(self, func, *, check, data_types=(), spec=None, from_spec=None, after_map=None, **kwargs):
         super().__init__(func, **kwargs)
         self.check = check
+        self.after_map = after_map
         self.data_types = tuple(data_types)
         self.spec = spec
         if from_spec is not None:

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from florin._checked import Checked
-from florin.errors import ClassificationError
+from florin.errors import ClassificationError, ClassificationWarning
 from florin.regions import Region, Regions
 
 __all__ = ["BoundsClassifier", "bounds_classifier", "classify"]
@@ -273,11 +273,72 @@ def _classify(regions, *classifiers):
         lookup = np.empty(len(names) + 1, object)
         lookup[:] = (None, *names)
         table["class_name"] = lookup[ids]
-        return regions._like(table, names)
+        result = regions._like(table, names)
+        warn_if_unmatched(result, classifiers)
+        return result
     raise ClassificationError(
         f"classify() works on regions (from florin.conncomp.regionprops()), got {type(regions).__name__}; "
         "put conncomp.regionprops() before it"
     )
+
+
+def _number_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def warn_if_unmatched(regions, classifiers) -> None:
+    """Warn when classified ``regions`` has objects but none matched any classifier with bounds.
+
+    The warning (a :class:`~florin.errors.ClassificationWarning`) gives the count
+    per class and the range of every bounded property over the objects, so the
+    bounds can be set from what the volume holds.
+    """
+    classifiers = _flatten(classifiers)
+    bounded = [c for c in classifiers if getattr(c, "bounds", None)]
+    n = len(regions)
+    if not bounded or not n or "class_id" not in regions.table:
+        return
+    names = _class_names(classifiers)
+    ids = np.asarray(regions.table["class_id"], np.int64)
+    counts = np.bincount(ids, minlength=len(names) + 1)
+    if any(counts[names.index(c.name) + 1] for c in bounded):
+        return
+    bounds_of = {c.name: c.bounds for c in bounded}
+
+    def shown(name):
+        bounds = bounds_of.get(name)
+        if not bounds:
+            return name
+        text = ", ".join(f"{k} {'' if lo is None else _number_text(lo)}..{'' if hi is None else _number_text(hi)}"
+                         for k, (lo, hi) in bounds.items())
+        return f"{name} ({text})"
+
+    per_class = ", ".join(f"{shown(name)}: {int(counts[i + 1])}" for i, name in enumerate(names))
+    if counts[0]:
+        per_class += f", no class: {int(counts[0])}"
+    props = []
+    for c in bounded:
+        props += [p for p in c.bounds if p not in props]
+    seen = []
+    for prop in props:
+        col = regions.table.get(prop)
+        if col is not None and np.asarray(col).dtype.kind in "biuf":
+            col = np.asarray(col)
+            seen.append(f"{prop} {_number_text(col.min().item())}..{_number_text(col.max().item())}")
+    import warnings
+
+    warnings.warn(
+        f"classify(): none of the {n} objects matched a class with bounds; objects per class: {per_class}; "
+        f"properties seen: {', '.join(seen) or 'none'}. Set the bounds from these ranges.",
+        ClassificationWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_after_map(op, regions) -> None:
+    """After a pipeline mapped ``classify`` over the regions: the same warning as the vectorized path."""
+    if isinstance(regions, Regions):
+        warn_if_unmatched(regions, op.args)
 
 
 def _flatten(classifiers):
@@ -348,4 +409,5 @@ classify = Checked(
     data_types=(Region, Regions),
     spec=_classify_spec,
     from_spec=_classify_from_spec,
+    after_map=_warn_after_map,
 )

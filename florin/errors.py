@@ -108,3 +108,11 @@ class ClassificationError(ParameterError):
 
 class AnnotationError(ParameterError):
     """An annotation for tuning is invalid (wrong shape, values other than 0/1/2, no foreground or background)."""
+
+
+class FlorinWarning(UserWarning):
+    """Base class of the warnings florin gives (the CLI prints them as ``florin: warning: ...``)."""
+
+
+class ClassificationWarning(FlorinWarning):
+    """A classification is likely not what was meant (e.g. no object matched any bounded class)."""

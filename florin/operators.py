@@ -73,6 +73,12 @@ class Operator:
         return self.factory.takes_merged_tiles
 
     @property
+    def after_map(self):
+        """``factory.after_map(op, collection)`` bound to this operator, if the factory declares one."""
+        hook = getattr(self.factory, "after_map", None)
+        return None if hook is None else functools.partial(hook, self)
+
+    @property
     def blockwise(self):
         return self.factory.kind
 

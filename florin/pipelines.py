@@ -132,7 +132,12 @@ class Pipeline:
                 else:
                     pairs = _ticked(self.imap(runner, items), tick)
                 with contextlib.closing(pairs):  # a failed join stops the work still running
-                    return collection.rebuild_stream(pairs)
+                    rebuilt = collection.rebuild_stream(pairs)
+        for step in steps:
+            hook = _steps.after_map(step)
+            if hook is not None:
+                hook(rebuilt)  # e.g. classify warns when no object matched a bounded class
+        return rebuilt
 
     def _run_steps(self, steps, datum):
         i = 0

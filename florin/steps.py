@@ -38,6 +38,10 @@ this module is the only place that reads them (and knows their defaults):
     The step's result on a tile is complete only once the join merges the
     tiles (``conncomp.label``); in a tiled part only steps that declare
     ``takes_merged_tiles`` (``conncomp.regionprops``) may follow it.
+``after_map`` (default None)
+    A callable a pipeline calls with the collection it rebuilt after mapping
+    the step over its items: what needs all the items at once, such as
+    ``classify``'s warning when no object matched a bounded class.
 ``reads_paths`` (default False)
     The step reads the pipeline's raw input itself (``load``: paths or arrays).
 ``to_spec()``
@@ -67,7 +71,7 @@ import numpy as np
 from florin.errors import ParameterError
 
 __all__ = [
-    "KINDS", "accepts_tiles", "blockwise_impl", "check_kind", "describe", "halo", "is_unbounded", "kind",
+    "KINDS", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "describe", "halo", "is_unbounded", "kind",
     "merged_at_join", "name", "normalize_halo", "per_item", "reads_paths", "spec", "takes_merged_tiles",
 ]
 
@@ -112,6 +116,12 @@ def per_item(step) -> bool:
 def accepts_tiles(step) -> bool:
     """Whether ``step`` is given tiles as they are (instead of their implicit join)."""
     return bool(getattr(step, "accepts_tiles", False))
+
+
+def after_map(step):
+    """What to call with the rebuilt collection after ``step`` was mapped over its items, or None."""
+    hook = getattr(step, "after_map", None)
+    return hook if callable(hook) else None
 
 
 def merged_at_join(step) -> bool:

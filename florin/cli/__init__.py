@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover
     import click
 
 from florin import __version__
-from florin.errors import FlorinError, MissingInputError, OperatorBindError, ParameterError
+from florin.errors import FlorinError, FlorinWarning, MissingInputError, OperatorBindError, ParameterError
 
 __all__ = ["build_app", "main"]
 
@@ -69,10 +69,21 @@ def _exit_code(exc) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    import warnings
+
     from florin import _signals
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    with _signals.install():  # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
+    with warnings.catch_warnings(), _signals.install():  # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, FlorinWarning):  # one line, as errors are
+                typer.echo(f"florin: warning: {_one_line(message)}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         return _main(argv)
 
 

@@ -166,3 +166,20 @@ def test_slices_with_mixed_dtypes_are_refused(tmp_path):
     folder = _folder(tmp_path / "slices", [np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint16)])
     with pytest.raises(florin.errors.InputFileError, match="uint16"):
         florin.io.read(folder)
+
+
+# -- item 13 -----------------------------------------------------------------------------------------------------
+def test_segment_warns_in_one_line_when_no_object_matches_a_bounded_class(tmp_path, capsys):
+    from florin.data import phantom
+
+    path = tmp_path / "v.npy"
+    np.save(path, phantom((16, 48, 48), seed=0).image)
+    out = tmp_path / "classes.tif"
+    assert main(["-q", "segment", str(path), "-o", str(out), "--min-size", "4",
+                 "--class", "huge:area=1000000..", "--class", "rest"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("florin: warning: classify(): none of the "), err
+    assert "huge (area 1e+06..): 0" in lines[0] or "huge (area 1000000..): 0" in lines[0], err
+    assert "rest: " in lines[0] and "properties seen: area " in lines[0], err
+    assert out.exists()

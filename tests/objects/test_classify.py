@@ -175,3 +175,45 @@ def test_pipeline_file_round_trip(regions):
     np.testing.assert_array_equal(result.values, pipeline(regions.labels).values)
     with pytest.raises(ClassificationError, match="classes"):
         florin.classify.from_spec({"classes": "cell"})
+
+
+def _three_objects():
+    labels = np.zeros((10, 10), int)
+    labels[0, :2] = 1
+    labels[2:6, 2:6] = 2
+    labels[8, 8] = 3
+    return labels
+
+
+RULES = (florin.bounds_classifier("cell", area=(100, 300)), florin.bounds_classifier("thin", height=(5, None)),
+         florin.bounds_classifier("other"))
+
+
+@pytest.mark.parametrize("how", ["vectorized", "mapped", "threads"])
+def test_no_object_matching_a_bounded_class_warns_with_counts_and_ranges(how):
+    # Issue 14 item 13: the user had to find out from the docs that the bounds matched nothing.
+    labels = _three_objects()
+    step = florin.classify(*RULES)
+    run = {"vectorized": lambda: step(conncomp.regionprops(labels)),
+           "mapped": lambda: florin.Serial(conncomp.regionprops(), step)(labels),
+           "threads": lambda: florin.Serial(conncomp.regionprops(), florin.Multithread(step))(labels)}[how]
+    with pytest.warns(florin.errors.ClassificationWarning) as record:
+        result = run()
+    assert [r.class_name for r in result] == ["other"] * 3
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "none of the 3 objects" in message
+    assert "cell (area 100..300): 0" in message and "thin (height 5..): 0" in message and "other: 3" in message
+    assert "area 1..16" in message and "height 1..4" in message
+
+
+def test_no_warning_when_a_bounded_class_matches_or_nothing_is_bounded():
+    import warnings
+
+    labels = _three_objects()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        florin.classify(florin.bounds_classifier("big", area=(10, 20)), florin.bounds_classifier("other"))(
+            conncomp.regionprops(labels))
+        florin.classify(florin.bounds_classifier("all"))(conncomp.regionprops(labels))
+        florin.classify(*RULES)(conncomp.regionprops(np.zeros((4, 4), int)))  # no objects: nothing to say
