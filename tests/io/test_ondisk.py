@@ -222,18 +222,30 @@ def test_save_given_untouched_tiles_writes_the_volume(tmp_path, source, name):
     np.testing.assert_array_equal(result.values, source.values)
 
 
-@pytest.mark.parametrize("executor", ["Serial", "Multiprocess"])
-def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, executor):
+@pytest.mark.parametrize("name", WRITABLE)
+@pytest.mark.parametrize("executor", ["Serial", "Multithread", "Multiprocess"])
+def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, monkeypatch, executor, name):
     from florin import tilemeta
+    from florin.io import ondisk
 
     def fail_late(tile):
         if tilemeta.info_of(tile).origin[0] >= 4:
             raise RuntimeError("boom")
         return tile
 
-    kwargs = {"processes": 2} if executor == "Multiprocess" else {}
+    kwargs = {"processes": 2} if executor == "Multiprocess" else {"threads": 2} if executor == "Multithread" else {}
     pipe = florin.Serial(florin.tile(shape=(2, 8)),
-                         getattr(florin, executor)(fail_late, florin.save(tmp_path / "out.npy"), **kwargs))
+                         getattr(florin, executor)(fail_late, florin.save(tmp_path / name), **kwargs))
     with pytest.raises(Exception, match="boom"):
+        pipe(np.arange(64.0).reshape(8, 8))
+    assert list(tmp_path.iterdir()) == []  # no temporary folder, lock or claim
+
+    def failing_finish(self):
+        raise PipelineError("the join failed")
+
+    monkeypatch.setattr(ondisk.WrittenJoin, "finish", failing_finish)  # a failure after every tile was written
+    pipe = florin.Serial(florin.tile(shape=(2, 8)),
+                         getattr(florin, executor)(np.negative, florin.save(tmp_path / name), **kwargs))
+    with pytest.raises(PipelineError, match="the join failed"):
         pipe(np.arange(64.0).reshape(8, 8))
     assert list(tmp_path.iterdir()) == []
