@@ -177,15 +177,16 @@ def main(argv=None):
         else:
             t1, t2, c1 = wall[1][s], wall[2][s], cpu1[s]
         line = f"{s:22s} {t1:9.3f} {t2:10.3f} {t1 / t2:6.2f}x"
-        row = {"step": s, "threads_1": t1, "threads_2": t2, "cpu_threads_1": c1}
+        row = [{"group": s, "name": "florin, 1 thread", "seconds": t1, "cpu_seconds": c1},
+               {"group": s, "name": "florin, 2 threads", "seconds": t2}]
         if peer:
             if s == "all steps":
                 tp, cp, verdict = sum(v[0] for v in peer.values()), sum(v[1] for v in peer.values()), ""
             else:
                 tp, cp, verdict = peer[s][0], peer[s][1], check(last[2], peer, s)
             line += f" {tp:8.3f} {tp / t2:9.1f}x {cp / c1:14.1f}x  {verdict}"
-            row.update(peer=tp, cpu_peer=cp)
-        rows.append(row)
+            row.append({"group": s, "name": "scipy / scikit-image", "seconds": tp, "cpu_seconds": cp})
+        rows += row
         print(line)
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:
@@ -201,7 +202,8 @@ def main(argv=None):
                         "load_before": load_before,
                         "load_after": load_after,
                     },
-                    "results": rows,
+                    "results": rows,  # the common format of docs/_scripts/plot_benchmarks.py, a group a step
+                    "baseline": "florin, 2 threads",
                 },
                 f,
                 indent=2,

@@ -44,6 +44,7 @@ BENCHMARKS = {
     "parallel": ([], ["--small"]),
     "out_of_core": ([], ["--small"]),
     "tune": ([], ["--small", "--budget", "20"]),
+    "kernels": ([], ["--mib", "8", "--rounds", "1"]),
 }
 
 
