@@ -553,8 +553,8 @@ class _Region:
         if params["min_size"]:
             self._labels(hit)
             mask = self._keep(hit, params["min_size"])[ndi.label(mask, self.structure)[0]]
-        inner = tuple(slice(b.start - c.start - l.start, b.stop - c.start - l.start)
-                      for b, c, l in zip(self.box, self.crop, local, strict=True))
+        inner = tuple(slice(b.start - c.start - v.start, b.stop - c.start - v.start)
+                      for b, c, v in zip(self.box, self.crop, local, strict=True))
         return self.image[local][inner], self.annotation[local][inner], mask[inner]
 
     @staticmethod

@@ -135,7 +135,7 @@ def save_report(path, report, *, overwrite=False):
         data = (f"<!doctype html><html><head><meta charset='utf-8'><title>florin tune report</title></head><body>"
                 f"<h1>florin tune</h1><pre>{html.escape(report.summary())}</pre>"
                 f"<img alt='score landscape and best result' src='data:image/png;base64,{encoded}'></body></html>"
-                ).encode("utf-8")
+                ).encode()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

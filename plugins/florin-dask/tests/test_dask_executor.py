@@ -17,12 +17,12 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import HOST, free_port, subprocess_cluster
 from florin_dask import Dask
 
 import florin
 import florin.morphology as morphology
 import florin.thresholding as thresholding
+from conftest import HOST, free_port, subprocess_cluster
 from florin import tilemeta
 from florin.errors import ParameterError, PipelineError, WorkerError
 from florin.registry import get_registry
