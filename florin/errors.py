@@ -78,6 +78,10 @@ class FormatError(FlorinError, ValueError):
     """A file format is unknown, unavailable, or a file is not valid for it."""
 
 
+class UnknownFormatError(FormatError, ParameterError):
+    """No format has this name, or a path's extension names none: a bad parameter (the CLI exits 2)."""
+
+
 class InputFileError(FlorinError, OSError):
     """An input file is missing, unreadable, or lacks the requested dataset."""
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from florin import hookspecs
-from florin.errors import FormatError, ParameterError, PluginError
+from florin.errors import ParameterError, PluginError, UnknownFormatError
 
 __all__ = ["PluginInfo", "PluginWarning", "Registry", "get_registry", "plugin_manager", "reset_registry"]
 
@@ -350,7 +350,7 @@ class Registry:
     def format(self, name: str):
         """The format registered as ``name``."""
         if name not in self.formats:
-            raise FormatError(_unknown("format", name, self.formats, EXTRAS["formats"]))
+            raise UnknownFormatError(_unknown("format", name, self.formats, EXTRAS["formats"]))
         return self.formats[name]
 
     def format_for_path(self, path) -> object:
@@ -365,7 +365,7 @@ class Registry:
             known = ", ".join(sorted({e for f in self.formats for e in self.format_info(f)[0]}))
             missing = [f"{n} (extra [{x}])" for n, x in EXTRAS["formats"].items() if n not in self.formats]
             more = f"; more with: {', '.join(missing)}" if missing else ""
-            raise FormatError(f"cannot tell the format of {os.fspath(path)!r} from its extension; "
+            raise UnknownFormatError(f"cannot tell the format of {os.fspath(path)!r} from its extension; "
                               f"known extensions: {known}{more}; or name the format with format= (--format on the command line)")
         return self.formats[best]
 

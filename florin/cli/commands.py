@@ -190,9 +190,8 @@ def preview(
 ):
     """Write a PNG of orthogonal mid-slices (or a z montage) with label overlays."""
     from florin.io import read
-    from florin.preview import preview_title, save_preview
-
     from florin.io.outputs import check_outputs
+    from florin.preview import preview_title, save_preview
 
     if output.suffix.lower() != ".png":
         raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")

@@ -34,9 +34,14 @@ def _header(path):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
             elif version == (2, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # version 3.0 (utf-8 field names) has no public reader
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-        except ValueError as exc:
+            elif version == (3, 0):  # utf-8 field names: no public header reader
+                arr = np.load(path, mmap_mode="r")
+                shape, fortran, dtype = arr.shape, arr.flags.f_contiguous and not arr.flags.c_contiguous, arr.dtype
+                f.seek(arr.offset)
+                del arr
+            else:
+                raise ValueError(f"unknown .npy format version {version}")
+        except (ValueError, EOFError, OSError, SyntaxError) as exc:  # a damaged header, not a bug of ours
             raise InputFileError(f"{os.fspath(path)!r} is not a valid .npy file: {exc}") from None
         offset = f.tell()
     if dtype.hasobject:

@@ -162,6 +162,9 @@ def _lazy_array(path, tif, ser, series):
     shape, dtype = tuple(ser.shape), np.dtype(tif.byteorder + ser.dtype.char)
     size = os.path.getsize(path)
     if ser.dataoffset is not None:
+        need = int(ser.dataoffset) + math.prod(shape) * dtype.itemsize
+        if need > size:
+            raise InputFileError(f"{path!r} is truncated: its voxels need {need} bytes but the file has {size}")
         return FileArray(path, "tiff", None, shape, dtype, read_raw,
                          {"offset": int(ser.dataoffset), "shape": shape, "dtype": dtype.str})
     pages = ser.pages
