@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 from florin.cli import main
 
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=True,
+# FLORIN_HOSTILE_EXAMPLES=N runs more examples; FLORIN_HOSTILE_RANDOM=1 draws new ones instead of the fixed set.
+SETTINGS = settings(max_examples=int(os.environ.get("FLORIN_HOSTILE_EXAMPLES", 80)), deadline=None,
+                    derandomize=not os.environ.get("FLORIN_HOSTILE_RANDOM"),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 USAGE, FAILED = 2, 1
@@ -58,6 +60,7 @@ BAD_FILES = {
     "text.npy": b"not an array at all\n",
     "garbage.h5": b"\x89HDF garbage",
 }
+MAGIC = {".tif": b"II*\x00", ".npy": b"\x93NUMPY\x01\x00", ".h5": b"\x89HDF\r\n\x1a\n", ".nc": b"CDF\x01"}
 # -- inputs that are a bad argument: usage (exit 2) -------------------------------------------------------------
 SHAPE_FILES = {
     "line.npy": _volume_bytes((10,)),
@@ -134,14 +137,18 @@ def _is_number(text) -> bool:
 @st.composite
 def invocations(draw):
     """``(argv, expected exit status)`` of one bad invocation (paths relative to the case folder)."""
-    kind = draw(st.sampled_from(["missing", "bad-file", "shape-file", "unknown-ext", "segment-option", "output",
-                                 "preview", "run", "usage"]))
+    kind = draw(st.sampled_from(["missing", "bad-file", "random-file", "shape-file", "unknown-ext", "segment-option",
+                                 "output", "preview", "run", "usage"]))
     command = draw(st.sampled_from(["info", "segment", "preview"]))
     out = {"info": [], "segment": ["-o", "out.tif"], "preview": ["-o", "out.png"]}[command]
     if kind == "missing":
         return [command, draw(missing_inputs), *out], USAGE
     if kind == "bad-file":
         return [command, draw(st.sampled_from(sorted(BAD_FILES))), *out], FAILED
+    if kind == "random-file":  # random bytes, often behind a valid signature, written by the test itself
+        ext, magic = draw(st.sampled_from(sorted(MAGIC.items())))
+        data = (magic if draw(st.booleans()) else b"") + draw(st.binary(max_size=300))
+        return [command, {"name": f"random{ext}", "data": data}, *out], FAILED
     if kind == "shape-file":
         if command == "info":
             command, out = "segment", ["-o", "out.tif"]
@@ -199,6 +206,10 @@ def test_bad_invocations_fail_cleanly(case):
     with tempfile.TemporaryDirectory(prefix="florin-hostile-") as folder:
         root = Path(folder)
         _case_files(root)
+        for i, arg in enumerate(argv):
+            if isinstance(arg, dict):  # a file the strategy made
+                (root / arg["name"]).write_bytes(arg["data"])
+                argv = [*argv[:i], arg["name"], *argv[i + 1:]]
         before = _snapshot(root)
         code, out, err, leftovers = _run(argv, root)
         lines = [line for line in err.splitlines() if line.strip()]
