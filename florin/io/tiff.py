@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import tifffile
 
-from florin.errors import InputFileError
+from florin.errors import FormatError, InputFileError
 from florin.io import Format
 from florin.io._blocks import flushed, reserve
 from florin.io.lazy import FileArray, cached_handle, is_lazy, lazy_volume, read_raw
@@ -268,11 +268,18 @@ def _stored(dtype):
     return np.dtype(np.uint8) if dtype == np.dtype(bool) else dtype
 
 
+def _check_writable_ndim(path, ndim):
+    if ndim < 2:
+        raise FormatError(f"cannot write {os.fspath(path)!r}: TIFF holds images of 2 or more dims; this volume is "
+                          f"{ndim}-D (write .npy, .h5 or .zarr)")
+
+
 def write_tiff(path, volume, *, compression=None, imagej=None):
     """Write a volume as TIFF: ImageJ hyperstack for uint8/uint16/float32, OME-TIFF otherwise.
 
     A lazy volume is read and written page by page.
     """
+    _check_writable_ndim(path, volume.ndim)
     dtype = _stored(volume.dtype)
     kwargs = _layout(volume, dtype, imagej, compression)
     if is_lazy(volume) and volume.ndim > 2:
@@ -297,6 +304,7 @@ def write_tiff(path, volume, *, compression=None, imagej=None):
 
 def create_tiff(path, shape, dtype, *, dims, attrs, imagej=None):
     """Create an uncompressed, contiguous (memory-mappable) TIFF to be written region by region."""
+    _check_writable_ndim(path, len(shape))
     meta_volume = _MetaOnly(shape, dtype, dims, attrs)
     kwargs = _layout(meta_volume, _stored(dtype), imagej)
     kwargs.pop("compression")

@@ -183,3 +183,15 @@ def test_segment_warns_in_one_line_when_no_object_matches_a_bounded_class(tmp_pa
     assert "huge (area 1e+06..): 0" in lines[0] or "huge (area 1000000..): 0" in lines[0], err
     assert "rest: " in lines[0] and "properties seen: area " in lines[0], err
     assert out.exists()
+
+
+def test_a_1d_volume_written_as_tiff_is_a_clear_format_error(tmp_path, capsys):
+    with pytest.raises(florin.errors.FormatError, match="2 or more dims"):
+        florin.io.write(tmp_path / "line.tif", np.arange(5))
+    path = tmp_path / "line.npy"
+    np.save(path, np.arange(10, dtype=np.uint8))
+    toml = tmp_path / "p.toml"
+    toml.write_text(florin.Serial(florin.load(), np.negative).to_toml())
+    assert main(["run", str(toml), str(path), "-o", str(tmp_path / "out.tif")]) == 1
+    _one_error_line(capsys, "out.tif", "2 or more dims")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.npy", "p.toml"]
