@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from florin import hookspecs
+from florin.builtin import extras
 from florin.errors import ParameterError, PluginError, UnknownFormatError
 
 __all__ = ["PluginInfo", "PluginWarning", "Registry", "get_registry", "plugin_manager", "reset_registry"]
@@ -50,22 +51,8 @@ _KINDS = ("operators", "executors", "formats", "commands")
 _REGISTER_HOOKS = ("florin_register_operators", "florin_register_executors", "florin_register_formats")
 
 
-def _derived_extras():
-    from florin.builtin import extras
-
-    return {"executors": extras("executor"), "formats": extras("format")}
-
-
-class _Extras(dict):
-    """``{kind: {name: extra}}``, derived from :data:`florin.builtin.PARTS` on first use."""
-
-    def __missing__(self, key):
-        self.update(_derived_extras())
-        return dict.__getitem__(self, key)
-
-
 #: Which pip extra provides the built-in names that need optional packages (from :data:`florin.builtin.PARTS`).
-EXTRAS = _Extras()
+EXTRAS = {"executors": extras("executor"), "formats": extras("format")}
 
 
 class PluginWarning(UserWarning):
@@ -388,9 +375,12 @@ class Registry:
 
 
 def _unknown(kind, name, known, extras):
+    from florin.builtin import PARTS, install_hint
+
     close = difflib.get_close_matches(str(name).lower(), [k.lower() for k in known], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    missing = [f"{n} (install extra [{x}])" for n, x in extras.items() if n not in known]
+    hints = {p.name: install_hint(p) for p in PARTS if p.kind == kind}
+    missing = [f"{n} ({hints.get(n, f'install extra [{x}]')})" for n, x in extras.items() if n not in known]
     more = f" Not installed: {', '.join(missing)}." if missing else ""
     return f"unknown {kind} {name!r}.{hint} Installed: {', '.join(sorted(known)) or 'none'}.{more}"
 

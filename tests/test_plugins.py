@@ -324,3 +324,16 @@ def test_florin_plugins_lists_plugins_and_failures(plugin_site):
     assert "typo 0.0.1 [failed]\n    failed: unknown hook florin_register_operator " in out
     assert "florin.operators" in out and "thresholding.ndnt" in out and "florin.formats" in out
     assert "note: overrides built-in executor 'serial'" in out
+
+
+def test_missing_parts_name_the_install_from_the_one_table(monkeypatch, fresh_registry):
+    from florin.builtin import PARTS, install_hint
+
+    monkeypatch.setenv("FLORIN_DISABLE_PLUGINS", "florin-dask")
+    dask = next(p for p in PARTS if p.name == "dask")
+    with pytest.raises(florin.errors.ParameterError, match="Not installed: dask") as err:
+        get_registry().executor("dask")
+    assert install_hint(dask) in str(err.value)
+    with pytest.raises(AttributeError, match="florin.Dask is not available") as err:
+        florin.Dask
+    assert install_hint(dask) in str(err.value)
