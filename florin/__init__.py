@@ -68,7 +68,7 @@ def operator(name):
     --------
     >>> import florin
     >>> florin.operator("morphology.binary_opening")
-    <florinated binary_opening(image, footprint=None, *, mode='ignore')>
+    <florinated binary_opening(image, *, footprint=None, mode='ignore')>
     """
     from florin.registry import get_registry
 

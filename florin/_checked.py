@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from florin.operators import Florinated, Operator
 
-__all__ = ["Checked", "SpecOperator"]
+__all__ = ["Checked", "SpecOperator", "checked"]
 
 
 class SpecOperator(Operator):
@@ -53,3 +53,15 @@ class Checked(Florinated):
         if self.spec is not None:
             op = SpecOperator(self, op.args, op.kwargs)
         return op
+
+
+def checked(*, check, **kwargs):
+    """Decorator form of :class:`Checked`: ``@checked(check=...)`` on a module-level ``def``.
+
+    Takes the keyword arguments of :class:`Checked` (and of :func:`florin.florinate`).
+    """
+
+    def decorate(func):
+        return Checked(func, check=check, **kwargs)
+
+    return decorate

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from florin._checked import Checked
+from florin._checked import checked
 from florin.errors import ClassificationError, ClassificationWarning
 from florin.regions import Region, Regions
 
@@ -219,7 +219,72 @@ def _class_names(classifiers) -> tuple:
     return tuple(names)
 
 
-def _classify(regions, *classifiers):
+def _classify_params(params):
+    classifiers = _flatten(params["classifiers"])
+    if not classifiers:
+        raise ClassificationError(
+            "classify() needs at least one classifier, e.g. florin.bounds_classifier('cell', area=(100, 300))"
+        )
+    for c in classifiers:
+        if not (callable(c) and isinstance(getattr(c, "name", None), str)):
+            raise ClassificationError(
+                f"classify() takes classifiers made by florin.bounds_classifier(name, **bounds), got {c!r}"
+            )
+
+
+def _classify_spec(op) -> dict:
+    """``classify(...)`` as a pipeline-file table: ``{'op': 'classify', 'classes': [{'name': ..., bounds...}]}``."""
+    classes = []
+    for c in _flatten(op.args):
+        if not isinstance(c, BoundsClassifier):
+            raise ClassificationError(
+                f"classify(): {c!r} cannot be written to a pipeline file (only bounds classifiers)"
+            )
+        entry = {"name": c.name}
+        for prop, (lo, hi) in c.bounds.items():
+            # TOML has no null: an open upper end is inf, an open lower end a scalar (upper bound)
+            entry[prop] = hi if lo is None else [lo, math.inf if hi is None else hi]
+        classes.append(entry)
+    return {"op": "classify", "classes": classes}
+
+
+def _classify_from_spec(entry) -> object:
+    """Build ``classify(...)`` from a pipeline-file table made by :func:`_classify_spec`.
+
+    Examples
+    --------
+    >>> step = classify.from_spec({"classes": [{"name": "cell", "area": [100, 300]}, {"name": "other"}]})
+    >>> step.to_spec()
+    {'op': 'classify', 'classes': [{'name': 'cell', 'area': [100, 300]}, {'name': 'other'}]}
+    """
+    entry = dict(entry)
+    classes = entry.pop("classes", None)
+    if entry:
+        raise ClassificationError(f"classify: unknown keys {sorted(entry)} (a classify step has only `classes`)")
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and "name" in c for c in classes):
+        raise ClassificationError(
+            "classify: `classes` must be a list of tables with a `name` and bounds, "
+            "e.g. classes = [{name = 'cell', area = [100, 300]}, {name = 'vasculature'}]"
+        )
+    classifiers = []
+    for c in classes:
+        c = dict(c)
+        name = c.pop("name")
+        classifiers.append(bounds_classifier(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}))
+    return classify(*classifiers)
+
+
+def _warn_after_map(op, regions) -> None:
+    """After a pipeline mapped ``classify`` over the regions: the same warning as the vectorized path."""
+    if isinstance(regions, Regions):
+        warn_if_unmatched(regions, op.args)
+
+
+@checked(
+    check=_classify_params, data_types=(Region, Regions), spec=_classify_spec, from_spec=_classify_from_spec,
+    after_map=_warn_after_map,
+)
+def classify(regions, *classifiers):
     """Give each region the class of the first classifier that matches it.
 
     Parameters
@@ -335,79 +400,7 @@ def warn_if_unmatched(regions, classifiers) -> None:
     )
 
 
-def _warn_after_map(op, regions) -> None:
-    """After a pipeline mapped ``classify`` over the regions: the same warning as the vectorized path."""
-    if isinstance(regions, Regions):
-        warn_if_unmatched(regions, op.args)
-
-
 def _flatten(classifiers):
     if len(classifiers) == 1 and isinstance(classifiers[0], list | tuple):
         return tuple(classifiers[0])
     return tuple(classifiers)
-
-
-def _classify_params(params):
-    classifiers = _flatten(params["classifiers"])
-    if not classifiers:
-        raise ClassificationError(
-            "classify() needs at least one classifier, e.g. florin.bounds_classifier('cell', area=(100, 300))"
-        )
-    for c in classifiers:
-        if not (callable(c) and isinstance(getattr(c, "name", None), str)):
-            raise ClassificationError(
-                f"classify() takes classifiers made by florin.bounds_classifier(name, **bounds), got {c!r}"
-            )
-
-
-def _classify_spec(op) -> dict:
-    """``classify(...)`` as a pipeline-file table: ``{'op': 'classify', 'classes': [{'name': ..., bounds...}]}``."""
-    classes = []
-    for c in _flatten(op.args):
-        if not isinstance(c, BoundsClassifier):
-            raise ClassificationError(
-                f"classify(): {c!r} cannot be written to a pipeline file (only bounds classifiers)"
-            )
-        entry = {"name": c.name}
-        for prop, (lo, hi) in c.bounds.items():
-            # TOML has no null: an open upper end is inf, an open lower end a scalar (upper bound)
-            entry[prop] = hi if lo is None else [lo, math.inf if hi is None else hi]
-        classes.append(entry)
-    return {"op": "classify", "classes": classes}
-
-
-def _classify_from_spec(entry) -> object:
-    """Build ``classify(...)`` from a pipeline-file table made by :func:`_classify_spec`.
-
-    Examples
-    --------
-    >>> step = classify.from_spec({"classes": [{"name": "cell", "area": [100, 300]}, {"name": "other"}]})
-    >>> step.to_spec()
-    {'op': 'classify', 'classes': [{'name': 'cell', 'area': [100, 300]}, {'name': 'other'}]}
-    """
-    entry = dict(entry)
-    classes = entry.pop("classes", None)
-    if entry:
-        raise ClassificationError(f"classify: unknown keys {sorted(entry)} (a classify step has only `classes`)")
-    if not isinstance(classes, list) or not all(isinstance(c, dict) and "name" in c for c in classes):
-        raise ClassificationError(
-            "classify: `classes` must be a list of tables with a `name` and bounds, "
-            "e.g. classes = [{name = 'cell', area = [100, 300]}, {name = 'vasculature'}]"
-        )
-    classifiers = []
-    for c in classes:
-        c = dict(c)
-        name = c.pop("name")
-        classifiers.append(bounds_classifier(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}))
-    return classify(*classifiers)
-
-
-_classify.__name__ = _classify.__qualname__ = "classify"
-classify = Checked(
-    _classify,
-    check=_classify_params,
-    data_types=(Region, Regions),
-    spec=_classify_spec,
-    from_spec=_classify_from_spec,
-    after_map=_warn_after_map,
-)

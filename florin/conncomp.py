@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from florin import _run, tilemeta
-from florin._checked import Checked
+from florin._checked import checked
 from florin._kernels import label as _klabel
 from florin._kernels.regions import combine_stats, region_stats
 from florin.errors import ParameterError, PipelineError
@@ -103,7 +103,12 @@ def _mask_of(vol):
     return data
 
 
-def _label(image, *, connectivity=1):
+def _label_params(params):
+    _check_connectivity(params["connectivity"])
+
+
+@checked(check=_label_params, merged_at_join=True, kind="label-merge", blockwise="florin.blockwise:label")
+def label(image, *, connectivity=1):
     """Label the connected components of a binary volume.
 
     Nonzero voxels are foreground. Components are numbered ``1..N`` in raster
@@ -163,15 +168,6 @@ def _label(image, *, connectivity=1):
     result = like(out, vol)
     result.attrs[LABELS_KEY] = LabelTile(int(n), connectivity, first)
     return result
-
-
-def _label_params(params):
-    _check_connectivity(params["connectivity"])
-
-
-_label.__name__ = _label.__qualname__ = "label"
-label = Checked(_label, check=_label_params, merged_at_join=True, kind="label-merge",
-                blockwise="florin.blockwise:label")
 
 
 class LabelJoin(TileJoin):
@@ -447,7 +443,17 @@ def _regionprops_tile(vol, info, intensity):
     return out
 
 
-def _regionprops(image, *, intensity=None, slab=None):
+def _regionprops_params(params):
+    intensity = params["intensity"]
+    if intensity is None or isinstance(intensity, str | os.PathLike) or hasattr(intensity, "shape"):
+        return
+    raise ParameterError(
+        f"regionprops(): intensity must be None, 'input', a path or an image array, got {type(intensity).__name__}"
+    )
+
+
+@checked(check=_regionprops_params, per_item=False, takes_merged_tiles=True, kind="reduce")
+def regionprops(image, *, intensity=None, slab=None):
     """Measure every labelled object of a label volume.
 
     The statistics are computed in one vectorized pass over the volume
@@ -517,17 +523,3 @@ def _regionprops(image, *, intensity=None, slab=None):
         )
     stats = _stats(vol, intensity, slab)
     return Regions.from_stats(stats, vol)
-
-
-def _regionprops_params(params):
-    intensity = params["intensity"]
-    if intensity is None or isinstance(intensity, str | os.PathLike) or hasattr(intensity, "shape"):
-        return
-    raise ParameterError(
-        f"regionprops(): intensity must be None, 'input', a path or an image array, got {type(intensity).__name__}"
-    )
-
-
-_regionprops.__name__ = _regionprops.__qualname__ = "regionprops"
-regionprops = Checked(_regionprops, check=_regionprops_params, per_item=False, takes_merged_tiles=True,
-                      kind="reduce")

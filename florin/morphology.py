@@ -172,7 +172,7 @@ def _closing(data, footprint, mode):
 def _make(name, kernel, factor, binary, summary):
     default_mode = "ignore" if binary else "reflect"
 
-    def op(image, footprint=None, *, mode=default_mode):
+    def op(image, *, footprint=None, mode=default_mode):
         vol = as_volume(image)
         check_single_channel(vol, f"{name}()")
         data = np.asarray(vol)
@@ -193,7 +193,6 @@ def _make(name, kernel, factor, binary, summary):
             raise ParameterError(f"mode must be one of {', '.join(map(repr, _GREY_MODES))} for {name}, got {mode!r}")
         return like(kernel(data, footprint, mode), vol)
 
-    op.__name__ = op.__qualname__ = name
     oracle = f"scipy.ndimage.{name}" if binary else f"skimage.morphology.{name}"
     op.__doc__ = f"""{summary}
 
@@ -225,7 +224,7 @@ def _make(name, kernel, factor, binary, summary):
     >>> int({name}(mask).values.sum()) >= 0
     True
     """
-    return florinate(op, halo=_halo(factor))
+    return florinate(op, name=name, halo=_halo(factor))
 
 
 _BINARY_MODES = ("ignore", "min", "max")
@@ -267,7 +266,11 @@ def _structure(ndim, connectivity):
     return ndi.generate_binary_structure(ndim, connectivity)
 
 
-def _remove_small_objects(image, min_size=64, *, connectivity=1, max_size=None):
+_whole_volume = math.inf  # depends on whole objects: run after the join
+
+
+@florinate(halo=_whole_volume, kind="label-merge", blockwise="florin.blockwise:remove_small_objects")
+def remove_small_objects(image, *, min_size=64, connectivity=1, max_size=None):
     """Remove objects with fewer than ``min_size`` voxels.
 
     Parameters
@@ -313,7 +316,8 @@ def _remove_small_objects(image, min_size=64, *, connectivity=1, max_size=None):
     return like(_ksizes.remove_labels(data, small), vol)
 
 
-def _remove_small_holes(image, min_size=64, *, connectivity=1, max_size=None):
+@florinate(halo=_whole_volume, kind="label-merge", blockwise="florin.blockwise:remove_small_holes")
+def remove_small_holes(image, *, min_size=64, connectivity=1, max_size=None):
     """Fill holes (background components) with fewer than ``min_size`` voxels.
 
     Parameters
@@ -364,12 +368,3 @@ def _remove_small_holes(image, min_size=64, *, connectivity=1, max_size=None):
         out = np.where(to_fill, lut[holes], data)
     return like(out, vol)
 
-
-_whole_volume = math.inf  # depends on whole objects: run after the join
-
-_remove_small_objects.__name__ = _remove_small_objects.__qualname__ = "remove_small_objects"
-_remove_small_holes.__name__ = _remove_small_holes.__qualname__ = "remove_small_holes"
-remove_small_objects = florinate(_remove_small_objects, halo=_whole_volume, kind="label-merge",
-                                 blockwise="florin.blockwise:remove_small_objects")
-remove_small_holes = florinate(_remove_small_holes, halo=_whole_volume, kind="label-merge",
-                               blockwise="florin.blockwise:remove_small_holes")

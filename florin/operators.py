@@ -15,7 +15,7 @@ import numbers
 import sys
 
 from florin import steps as _steps
-from florin.errors import OperatorBindError, ParameterError
+from florin.errors import OperatorBindError, ParameterError, ParameterTypeError
 
 __all__ = [
     "Florinated", "Operator", "florinate", "halo_of", "is_per_item", "merged_at_join", "step_name", "takes_merged_tiles",
@@ -117,6 +117,10 @@ class Florinated:
     Calling it with parameters binds them; calling it with an image (any
     array_like: numpy or dask array, DataArray, nested list) as first positional
     argument applies the function right away. ``None`` there is an error.
+    florin's own operators take their options keyword-only (``def op(image, *,
+    size=3)``); one given by position is a one-line
+    :class:`~florin.errors.ParameterTypeError` naming it
+    (``op: pass size by keyword: op(image, size=...)``).
     """
 
     def __init__(self, func, *, name=None, halo=None, per_item=True, merged_at_join=False, takes_merged_tiles=False,
@@ -140,6 +144,10 @@ class Florinated:
         if not self.signature.parameters:
             raise ParameterError(f"cannot florinate {self.name}: it takes no image argument")
         functools.update_wrapper(self, func)
+        if name is not None and name.isidentifier():
+            # ``florinate(op, name="opening")`` on a function made in a factory: the factory pickles by
+            # that module-level name (a dotted plugin name such as "example.sauvola" is a display name only).
+            self.__name__ = self.__qualname__ = name
 
     def __call__(self, *args, **kwargs):
         if args and self._fills_image(args, kwargs):
@@ -161,14 +169,38 @@ class Florinated:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError:
+            if hasattr(image, "__array__"):
+                # ``ndnt(image, (10, 64, 64))``: an image followed by options given by position.
+                message = self._positional_message(args[1:])
+                if message is not None:
+                    raise ParameterTypeError(message) from None
             return False
         return True
+
+    def _positional_message(self, extra):
+        """``"ndnt: pass shape by keyword: ndnt(image, shape=...)"`` for options given by position, else None."""
+        params = list(self.signature.parameters.values())
+        image, options = params[0], params[1:]
+        kinds = inspect.Parameter
+        if any(p.kind is kinds.VAR_POSITIONAL for p in params):
+            return None
+        positional = [p for p in options if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        keyword_only = [p.name for p in options if p.kind is kinds.KEYWORD_ONLY]
+        extra = extra[len(positional):]
+        if not extra or len(extra) > len(keyword_only):
+            return None
+        names = keyword_only[:len(extra)]
+        return (f"{self.name}: pass {', '.join(names)} by keyword: "
+                f"{self.name}({image.name}, {', '.join(f'{n}=...' for n in names)})")
 
     def bind(self, *args, **kwargs) -> Operator:
         """Check ``args``/``kwargs`` against the signature and return the bound operator."""
         try:
             self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
+            message = self._positional_message(args)
+            if message is not None:
+                raise ParameterTypeError(message) from None
             raise OperatorBindError(self._bind_message(exc, kwargs)) from None
         return Operator(self, args, kwargs)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from florin._checked import Checked
+from florin._checked import checked
 from florin.errors import ClassificationError, ParameterError
 from florin.regions import Regions
 
@@ -50,7 +50,28 @@ def class_table(volume) -> dict[int, str]:
     return {int(k): str(v) for k, v in table.items()}
 
 
-def _reconstruct(regions, *, dtype=None):
+def _reconstruct_params(params):
+    dtype = params["dtype"]
+    if dtype is None:
+        return
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        kind = None
+    if kind != "u":
+        raise ParameterError(f"reconstruct(): dtype must be an unsigned integer dtype such as 'uint16', got {dtype!r}")
+
+
+def _reconstruct_spec(op) -> dict:
+    spec = {"op": "reconstruct"}
+    dtype = op.params()["dtype"]
+    if dtype is not None:
+        spec["dtype"] = np.dtype(dtype).name
+    return spec
+
+
+@checked(check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec, kind="lookup")
+def reconstruct(regions, *, dtype=None):
     """Build the class-label volume of classified regions.
 
     Every voxel of a region gets the region's class id (``class_id`` from
@@ -147,35 +168,6 @@ def _apply_lut(lut, labels):
     for start in range(0, labels.shape[0], step):
         out[start : start + step] = apply(labels[start : start + step])
     return out
-
-
-def _reconstruct_params(params):
-    dtype = params["dtype"]
-    if dtype is None:
-        return
-    try:
-        kind = np.dtype(dtype).kind
-    except TypeError:
-        kind = None
-    if kind != "u":
-        raise ParameterError(f"reconstruct(): dtype must be an unsigned integer dtype such as 'uint16', got {dtype!r}")
-
-
-_reconstruct.__name__ = _reconstruct.__qualname__ = "reconstruct"
-
-
-def _reconstruct_spec(op) -> dict:
-    spec = {"op": "reconstruct"}
-    dtype = op.params()["dtype"]
-    if dtype is not None:
-        spec["dtype"] = np.dtype(dtype).name
-    return spec
-
-
-reconstruct = Checked(
-    _reconstruct, check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec,
-    kind="lookup",
-)
 
 
 def render(classes, *, colors=None, background=(0, 0, 0)):

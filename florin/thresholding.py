@@ -33,7 +33,8 @@ def _ndnt_halo(params, full_shape):
     return tuple(s // 2 for s in shape)
 
 
-def _ndnt(image, shape=None, threshold=0.25, *, polarity="dark", threads=None):
+@florinate(halo=_ndnt_halo)
+def ndnt(image, *, shape=None, threshold=0.25, polarity="dark", threads=None):
     """N-Dimensional Neighborhood Thresholding.
 
     A voxel ``x`` is foreground (polarity ``'dark'``) when
@@ -88,6 +89,3 @@ def _ndnt(image, shape=None, threshold=0.25, *, polarity="dark", threads=None):
         raise
     return like(mask, vol)
 
-
-_ndnt.__name__ = _ndnt.__qualname__ = "ndnt"
-ndnt = florinate(_ndnt, halo=_ndnt_halo)

@@ -6,7 +6,9 @@ import pytest
 import xarray as xr
 
 import florin
+import florin.conncomp
 import florin.morphology
+import florin.operators
 import florin.thresholding as thresholding
 from florin.errors import OperatorBindError, ParameterError
 
@@ -88,3 +90,47 @@ def test_array_like_first_argument_is_the_image():
 def test_none_as_the_image_is_an_error():
     with pytest.raises(ParameterError, match="image is None"):
         thresholding.ndnt(None)
+
+
+def test_builtin_operators_take_options_by_keyword_only():
+    # Issue 16 item 5: the image (or the regions) is the only positional parameter of every built-in operator;
+    # classify's classifiers are its *varargs.
+    import importlib
+    import inspect
+
+    from florin import _catalog
+
+    kinds = inspect.Parameter
+    for row in _catalog.OPERATORS:
+        module, _, attr = row["ref"].partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        if not isinstance(factory, florin.operators.Florinated):
+            continue  # load/save/tile/join are step factories without an image
+        options = list(factory.signature.parameters.values())[1:]
+        positional = [p.name for p in options if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+        assert positional == [], f"{row['name']}: {positional} can be passed by position"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda im: thresholding.ndnt(im, (3, 3)), "ndnt: pass shape by keyword: ndnt(image, shape=...)"),
+        (lambda im: thresholding.ndnt(im, 3, 0.3),
+         "ndnt: pass shape, threshold by keyword: ndnt(image, shape=..., threshold=...)"),
+        (lambda im: thresholding.ndnt(3), "ndnt: pass shape by keyword: ndnt(image, shape=...)"),
+        (lambda im: florin.morphology.binary_opening(im > 50, np.ones((3, 3))),
+         "binary_opening: pass footprint by keyword: binary_opening(image, footprint=...)"),
+        (lambda im: florin.morphology.remove_small_objects(im > 50, 5),
+         "remove_small_objects: pass min_size by keyword: remove_small_objects(image, min_size=...)"),
+        (lambda im: florin.conncomp.label(im > 50, 2), "label: pass connectivity by keyword: label(image, connectivity=...)"),
+    ],
+)
+def test_option_given_by_position_is_a_one_line_parameter_type_error(call, message):
+    from florin.errors import ParameterTypeError
+
+    image = np.full((5, 5), 100, np.uint8)
+    image[2, 2] = 10
+    with pytest.raises(ParameterTypeError) as err:
+        call(image)
+    assert str(err.value) == message
+    assert thresholding.ndnt(image, shape=(3, 3)).values[2, 2]  # the keyword form runs

@@ -44,4 +44,4 @@ def test_formats_and_ops(capsys):
     assert "tiff" in capsys.readouterr().out
     assert main(["ops"]) == 0
     out = capsys.readouterr().out
-    assert "thresholding.ndnt(shape=None, threshold=0.25, *, polarity='dark'" in out
+    assert "thresholding.ndnt(*, shape=None, threshold=0.25, polarity='dark'" in out
