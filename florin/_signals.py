@@ -10,6 +10,9 @@ pools stopped. Two things could still go wrong, and are handled here:
   objects all the time) is printed as "Exception ignored" and dropped: the run
   went on and exited 0. The unraisable-exception hook sees such an interrupt
   and sends the signal again a moment later, so it is raised in ordinary code.
+  Once a signal arrived, other exceptions raised where they cannot propagate
+  (objects the interrupt caught half-made, released on the way out) are not
+  printed either.
 * A second Ctrl-C while a temporary output is being removed would stop the
   removal half-way: cleanups run inside :func:`deferred`, which holds a signal
   back until the cleanup is done.
@@ -41,6 +44,11 @@ def _exception(signum) -> KeyboardInterrupt:
 
 def _handler(signum, frame):
     global _pending, _deferred
+    if _pending is None:
+        import warnings
+
+        # Work stopped half-way leaves coroutines (zarr's) that were never awaited: expected, not news.
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     _pending = signum
     if _deferring:
         _deferred = signum
@@ -55,6 +63,10 @@ def _unraisable(info):
         import _thread
 
         _thread.start_new_thread(_send_again, (_pending,))  # unlike threading's start(), does not wait
+        return
+    if _pending is not None:
+        # The run is being stopped: objects the interrupt caught half-made or half-used fail as they are
+        # released (an event loop interrupted in its constructor...). That is expected, not news.
         return
     (_previous_hook or sys.__unraisablehook__)(info)
 

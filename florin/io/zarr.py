@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 
 import numpy as np
 import zarr
@@ -182,6 +183,55 @@ def _create_array(group_or_store, name, shape, dtype, dims, attrs, chunks, zarr_
     return zarr.create_array(store=group_or_store, **kwargs)
 
 
+_settling = threading.local()
+
+
+@contextlib.contextmanager
+def _settled(timeout=10.0):
+    """On an error or Ctrl-C in the block, wait (up to ``timeout`` seconds) for the chunk writes zarr still runs.
+
+    zarr writes chunks as tasks of its background event loop; when one fails
+    (a full disk) or the call waiting for them is interrupted, the others go on
+    and would recreate files in a temporary output already removed. Only the
+    outermost of nested blocks waits.
+    """
+    depth = getattr(_settling, "depth", 0)
+    _settling.depth = depth + 1
+    try:
+        yield
+    except BaseException:
+        if depth == 0:
+            from florin._signals import deferred
+
+            with deferred():
+                _wait_for_zarr_tasks(timeout)
+        raise
+    finally:
+        _settling.depth = depth
+
+
+def _wait_for_zarr_tasks(timeout) -> None:
+    import asyncio
+
+    try:
+        from zarr.core.sync import _get_loop
+
+        loop = _get_loop()
+    except Exception:  # pragma: no cover - another zarr layout
+        return
+
+    async def idle():
+        while True:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if not others:
+                return
+            await asyncio.wait(others)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(idle(), loop).result(timeout)
+
+
+@_settled()
 def create_zarr(path, shape, dtype, *, dims, attrs, chunks=None, zarr_format=3):
     """Create a plain Zarr array (zero-filled) at the root of a new store."""
     if zarr_format not in (2, 3):
@@ -193,9 +243,11 @@ def create_zarr(path, shape, dtype, *, dims, attrs, chunks=None, zarr_format=3):
 @contextlib.contextmanager
 def open_region_zarr(path, *, key=None):
     """The array ``key`` (root by default) of a store, open for writing."""
-    yield zarr.open_array(store=os.fspath(path), path=key or "", mode="r+")
+    with _settled():
+        yield zarr.open_array(store=os.fspath(path), path=key or "", mode="r+")
 
 
+@_settled()
 def write_zarr(path, volume, *, chunks=None, zarr_format=3):
     """Write a volume as a plain Zarr array (block by block)."""
     from florin import tilemeta
@@ -245,6 +297,7 @@ def _spacing_of(dims, attrs):
     return tuple(spacing) if spacing is not None and len(spacing) == len(dims) else (1.0,) * len(dims)
 
 
+@_settled()
 def create_ome_zarr(path, shape, dtype, *, dims, attrs, chunks=None, version="0.5", name=None):
     """Create a single-level OME-Zarr image (zero-filled level ``0``) to be written region by region."""
     _make_ome(path, shape, dtype, dims, attrs, chunks, version, name, levels=1)
@@ -270,6 +323,7 @@ def _make_ome(path, shape, dtype, dims, attrs, chunks, version, name, levels):
     return arrays, factors
 
 
+@_settled()
 def write_ome_zarr(path, volume, *, chunks=None, version="0.5", levels=1, name=None):
     """Write a volume as an OME-Zarr image (NGFF 0.5 on Zarr v3, or 0.4 on Zarr v2).
 

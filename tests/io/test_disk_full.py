@@ -77,7 +77,7 @@ def _assert_failed_cleanly(proc, disk, errno_line=True):
     assert os.listdir(disk.path) == []  # no output, no temporary file, no lock
 
 
-@pytest.mark.parametrize("name", ["out.h5", "out.npy", "out.tif"])
+@pytest.mark.parametrize("name", ["out.h5", "out.npy", "out.tif", "out.zarr"])
 def test_a_full_disk_ends_a_write_with_one_line_and_no_files(tmp_path, small_disk, big_input, name):
     toml = _pipeline(tmp_path, np.negative)
     for _ in range(2):  # the HDF5 crash (a segfault as h5py released the dataset) happened in every run
