@@ -220,3 +220,31 @@ def test_python_fragment_compiles(name, code):
     import textwrap
 
     compile(textwrap.dedent(code), name, "exec")
+
+
+def test_architecture_page_names_every_module_and_only_real_ones():
+    """docs/concepts/architecture.md stays true: the modules it names exist, and every package module is on it."""
+    page = (DOCS / "concepts" / "architecture.md").read_text()
+    named = set(re.findall(r"\bflorin(?:\.[A-Za-z_]+)+", page))
+
+    def exists(dotted):
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for attr in parts[i:]:
+                if not hasattr(obj, attr):
+                    return False
+                obj = getattr(obj, attr)
+            return True
+        return False
+
+    missing = sorted(n for n in named if not exists(n))
+    assert not missing, f"the architecture page names what does not exist: {missing}"
+    package = ROOT / "florin"
+    modules = {p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")} | {
+        p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    unnamed = sorted(m for m in modules if f"florin.{m}" not in page and not m.startswith("_"))
+    assert not unnamed, f"the architecture page does not place these modules: {unnamed}"
