@@ -45,6 +45,7 @@ BENCHMARKS = {
     "out_of_core": ([], ["--small"]),
     "tune": ([], ["--small", "--budget", "20"]),
     "kernels": ([], ["--mib", "8", "--rounds", "1"]),
+    "pipeline": (["--mib", "64", "--rounds", "2"], ["--mib", "8", "--rounds", "1", "--no-dask"]),
 }
 
 
