@@ -124,7 +124,7 @@ BAD = [
     (["segment", "{input}", "-o", "{out}", "--class", "cell:volume=1..2"], 2, "unknown property"),
     (["segment", "{input}", "-o", "{out}", "--class", "cell:area=lots"], 2, "not a number"),
     (["segment", "{input}", "-o", "{input}"], 2, "is the input"),
-    (["segment", "{input}", "-o", "{tmp}/out.xyz"], 1, "extension"),
+    (["segment", "{input}", "-o", "{tmp}/out.xyz"], 2, "extension"),  # an unknown format is a bad parameter
     (["segment", "{input}", "-o", "{out}", "--polarity", "grey"], 2, "polarity"),
     (["segment", "{input}", "-o", "{out}", "--tile", "10,64,64", "--stride", "20,64,64"], 2, "stride"),
     (["segment", "{unreadable}", "-o", "{out}"], 1, "unreadable.tif"),
