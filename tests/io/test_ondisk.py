@@ -26,12 +26,16 @@ def _call(blob):
 
 
 class Processes(florin.Pipeline):
-    """A minimal process executor (fresh pickles both ways, as Multiprocess/MPI do)."""
+    """A minimal process executor (fresh pickles both ways, as Multiprocess/MPI do).
+
+    Its pool uses forkserver: forking a process whose OpenMP runtime (numba's parallel kernels, run by the tests
+    before) has started threads aborts the child.
+    """
 
     name = "test-processes"
 
     def map(self, func, items):
-        ctx = multiprocessing.get_context("fork")
+        ctx = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(2, mp_context=ctx) as pool:
             blobs = [cloudpickle.dumps((func, item)) for item in items]
             return [cloudpickle.loads(b) for b in pool.map(_call, blobs)]
