@@ -9,8 +9,16 @@ CI installs every extra, so nothing here skips there. Without an extra:
 """
 
 import importlib.util
+import os
 
 import pytest
+
+# numba's OpenMP threading layer (GNU libgomp) lets its idle threads spin after every parallel kernel by default;
+# the suite calls thousands of small kernels from `-n 2` workers on 2 cores, so the spinning threads of one worker
+# take the CPU the other needs (300 small NDNT + opening calls: 2.7-5.9 s of CPU spinning, 0.3 s passive). Set
+# before any kernel runs, so libgomp reads it when it loads; subprocesses (CLI, examples, MPI ranks) inherit it.
+# Only the waiting changes: threads, results and what the tests check are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # import name -> what to install
 OPTIONAL = {
