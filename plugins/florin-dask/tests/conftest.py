@@ -22,6 +22,10 @@ import pytest
 HOST = "127.0.0.1"
 START_TIMEOUT = 90
 
+# numba's OpenMP threads wait passively between kernels, as in the core suite (see the root conftest.py): spinning
+# they take the CPU that other processes of the test (the cluster's workers) need.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -5,10 +5,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import florin
+
+# numba's OpenMP threads wait passively between kernels, as in the core suite (see the root conftest.py): spinning
+# they take the CPU that other processes of the test (workers, the display server) need.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
