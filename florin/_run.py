@@ -19,6 +19,8 @@ class RunState:
     #: The volume the run started from (what ``load`` read or the array the pipeline got),
     #: for steps that measure it, e.g. ``conncomp.regionprops(intensity='input')``.
     input: object = None
+    #: The run's memory budget and scratch directory (a :class:`florin.memory.Scratch`).
+    scratch: object = None
 
     def set_input(self, volume) -> None:
         """Record the run's input volume (the first one only: nested loads do not replace it)."""
@@ -82,13 +84,22 @@ def current() -> RunState | None:
 
 
 @contextlib.contextmanager
-def run_state():
-    """Open a run unless one is already open (nested pipelines share it)."""
+def run_state(*, memory=None, scratch=None):
+    """Open a run unless one is already open (nested pipelines share it).
+
+    A new run gets a memory budget (``memory``: bytes or a size such as
+    ``'2GiB'``; default :func:`florin.memory.default_budget`) and a scratch
+    directory under ``scratch`` (default: the temporary directory), removed
+    when the run ends, whether it succeeded or failed.
+    """
+    from florin import memory as _memory
+
     state = _current.get()
     if state is not None:
         yield state, False
         return
-    state = RunState()
+    budget = _memory.parse_size(memory) if memory is not None else _memory.default_budget()
+    state = RunState(scratch=_memory.Scratch(budget, scratch))
     observer = _observer.get()
     if observer is not None:
         state.timings = observer.timings
@@ -97,6 +108,40 @@ def run_state():
         yield state, True
     finally:
         _current.reset(token)
+        state.scratch.close()
+
+
+def budget() -> int | None:
+    """The memory budget of the run in progress (bytes), or None outside a run."""
+    state = current()
+    return state.scratch.budget if state is not None and state.scratch is not None else None
+
+
+_item_bytes: contextvars.ContextVar[int] = contextvars.ContextVar("florin_item_bytes", default=0)
+
+
+@contextlib.contextmanager
+def mapping(item_bytes):
+    """Tell executors, while a collection is mapped, about how many bytes one item and its result hold."""
+    token = _item_bytes.set(int(item_bytes))
+    try:
+        yield
+    finally:
+        _item_bytes.reset(token)
+
+
+def max_in_flight(default, item_bytes=None):
+    """How many items an executor may have in flight: ``default``, fewer when the budget is tight.
+
+    ``item_bytes`` (default: what :func:`mapping` says) is the memory one item
+    in flight takes; at most a quarter of the run's budget is given to items
+    in flight, and at least one item always is. Outside a run it is ``default``.
+    """
+    item_bytes = _item_bytes.get() if item_bytes is None else item_bytes
+    limit = budget()
+    if limit is None or not item_bytes:
+        return max(1, int(default))
+    return max(1, min(int(default), int(limit // (4 * item_bytes))))
 
 
 # -- who writes outputs ----------------------------------------------------------------------

@@ -36,6 +36,10 @@ class Collection(Sequence):
         """How an item is named in error messages."""
         return "item"
 
+    def item_nbytes(self) -> int:
+        """About how many bytes one item and its result hold while in flight (0: unknown)."""
+        return 0
+
     def rebuild(self, results):
         """Build the pipeline's next datum from the per-item results (a list, in item order)."""
         raise NotImplementedError

@@ -107,7 +107,22 @@ def _label_params(params):
     _check_connectivity(params["connectivity"])
 
 
-@checked(check=_label_params, merged_at_join=True, kind="label-merge", blockwise="florin.blockwise:label")
+def _label_blockwise(image, *, allocate, blocks, map, connectivity=1):
+    """``label`` block by block (:func:`florin.blockwise.label`), for volumes above the memory budget."""
+    from florin import blockwise
+    from florin.planner import source
+
+    vol = as_volume(image)
+    connectivity = _check_connectivity(connectivity, vol.ndim)
+    _mask_dtype = np.dtype(vol.dtype)
+    if _mask_dtype.kind not in "biuf":
+        raise ParameterError(f"label() needs a binary mask (bool or numbers, nonzero = foreground), got {_mask_dtype}")
+    out = allocate(vol.shape, _klabel.label_dtype(math.prod(vol.shape)))
+    blockwise.label(source(vol), out, blocks=blocks, connectivity=connectivity, map=map)
+    return like(out, vol)
+
+
+@checked(check=_label_params, merged_at_join=True, kind="label-merge", blockwise=_label_blockwise)
 def label(image, *, connectivity=1):
     """Label the connected components of a binary volume.
 
@@ -452,7 +467,15 @@ def _regionprops_params(params):
     )
 
 
-@checked(check=_regionprops_params, per_item=False, takes_merged_tiles=True, kind="reduce")
+def _regionprops_blockwise(image, *, allocate, blocks, map, intensity=None, slab=None):
+    """``regionprops`` block by block (:func:`florin.blockwise.regionprops`), for volumes above the memory budget."""
+    from florin import blockwise
+
+    return blockwise.regionprops(as_volume(image), intensity, blocks=blocks, map=map)
+
+
+@checked(check=_regionprops_params, per_item=False, takes_merged_tiles=True, kind="reduce",
+         blockwise=_regionprops_blockwise)
 def regionprops(image, *, intensity=None, slab=None):
     """Measure every labelled object of a label volume.
 

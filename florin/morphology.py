@@ -269,7 +269,26 @@ def _structure(ndim, connectivity):
 _whole_volume = math.inf  # depends on whole objects: run after the join
 
 
-@florinate(halo=_whole_volume, kind="label-merge", blockwise="florin.blockwise:remove_small_objects")
+def _size_filter_blockwise(name):
+    """The blockwise form of a size filter (:mod:`florin.blockwise`), for volumes above the memory budget."""
+
+    def run(image, *, allocate, blocks, map, min_size=64, connectivity=1, max_size=None):
+        import florin.blockwise as blockwise
+        from florin._kernels.label import label_dtype
+        from florin.planner import source
+
+        vol = as_volume(image)
+        out = allocate(vol.shape, vol.dtype)
+        scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))
+        getattr(blockwise, name)(source(vol), out, blocks=blocks, min_size=min_size, connectivity=connectivity,
+                                 max_size=max_size, scratch=scratch, map=map)
+        return like(out, vol)
+
+    run.__name__ = run.__qualname__ = f"{name}_blockwise"
+    return run
+
+
+@florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_objects"))
 def remove_small_objects(image, *, min_size=64, connectivity=1, max_size=None):
     """Remove objects with fewer than ``min_size`` voxels.
 
@@ -316,7 +335,7 @@ def remove_small_objects(image, *, min_size=64, connectivity=1, max_size=None):
     return like(_ksizes.remove_labels(data, small), vol)
 
 
-@florinate(halo=_whole_volume, kind="label-merge", blockwise="florin.blockwise:remove_small_holes")
+@florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_holes"))
 def remove_small_holes(image, *, min_size=64, connectivity=1, max_size=None):
     """Fill holes (background components) with fewer than ``min_size`` voxels.
 

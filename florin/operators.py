@@ -275,10 +275,10 @@ def florinate(func=None, *, name=None, halo=None, per_item=True, merged_at_join=
         :mod:`florin.steps`). Default: ``'map'`` (with the halo), or
         ``'whole'`` when the halo is unbounded.
     blockwise : callable or str, optional
-        The step's blockwise form, ``impl(image, out, *, blocks, map, **params)``
-        (as in :mod:`florin.blockwise`) or a ``'module:attribute'`` naming it;
-        the planner calls it instead of the step on a volume above the memory
-        budget.
+        The step's blockwise form, ``impl(datum, *, allocate, blocks, map,
+        **params)`` returning what the step returns (see :mod:`florin.steps`),
+        or a ``'module:attribute'`` naming it; the planner calls it instead of
+        the step on a volume above the run's memory budget.
 
     Returns
     -------

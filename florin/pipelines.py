@@ -20,7 +20,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from florin import _run, tilemeta
+from florin import _run, planner, tilemeta
 from florin import steps as _steps
 from florin.collection import Collection
 from florin.errors import FlorinError, MissingInputError, PipelineError
@@ -71,8 +71,27 @@ class Pipeline:
         _check_tiled_parts(self.steps)
 
     # -- running -------------------------------------------------------------------------
-    def __call__(self, data=_NO_DATA):
-        with _run.run_state() as (state, top_level):
+    def __call__(self, data=_NO_DATA, *, memory=None, scratch=None):
+        """Run the pipeline on ``data`` (a path, an array, a DataArray; omitted when the first step loads).
+
+        Parameters
+        ----------
+        data : str, path-like, array_like or xarray.DataArray, optional
+            The input.
+        memory : int or str, optional
+            The run's memory budget: bytes, or a size such as ``'512MiB'``,
+            ``'2GiB'``, ``'1.5G'``. Default: a quarter of the available memory
+            (see :mod:`florin.memory`). Joined volumes above a quarter of it go
+            to an on-disk scratch volume, and whole-volume steps on those run
+            blockwise.
+        scratch : str or path-like, optional
+            Where the run's scratch directory is made (default: the temporary
+            directory). It is removed when the run ends, also after a failure.
+        """
+        if memory is not None or scratch is not None:
+            if _run.current() is not None:
+                raise PipelineError("memory= and scratch= are options of the outermost pipeline call only")
+        with _run.run_state(memory=memory, scratch=scratch) as (state, top_level):
             if top_level:
                 from florin.io.outputs import check_pipeline_outputs
 
@@ -117,6 +136,15 @@ class Pipeline:
                 results[i] = result
         return results
 
+    def _pairs(self, func, items):
+        """``(index, result)`` pairs from the seam the most derived executor class overrides (imap or map)."""
+        for cls in type(self).__mro__:
+            if "imap" in vars(cls):
+                return self.imap(func, items)
+            if "map" in vars(cls):  # a subclass that overrides only map (e.g. to watch what it ships)
+                return (pair for pair in enumerate(self.map(func, items)))
+        return self.imap(func, items)
+
     def map_collection(self, steps, collection: Collection):
         """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
         from florin.io.ondisk import tile_saves
@@ -126,11 +154,11 @@ class Pipeline:
             runner = _ItemRunner(steps, type(collection).resolve)
             items = collection.items()
             label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
-            with _run.progress_task(len(items), label) as tick:
+            with _run.progress_task(len(items), label) as tick, _run.mapping(collection.item_nbytes()):
                 if self.in_process:
-                    pairs = self.imap(_Ticking(runner, tick), items)
+                    pairs = self._pairs(_Ticking(runner, tick), items)
                 else:
-                    pairs = _ticked(self.imap(runner, items), tick)
+                    pairs = _ticked(self._pairs(runner, items), tick)
                 with contextlib.closing(pairs):  # a failed join stops the work still running
                     rebuilt = collection.rebuild_stream(pairs)
         for step in steps:
@@ -159,7 +187,7 @@ class Pipeline:
             else:
                 if merging is not None and not isinstance(step, Pipeline) and not _steps.takes_merged_tiles(step):
                     raise _after_merging_error(merging, step)
-                datum = _call_step(step, datum)
+                datum = _call_step(step, datum, self)
                 if _steps.merged_at_join(step) and tilemeta.info_of(datum) is not None:
                     merging = step
             i += 1
@@ -376,6 +404,13 @@ def _check_tiled_parts(steps):
                     merging = inner
 
 
+def _planned(step, datum, pipeline):
+    """The step run blockwise by the planner when its volume is above the memory budget (else NOT_PLANNED)."""
+    if pipeline is None or isinstance(step, Pipeline):
+        return planner.NOT_PLANNED
+    return planner.plan(step, datum, pipeline)
+
+
 def _timed(step, thunk):
     state = _run.current()
     start = time.perf_counter()
@@ -402,10 +437,12 @@ def _note_step(exc, step, datum):
                 pass
 
 
-def _call_step(step, datum):
+def _call_step(step, datum, pipeline=None):
     def thunk():
         try:
-            result = step(datum)
+            result = _planned(step, datum, pipeline)
+            if result is planner.NOT_PLANNED:
+                result = step(datum)
         except FlorinError as exc:
             _note_step(exc, step, datum)
             raise

@@ -70,7 +70,23 @@ def _reconstruct_spec(op) -> dict:
     return spec
 
 
-@checked(check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec, kind="lookup")
+def _reconstruct_blockwise(regions, *, allocate, blocks, map, dtype=None):
+    """``reconstruct`` block by block (:func:`florin.blockwise.reconstruct`), for label volumes above the budget."""
+    from florin import blockwise
+    from florin.planner import source
+
+    lut, _ = _class_lut(regions, dtype, "reconstruct()")
+    labels = regions.labels
+    out = allocate(labels.shape, lut.dtype)
+    names = blockwise.reconstruct(source(labels), regions, out, blocks=blocks, map=map)
+    coords = {k: v for k, v in labels.coords.items() if set(v.dims) <= set(labels.dims)}
+    attrs = {k: v for k, v in labels.attrs.items() if k != "classes"}
+    attrs["classes"] = names
+    return xr.DataArray(out, dims=labels.dims, coords=coords, attrs=attrs, name="classes")
+
+
+@checked(check=_reconstruct_params, data_types=(Regions,), per_item=False, spec=_reconstruct_spec, kind="lookup",
+         blockwise=_reconstruct_blockwise)
 def reconstruct(regions, *, dtype=None):
     """Build the class-label volume of classified regions.
 

@@ -31,9 +31,13 @@ this module is the only place that reads them (and knows their defaults):
     Undeclared: ``'map'``, or ``'whole'`` when the halo is unbounded.
     :func:`florin.florinate` records it (``florinate(func, kind='reduce')``).
 ``blockwise_impl``
-    Optionally, the blockwise form a planner calls for a volume above the
-    memory budget: ``impl(image, out, *, blocks, map, **params)`` (the
-    signature of :mod:`florin.blockwise`), or ``'module:attribute'`` naming it.
+    Optionally, the step's blockwise form, which the planner
+    (:mod:`florin.planner`) calls instead of the step on a volume above the
+    run's memory budget: ``impl(datum, *, allocate, blocks, map, **params)``
+    returns what the step returns, computed block by block (``allocate(shape,
+    dtype)`` gives destinations within the budget, ``blocks`` partition the
+    volume, ``map`` maps the per-block work, ``params`` are the step's bound
+    parameters). It may be given as ``'module:attribute'``.
 ``merged_at_join`` (default False)
     The step's result on a tile is complete only once the join merges the
     tiles (``conncomp.label``); in a tiled part only steps that declare
@@ -71,8 +75,9 @@ import numpy as np
 from florin.errors import ParameterError
 
 __all__ = [
-    "KINDS", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "describe", "halo", "is_unbounded", "kind",
-    "merged_at_join", "name", "normalize_halo", "per_item", "reads_paths", "spec", "takes_merged_tiles",
+    "KINDS", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
+    "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "params", "per_item", "reads_paths", "spec",
+    "takes_merged_tiles",
 ]
 
 #: The ways a step can run over the blocks of a volume (see the module docstring).
@@ -176,7 +181,7 @@ def kind(step, full_shape=None) -> str:
 
 
 def blockwise_impl(step):
-    """The blockwise form ``impl(image, out, *, blocks, map, **params)`` ``step`` declares, or None."""
+    """The blockwise form ``impl(datum, *, allocate, blocks, map, **params)`` ``step`` declares, or None."""
     impl = getattr(step, "blockwise_impl", None)
     if isinstance(impl, str):
         module, _, attr = impl.partition(":")
@@ -193,6 +198,17 @@ def describe(func, default="the steps") -> str:
     if not inner:
         return default
     return ", ".join(name(s) for s in inner)
+
+
+def params(step) -> dict:
+    """The step's bound parameters with defaults (``params()`` of florin operators), else ``{}``."""
+    get = getattr(step, "params", None)
+    return dict(get()) if callable(get) else {}
+
+
+def declares(step) -> bool:
+    """Whether ``step`` declares how it runs over blocks (a kind or a halo), so a planner may run it blockwise."""
+    return getattr(step, "blockwise", None) is not None or getattr(step, "halo", None) is not None
 
 
 def spec(step):

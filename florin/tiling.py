@@ -255,13 +255,26 @@ class Tiles(Collection):
         info = tilemeta.info_of(item)
         return f"tile at origin {info.origin}" if info is not None else "item"
 
+    def item_nbytes(self) -> int:
+        """The largest tile's voxels, at 3 times the volume's item size (the tile, its result and some work)."""
+        voxels = max((math.prod(i.tile_shape) for i in self.infos), default=0)
+        return 3 * voxels * max(int(self.volume.dtype.itemsize), 1)
+
     def rebuild(self, results):
-        return join_stream(results, infos=self.infos, like=self.volume, allocate=_destination())
+        return self.rebuild_stream(enumerate(results))
 
     def rebuild_stream(self, pairs):
-        """Join tile results as they arrive: each core goes into the destination at once."""
-        return join_stream((result for _, result in pairs), infos=self.infos, like=self.volume,
-                           allocate=_destination())
+        """Join tile results as they arrive: each core goes into the destination at once.
+
+        The destination is in memory, or an on-disk scratch volume when the
+        joined volume exceeds the run's memory budget (see :mod:`florin.memory`),
+        which the next steps then read lazily.
+        """
+        from florin.memory import sealed
+
+        joined = join_stream((result for _, result in pairs), infos=self.infos, like=self.volume,
+                             allocate=_destination())
+        return sealed(joined)
 
     def __repr__(self):
         return f"<Tiles: {len(self)} tiles of a {self.volume.shape} volume>"

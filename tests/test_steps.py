@@ -27,8 +27,21 @@ def test_declared_kinds_of_the_builtin_steps():
     assert steps.kind(conncomp.regionprops(), shape) == "reduce"
     assert steps.kind(florin.reconstruct(), shape) == "lookup"
     assert steps.kind(morphology.binary_opening(), shape) == "map"
-    assert steps.blockwise_impl(conncomp.label()) is florin.blockwise.label
-    assert steps.blockwise_impl(morphology.remove_small_holes()) is florin.blockwise.remove_small_holes
+    assert steps.blockwise_impl(morphology.binary_opening()) is None
+
+
+def _alloc(shape, dtype):
+    return np.zeros(shape, dtype)
+
+
+@pytest.mark.parametrize("op", [conncomp.label(connectivity=2), morphology.remove_small_objects(min_size=4),
+                                morphology.remove_small_holes(min_size=3, connectivity=2)], ids=lambda op: op.name)
+def test_declared_blockwise_forms_equal_the_steps(op):
+    mask = florin.as_volume(np.random.default_rng(2).random((7, 9, 8)) < 0.45)
+    blocks = [(slice(a, min(a + 3, 7)), slice(0, 9), slice(0, 8)) for a in range(0, 7, 3)]
+    got = steps.blockwise_impl(op)(mask, allocate=_alloc, blocks=blocks, map=map, **steps.params(op))
+    np.testing.assert_array_equal(got.values, op(mask).values)
+    assert got.dtype == op(mask).dtype and got.dims == mask.dims
 
 
 def test_undeclared_kind_is_map_or_whole_for_an_unbounded_halo():
@@ -43,10 +56,11 @@ def test_florinate_records_the_kind_and_it_survives_pickling():
     def total(image, *, scale=1):
         return image * scale
 
-    factory = florin.florinate(total, kind="reduce", blockwise="florin.blockwise:label")
+    factory = florin.florinate(total, kind="reduce", blockwise="florin.blockwise:regionprops")
     op = factory(scale=2)
     assert steps.kind(op, (3,)) == "reduce"
-    assert steps.blockwise_impl(op) is florin.blockwise.label
+    assert steps.blockwise_impl(op) is florin.blockwise.regionprops
+    assert steps.params(op) == {"scale": 2}
     again = cloudpickle.loads(cloudpickle.dumps(op))
     assert steps.kind(again, (3,)) == "reduce"
     assert steps.kind(pickle.loads(pickle.dumps(conncomp.label())), (3,)) == "label-merge"

@@ -135,6 +135,24 @@ def with_executor(pipeline, name: str | None, workers: int | None = None):
     return cls(*steps, **options)
 
 
+MEMORY_HELP = "Memory budget of the run, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory)."
+SCRATCH_HELP = "Directory for on-disk intermediates above the budget (default: the temporary directory); removed after."
+
+
+def run_options(memory, scratch) -> dict:
+    """``memory=`` and ``scratch=`` for a pipeline call, from ``--memory`` and ``--scratch`` (checked now)."""
+    from florin.memory import parse_size
+
+    options = {}
+    if memory is not None:
+        options["memory"] = parse_size(memory, name="--memory")
+    if scratch is not None:
+        if scratch.exists() and not scratch.is_dir():
+            raise ParameterError(f"--scratch must be a directory, got the file {os.fspath(scratch)!r}")
+        options["scratch"] = scratch
+    return options
+
+
 def run(
     pipeline: Path = typer.Argument(..., help="Pipeline file: .toml, a .py defining `pipeline`, or a pickle."),
     input: str = typer.Argument(None, help="Input volume (omit when the pipeline loads its own input)."),
@@ -144,9 +162,13 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     format: str = typer.Option(None, "--format", "-f", metavar="NAME",
                                help="Input format (see `florin formats`; default: from the extension)."),
+    memory: str = typer.Option(None, "--memory", "-m", metavar="SIZE", help=MEMORY_HELP),
+    scratch: Path = typer.Option(None, "--scratch", metavar="DIR", help=SCRATCH_HELP),
 ):
     """Run a pipeline file on INPUT."""
     from florin.io import write
+
+    budget = run_options(memory, scratch)
 
     if input is not None and not os.path.exists(input):
         raise MissingInputError(f"input {input!r} does not exist")
@@ -172,7 +194,7 @@ def run(
         from florin.io import read
 
         input = read(input, format=format)  # lazy: the pipeline's load() passes the volume on
-    result = pipe(input) if input is not None else pipe()
+    result = pipe(input, **budget) if input is not None else pipe(**budget)
     if output is not None:
         write(output, result, overwrite=overwrite)
     shape = getattr(result, "shape", None)

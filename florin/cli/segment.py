@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from florin.cli.commands import MEMORY_HELP, SCRATCH_HELP, run_options
 from florin.errors import MissingInputError, ParameterError
 
 __all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
@@ -214,11 +215,15 @@ def segment(
     auto: bool = typer.Option(False, "--auto",
                               help="Estimate polarity, --shape, --threshold and --min-size from the volume "
                                    "(options given explicitly win) and print them."),
+    memory: str = typer.Option(None, "--memory", "-m", metavar="SIZE", help=MEMORY_HELP),
+    scratch: Path = typer.Option(None, "--scratch", metavar="DIR", help=SCRATCH_HELP),
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
     from florin.registry import get_registry
     from florin.volume import check_single_channel
+
+    budget = run_options(memory, scratch)
 
     if not input.exists():
         raise MissingInputError(f"input {os.fspath(input)!r} does not exist")
@@ -268,7 +273,7 @@ def segment(
         input_format=format,
     )
     start = time.perf_counter()
-    result = _run_with_report(pipeline, input)
+    result = _run_with_report(pipeline, input, **budget)
     logging.getLogger("florin").info(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}")
     return result
 
@@ -292,8 +297,8 @@ def _auto_parameters(vol, shape, threshold, polarity, min_size):
     return chosen["shape"], chosen["threshold"], chosen["polarity"], chosen["min_size"]
 
 
-def _run_with_report(pipeline, data):
-    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings."""
+def _run_with_report(pipeline, data, **options):
+    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch)."""
     from florin import _run
 
     progress = _progress()
@@ -301,7 +306,7 @@ def _run_with_report(pipeline, data):
         if progress is not None:
             progress.start()
         try:
-            result = pipeline(data) if data is not None else pipeline()
+            result = pipeline(data, **options) if data is not None else pipeline(**options)
         finally:
             if progress is not None:
                 progress.stop()

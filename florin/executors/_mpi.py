@@ -26,7 +26,7 @@ from florin.executors._wire import (
     _collect,
     _dumps,
     _dumps_fast,
-    _pool_map,
+    _pool_imap,
     _rebuild,
     _run_chunk,
     _to_wire,
@@ -220,15 +220,20 @@ class MPI(Pipeline):
         if _launched_by_mpiexec() and not _nested() and mpi_mode() == "spmd":
             _enter_spmd()
 
-    def map(self, func, items):
+    def imap(self, func, items):
+        """Yield ``(index, result)``: as pool workers send them back, or (SPMD) once every rank has them all."""
         items = list(items)
         if not items:
-            return []
+            return
         if _nested():  # inside a worker, or inside an item of an SPMD map
-            return [func(item) for item in items]
+            for i, item in enumerate(items):
+                yield i, func(item)
+            return
         mode = mpi_mode()
         if mode == "spmd":
-            return self._spmd_map(func, items)
+            # Every rank goes on with every result (they all run the rest of the script): gathered, then yielded.
+            yield from enumerate(self._spmd_map(func, items))
+            return
         if mode == "shared":
             from mpi4py.futures import MPIPoolExecutor
 
@@ -236,18 +241,19 @@ class MPI(Pipeline):
             size = _mpi().COMM_WORLD.Get_size()
             workers = min(self.max_workers or size - 1, size - 1, len(items))
             with MPIPoolExecutor(main=False) as pool:
-                return self._pool_map(pool, func, items, workers, _kernel_threads_for(_local_ranks(size)))
+                yield from self._pool_imap(pool, func, items, workers, _kernel_threads_for(_local_ranks(size)))
+            return
         _mpi()
         max_workers = self.max_workers or _default_spawn_workers()
         pool = _spawn_pool(max_workers)
         try:
-            return self._pool_map(pool, func, items, min(max_workers, len(items)), _kernel_threads_for(max_workers))
+            yield from self._pool_imap(pool, func, items, min(max_workers, len(items)), _kernel_threads_for(max_workers))
         except WorkerError:
             _spawn_pools.pop(max_workers, None)
             raise
 
     @staticmethod
-    def _pool_map(pool, func, items, workers, kernel_threads):
+    def _pool_imap(pool, func, items, workers, kernel_threads):
         def on_broken(exc, unfinished):
             raise WorkerError(
                 f"an MPI worker failed while running ({_describe_steps(func)}) on {_some(unfinished)}: "
@@ -255,7 +261,7 @@ class MPI(Pipeline):
             ) from exc
 
         submit = lambda payload: pool.submit(_run_chunk, payload)  # noqa: E731
-        return _pool_map(submit, func, items, workers, kernel_threads, on_broken)
+        return _pool_imap(submit, func, items, workers, kernel_threads, on_broken)
 
     def _spmd_map(self, func, items):
         comm, gather_comm = _enter_spmd()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 
+from florin import _run
 from florin.executors._common import _check_count, _kernel_threads, _kernel_threads_for, cpu_count
 from florin.pipelines import Pipeline
 
@@ -42,36 +43,39 @@ class Multithread(Pipeline):
         super().__init__(*steps)
         self.threads = _check_count("threads", threads)
 
-    def map(self, func, items):
+    def imap(self, func, items):
+        """Yield ``(index, result)`` as threads finish items; at most two items per thread in flight."""
         items = list(items)
         if not items:
-            return []
+            return
         workers = min(self.threads or cpu_count(), len(items))
         kernel_threads = _kernel_threads_for(workers)
+        bound = _run.max_in_flight(2 * workers)
 
         def run(item):
             with _kernel_threads(kernel_threads):
                 return func(item)
 
-        results = [None] * len(items)
-        errors = {}
-        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="florin") as pool:
-            futures = {pool.submit(contextvars.copy_context().run, run, item): i for i, item in enumerate(items)}
-            try:
-                for fut in cf.as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        results[i] = fut.result()
-                    except Exception as exc:
-                        errors[i] = exc
+        pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="florin")
+        pending = {}
+        todo = iter(enumerate(items))
+        try:
+            for i, item in todo:
+                pending[pool.submit(contextvars.copy_context().run, run, item)] = i
+                if len(pending) >= bound:
+                    break
+            while pending:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in sorted(done, key=pending.get):
+                    i = pending.pop(fut)
+                    result = fut.result()  # the first failure stops the run (the rest is cancelled below)
+                    yield i, result
+                    del result
+                for i, item in todo:
+                    pending[pool.submit(contextvars.copy_context().run, run, item)] = i
+                    if len(pending) >= bound:
                         break
-            except BaseException:  # interrupted: do not start what is still queued
-                for fut in futures:
-                    fut.cancel()
-                raise
-            if errors:
-                for fut in futures:
-                    fut.cancel()
-        if errors:
-            raise errors[min(errors)]
-        return results
+        finally:  # a failure, an interrupt or a consumer that stopped: do not start what is still queued
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)

@@ -13,7 +13,7 @@ import threading
 from florin.errors import ParameterError, WorkerError
 from florin.executors import _common, _shm
 from florin.executors._common import _check_count, _describe_steps, _kernel_threads_for, _nested, _some, cpu_count
-from florin.executors._wire import _pool_map, _run_chunk, _WorkerDied
+from florin.executors._wire import _pool_imap, _run_chunk, _WorkerDied
 from florin.pipelines import Pipeline
 
 
@@ -131,22 +131,25 @@ class Multiprocess(Pipeline):
                 raise ParameterError(f"start_method must be one of {', '.join(valid)} (or None), got {start_method!r}")
         self.start_method = start_method
 
-    def map(self, func, items):
+    def imap(self, func, items):
+        """Yield ``(index, result)`` as worker processes send results back (see :func:`_wire._pool_imap`)."""
         items = list(items)
         if not items:
-            return []
+            return
         if _nested():  # already inside a worker: no process trees
-            return [func(item) for item in items]
+            for i, item in enumerate(items):
+                yield i, func(item)
+            return
         size = self.processes or cpu_count()
         workers = min(size, len(items))
         pool = _process_pool(size, self.start_method)  # this thread's until the map ends
         try:
-            return self._map_on(pool, func, items, workers, _kernel_threads_for(size))
+            yield from self._imap_on(pool, func, items, workers, _kernel_threads_for(size))
         finally:
             pool.lock.release()
 
     @staticmethod
-    def _map_on(pool, func, items, workers, kernel_threads):
+    def _imap_on(pool, func, items, workers, kernel_threads):
         def on_broken(exc, unfinished):
             dead = pool.dead()
             _discard_process_pool(pool)
@@ -161,11 +164,10 @@ class Multiprocess(Pipeline):
         ok = False
         try:
             shipped = shared[1] if shared is not None else items
-            results = _pool_map(pool.submit, func, shipped, workers, kernel_threads, on_broken, wait=pool.wait)
+            yield from _pool_imap(pool.submit, func, shipped, workers, kernel_threads, on_broken, wait=pool.wait)
             ok = True
-            return results
         finally:
-            if not ok:  # a failure or an interrupt: stop the work still running, start afresh next time
+            if not ok:  # a failure, an interrupt or a consumer that stopped early: stop the work still running
                 _discard_process_pool(pool)
             if shared is not None:
                 _shm._give_back(shared[0], pool)

@@ -230,21 +230,27 @@ def _raise_first(errors: dict, items):
     raise _rebuild(errors[index])
 
 
-def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize=None, wait=None):
-    """Map ``func`` over ``items`` with ``submit(bytes) -> Future`` (process or MPI pool).
+def _pool_imap(submit, func, items, workers, kernel_threads, on_broken, chunksize=None, wait=None):
+    """Map ``func`` over ``items`` with ``submit(bytes) -> Future`` (process or MPI pool); yield ``(index, result)``.
 
-    At most two chunks per worker are in flight, so a large in-memory volume is
-    not pickled all at once. The first failure stops the run. ``wait(futures)``
-    returns the done ones (default :func:`concurrent.futures.wait`); a future
-    that fails means a worker died, and ``on_broken`` ends the run.
+    Results are yielded chunk by chunk as workers send them back. At most two
+    chunks per worker are in flight (fewer items per chunk when the run's
+    memory budget is tight, see :func:`florin._run.max_in_flight`), so neither
+    a large in-memory volume nor the results are held all at once. The first
+    failure stops the run. ``wait(futures)`` returns the done ones (default
+    :func:`concurrent.futures.wait`); a future that fails means a worker died,
+    and ``on_broken`` ends the run.
     """
+    from florin import _run
+
     n = len(items)
-    results = [None] * n
+    if chunksize is None:
+        default = max(1, math.ceil(n / (16 * max(1, workers))))
+        chunksize = max(1, min(default, _run.max_in_flight(2 * workers * default) // (2 * max(1, workers))))
     chunks = _chunks(n, workers, chunksize)
     token = uuid.uuid4().hex
     func_data = _dumps(func)
     pending = {}
-    errors = {}
     todo = iter(chunks)
 
     def submit_next():
@@ -255,32 +261,50 @@ def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize
         pending[submit(_dumps_fast((token, func_data, chunk, kernel_threads)))] = rng
         return True
 
-    for _ in range(2 * workers):
-        if not submit_next():
-            break
     if wait is None:
         wait = lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED)[0]  # noqa: E731
-    while pending:
-        try:
-            done = wait(list(pending))
-        except _WorkerDied as exc:  # the pool broke outside any one task
-            on_broken(exc, [_label(items[i], i) for r in pending.values() for i in r])
-            raise  # on_broken raises; this is a safety net
-        for fut in done:
-            rng = pending.pop(fut)
+    try:
+        for _ in range(2 * workers):
+            if not submit_next():
+                break
+        while pending:
             try:
-                data = fut.result()
-            except cf.CancelledError:
-                continue
-            except Exception as exc:  # the pool broke: a worker died
-                unfinished = [i for r in [rng, *pending.values()] for i in r]
-                on_broken(exc, [_label(items[i], i) for i in unfinished])
+                done = wait(list(pending))
+            except _WorkerDied as exc:  # the pool broke outside any one task
+                on_broken(exc, [_label(items[i], i) for r in pending.values() for i in r])
                 raise  # on_broken raises; this is a safety net
-            _collect(data, results, errors)
-        if errors:
-            for fut in pending:
-                fut.cancel()
-            _raise_first(errors, items)
-        while len(pending) < 2 * workers and submit_next():
-            pass
+            errors = {}
+            ready = []
+            for fut in sorted(done, key=lambda f: pending[f].start):
+                rng = pending.pop(fut)
+                try:
+                    data = fut.result()
+                except cf.CancelledError:
+                    continue
+                except Exception as exc:  # the pool broke: a worker died
+                    unfinished = [i for r in [rng, *pending.values()] for i in r]
+                    on_broken(exc, [_label(items[i], i) for i in unfinished])
+                    raise  # on_broken raises; this is a safety net
+                for index, ok, value in _loads(data):
+                    if ok:
+                        ready.append((index, _from_wire(value)))
+                    else:
+                        errors[index] = value
+                del data
+            if errors:
+                _raise_first(errors, items)
+            while len(pending) < 2 * workers and submit_next():
+                pass
+            while ready:
+                yield ready.pop(0)
+    finally:
+        for fut in pending:  # a failure or a consumer that stopped: cancel what has not started
+            fut.cancel()
+
+
+def _pool_map(submit, func, items, workers, kernel_threads, on_broken, chunksize=None, wait=None):
+    """:func:`_pool_imap` as a list of the results in item order."""
+    results = [None] * len(items)
+    for index, result in _pool_imap(submit, func, items, workers, kernel_threads, on_broken, chunksize, wait):
+        results[index] = result
     return results

@@ -1,10 +1,11 @@
 """The ``Dask`` executor: map a pipeline's per-item steps over a Dask cluster.
 
 Like every florin executor, :class:`Dask` is a :class:`florin.Pipeline` that
-overrides the one mapping method, :meth:`Dask.map`. The pipeline hands it a
+overrides the mapping method, :meth:`Dask.imap`. The pipeline hands it a
 function (the per-item steps) and the items of a collection (the tiles of a
-volume, the regions of a labelled volume); it submits one Dask task per item and
-returns the results in order, so the collection joins them as usual.
+volume, the regions of a labelled volume); it submits one Dask task per item,
+a bounded number at a time, and yields each result as its task finishes, so
+the collection joins them as they arrive.
 
 What a task receives is what the collection's ``items()`` ships: for tiles of a
 file-backed (lazy) volume that is a light reference that the task resolves on the
@@ -210,8 +211,13 @@ class Dask(Pipeline):
             ) from exc
 
     # -- the executor seam -------------------------------------------------------------------
-    def map(self, func, items):
-        """Run ``func`` on every item as one Dask task each; results in order.
+    def imap(self, func, items):
+        """Run ``func`` on every item as one Dask task each; yield ``(index, result)`` as tasks finish.
+
+        At most two tasks per worker are submitted and not yet handed back
+        (fewer under a tight memory budget of the run), so neither the items
+        nor the results pile up in the client; the pipeline joins each result
+        as it arrives.
 
         Parameters
         ----------
@@ -221,42 +227,62 @@ class Dask(Pipeline):
             What the collection ships: lazy tile references that the task reads
             itself, tiles, or regions.
 
-        Returns
-        -------
-        list
-            ``[func(item) for item in items]``, computed on the cluster.
+        Yields
+        ------
+        tuple
+            ``(index, func(items[index]))``, computed on the cluster, in the order tasks finish.
         """
+        from florin import _run
+
         items = list(items)
         if not items:
-            return []
+            return
         with self._client() as client:
-            args = _scatter_large(client, items)
+            workers = max(1, len(client.nthreads()))
+            bound = _run.max_in_flight(2 * workers)
             prefix = "florin-" + florin_steps.describe(func, "item").replace(", ", "-")
-            futures = client.map(
-                func, args, key=[f"{prefix}-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(items))], pure=False
-            )
-            try:
-                self._wait(client, futures, items, func)
-                return client.gather(futures)
-            except BaseException:
-                client.cancel(futures)  # stop the other tasks; finished ones are released with the futures
-                raise
+            run_id = uuid.uuid4().hex[:12]
+            done = queue.SimpleQueue()
+            futures = {}
+            todo = iter(range(len(items)))
 
-    def _wait(self, client, futures, items, func):
-        done = queue.SimpleQueue()
-        for i, future in enumerate(futures):
-            future.add_done_callback(lambda _f, i=i: done.put(i))
-        remaining = len(futures)
-        idle_since = None
-        while remaining:
+            def submit_more():
+                while len(futures) < bound:
+                    i = next(todo, None)
+                    if i is None:
+                        return
+                    arg = _scatter_large(client, [items[i]])[0]
+                    future = client.submit(func, arg, key=f"{prefix}-{run_id}-{i}", pure=False)
+                    future.add_done_callback(lambda _f, i=i: done.put(i))
+                    futures[i] = future
+
             try:
-                i = done.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                idle_since = self._check_alive(client, futures, items, idle_since)
-                continue
-            remaining -= 1
-            if futures[i].status != "finished":
-                raise self._failure(futures, i, items, func)
+                submit_more()
+                idle_since = None
+                while futures:
+                    try:
+                        i = done.get(timeout=POLL_SECONDS)
+                    except queue.Empty:
+                        idle_since = self._check_alive(client, futures, items, idle_since)
+                        continue
+                    future = futures[i]
+                    if future.status in ("pending", "lost"):
+                        # its result was lost with a worker (or it went back to waiting): Dask recomputes it
+                        future.add_done_callback(lambda _f, i=i: done.put(i))
+                        continue
+                    if future.status != "finished":
+                        raise self._failure(futures, i, items, func)
+                    result = future.result()
+                    del futures[i]
+                    future.release()
+                    submit_more()
+                    yield i, result
+                    del result
+            except BaseException:
+                client.cancel(list(futures.values()))  # stop the other tasks
+                raise
+            finally:
+                futures.clear()
 
     def _check_alive(self, client, futures, items, idle_since):
         """Fail instead of waiting forever when the cluster lost all its workers."""
@@ -270,10 +296,10 @@ class Dask(Pipeline):
         if idle_since is None:
             return now
         if now - idle_since > self.worker_timeout:
-            pending = next((i for i, f in enumerate(futures) if f.status == "pending"), 0)
+            pending = next((i for i, f in futures.items() if f.status == "pending"), next(iter(futures), 0))
             raise WorkerError(
                 f"Dask executor: no worker connected to the scheduler for {self.worker_timeout:g} s while "
-                f"{sum(f.status == 'pending' for f in futures)} item(s) were still to run, "
+                f"{sum(f.status == 'pending' for f in futures.values())} item(s) were still to run, "
                 f"e.g. the {_label(items[pending])}",
                 operator=None,
                 origin=_origin(items[pending]),
@@ -301,8 +327,8 @@ class Dask(Pipeline):
         if isinstance(exc, KilledWorker):
             # Dask cannot tell which of the tasks a dying worker held killed it: name them all.
             held = [
-                _label(items[i])
-                for i, f in enumerate(futures)
+                _label(items[j])
+                for j, f in futures.items()
                 if f is not future and f.status == "error" and isinstance(f.exception(), KilledWorker)
             ]
             others = f" (it also held: {', '.join(held)})" if held else ""
