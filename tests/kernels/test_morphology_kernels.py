@@ -90,7 +90,7 @@ def test_binary_erosion_and_dilation_equal_scipy(case, border_value):
 def test_binary_operators_equal_scikit_image(case, name, mode, integer_input):
     mask, fp = case
     image = mask.astype(np.int32) * 7 if integer_input else mask  # nonzero is foreground
-    out = getattr(morphology, name)(image, fp, mode=mode).values
+    out = getattr(morphology, name)(image, footprint=fp, mode=mode).values
     assert out.dtype == bool
     np.testing.assert_array_equal(out, _skimage(name, mask, fp, mode=mode))
 
@@ -103,7 +103,7 @@ def test_binary_operators_equal_scikit_image(case, name, mode, integer_input):
 )
 def test_grey_operators_equal_scikit_image(case, name, mode):
     image, fp = case
-    out = getattr(morphology, name)(image, fp, mode=mode).values
+    out = getattr(morphology, name)(image, footprint=fp, mode=mode).values
     expected = _skimage(name, image, fp, mode=mode)
     assert out.dtype == expected.dtype
     np.testing.assert_array_equal(out, expected)
@@ -115,7 +115,7 @@ def test_footprint_larger_than_the_image_every_mode(rng):
     fp[0, 0] = True
     for mode in ["reflect", "constant", "nearest", "mirror", "wrap", "max", "min", "ignore"]:
         for name in ["erosion", "dilation", "opening", "closing"]:
-            got = getattr(morphology, name)(image, fp, mode=mode).values
+            got = getattr(morphology, name)(image, footprint=fp, mode=mode).values
             np.testing.assert_array_equal(got, _skimage(name, image, fp, mode=mode), err_msg=f"{name} {mode}")
 
 
@@ -125,7 +125,7 @@ def test_decomposed_footprints_equal_scikit_image(name, rng):
     if not name.startswith("binary"):
         image = rng.integers(0, 200, image.shape).astype(np.uint8)
     fp = ((np.ones((3, 1, 1)), 2), (np.ones((1, 3, 3)), 1), (skm.ball(1), 1))
-    out = getattr(morphology, name)(image, fp).values
+    out = getattr(morphology, name)(image, footprint=fp).values
     np.testing.assert_array_equal(out, _skimage(name, image, fp))
     assert getattr(morphology, name)(footprint=fp).halo((9, 30, 31)) == (6, 4, 4)  # 2 x (2 + 1, 1 + 1, 1 + 1)
 
@@ -157,10 +157,10 @@ def test_long_runs_use_van_herk_and_stay_exact(rng):
         fp[0, width // 3] = False  # two runs, both long
         for mode in ["reflect", "nearest", "wrap", "ignore"]:
             np.testing.assert_array_equal(
-                morphology.erosion(image, fp, mode=mode).values, skm.erosion(image, fp, mode=mode)
+                morphology.erosion(image, footprint=fp, mode=mode).values, skm.erosion(image, fp, mode=mode)
             )
             np.testing.assert_array_equal(
-                morphology.dilation(image, fp, mode=mode).values, skm.dilation(image, fp, mode=mode)
+                morphology.dilation(image, footprint=fp, mode=mode).values, skm.dilation(image, fp, mode=mode)
             )
 
 
