@@ -11,7 +11,7 @@ pipeline::
                  florin.save("segmented.h5")),
     )
 
-under ``florin.Serial`` and ``florin.Multiprocess(processes=2)``. Each tile is
+under ``florin.Serial`` and ``florin.Multiprocess(workers=2)``. Each tile is
 read from the input by the process that works on it (the volume ships as a
 file reference), and ``save`` at the end of the tiled pipeline writes each
 tile's core into the HDF5 output, so neither the input nor the 2 GiB mask is
@@ -159,7 +159,7 @@ def seed_pipeline(src, out, tile, processes, labeled):
         florin.load(src),
         florin.tile(shape=tile),
         florin.Multiprocess(thresholding.ndnt(shape=(10, 64, 64), threshold=0.3), morphology.binary_opening(),
-                            processes=processes),
+                            workers=processes),
         florin.save(out),
         conncomp.label(),
         morphology.remove_small_holes(min_size=20),
@@ -167,7 +167,7 @@ def seed_pipeline(src, out, tile, processes, labeled):
         florin.Multiprocess(florin.classify(
             florin.bounds_classifier("cell", area=(100, 300), depth=(10, 25), width=(50, 100), height=(50, 100)),
             florin.bounds_classifier("vasculature"),
-        ), processes=processes),
+        ), workers=processes),
         florin.reconstruct(),
         florin.save(labeled),
     )
@@ -188,7 +188,7 @@ def run_here(name, src, out, tile, processes, memory=None):
         multiprocess = florin.Multiprocess
 
         def executor(*s):
-            return multiprocess(*s, processes=processes)
+            return multiprocess(*s, workers=processes)
 
     pipe = florin.Serial(florin.load(src), florin.tile(shape=tile), executor(*steps(), florin.save(out)))
     start = time.perf_counter()

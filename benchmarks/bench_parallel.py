@@ -9,8 +9,8 @@ Pipeline (the seed's parallel example, with a tiling suited to the volume)::
     )
 
 on a (128, 512, 512) ``uint16`` volume (dark blobs on an uneven, noisy
-background; seed 0), with EXECUTOR one of Serial, Multithread(threads=W),
-Multiprocess(processes=W), MPI(max_workers=W) (an MPIPoolExecutor spawning W
+background; seed 0), with EXECUTOR one of Serial, Multithread(workers=W),
+Multiprocess(workers=W), MPI(workers=W) (an MPIPoolExecutor spawning W
 workers) and MPI in SPMD mode (``mpiexec -n W python bench_parallel.py``, timed
 inside rank 0), W = ``--workers`` (default 2). Every result is checked equal to
 Serial's.
@@ -164,15 +164,15 @@ def main(args):
 
     executors = [
         ("Serial", florin.Serial),
-        (f"Multithread(threads={w})", lambda *s: florin.Multithread(*s, threads=w)),
-        (f"Multiprocess(processes={w})", lambda *s: florin.Multiprocess(*s, processes=w)),
+        (f"Multithread(workers={w})", lambda *s: florin.Multithread(*s, workers=w)),
+        (f"Multiprocess(workers={w})", lambda *s: florin.Multiprocess(*s, workers=w)),
     ]
     mpi_ok = not args.no_mpi
     if mpi_ok:
         try:
             import mpi4py  # noqa: F401
 
-            executors.append((f"MPI(max_workers={w}) spawn", lambda *s: florin.MPI(*s, max_workers=w)))
+            executors.append((f"MPI(workers={w}) spawn", lambda *s: florin.MPI(*s, workers=w)))
         except ImportError:
             mpi_ok = False
             print("MPI: mpi4py not installed (pip install '.[mpi]'), skipped")

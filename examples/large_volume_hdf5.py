@@ -66,7 +66,7 @@ def main(out_dir="large-volume-output", slabs=4, size=256, processes=2):
             # Last step of the tiled pipeline: each worker writes its tile's core into
             # the HDF5 output as soon as it is done, so the mask is never in memory
             florin.save(output, key="mask", overwrite=True),
-            processes=processes,
+            workers=processes,
         ),
     )
     start = time.perf_counter()

@@ -45,13 +45,13 @@ def main(out_dir="multiprocess-example-output"):
         florin.load(volume),
         # Tile the volume into overlapping 64 x 64 x 10 subvolumes
         florin.tile(shape=(10, 64, 64), stride=(10, 32, 32)),
-        # (processes=2: two worker processes; the default is one per CPU)
+        # (workers=2: two worker processes; the default is one per CPU)
         florin.Multiprocess(
             # Threshold with NDNT
             thresholding.ndnt(shape=(10, 64, 64), threshold=0.3),
             # Clean up a little bit
             morphology.binary_opening(),
-            processes=2,
+            workers=2,
         ),
         # Save the output to a TIFF stack
         florin.save(segmented_path, overwrite=True),

@@ -120,3 +120,10 @@ class FlorinWarning(UserWarning):
 
 class ClassificationWarning(FlorinWarning):
     """A classification is likely not what was meant (e.g. no object matched any bounded class)."""
+
+
+class FlorinDeprecationWarning(FlorinWarning, FutureWarning):
+    """A florin name that still works but is going away (e.g. ``Multithread(threads=...)``: use ``workers=``).
+
+    A :class:`FutureWarning`, so that it is shown by default, as scikit-image's parameter renames are.
+    """

@@ -74,8 +74,12 @@ def _plain(value):
 
 def _executor_options(pipeline) -> dict:
     # Executors keep each keyword option as an attribute of the same name.
+    # Deprecated names (``deprecated_options``, e.g. Multithread's threads= for workers=) are not written.
     options = {}
+    deprecated = getattr(pipeline, "deprecated_options", {})
     for name, param in inspect.signature(type(pipeline).__init__).parameters.items():
+        if name in deprecated:
+            continue
         if param.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(pipeline, name):
             value = getattr(pipeline, name)
             if value is not None and value != param.default:

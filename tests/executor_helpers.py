@@ -38,7 +38,7 @@ from florin.registry import get_registry
 RUNNER = Path(__file__).parent / "executors" / "_mpi_runner.py"
 
 #: Options each built-in executor runs with in the helper (2 workers: the CI machine has 2 cores).
-OPTIONS = {"multithread": {"threads": 2}, "multiprocess": {"processes": 2}, "mpi": {"max_workers": 2}}
+OPTIONS = {"multithread": {"workers": 2}, "multiprocess": {"workers": 2}, "mpi": {"workers": 2}}
 
 #: The MPI launches, by name: (mpiexec ranks or None, run under ``-m mpi4py.futures``).
 MPI_LAUNCHES = {"spmd-2": (2, False), "spmd-3": (3, False), "spawn": (None, False), "futures-3": (3, True)}

@@ -134,7 +134,7 @@ def test_an_executor_that_overrides_only_map_still_runs():
 
 
 def test_map_of_a_streaming_executor_returns_the_list_in_order():
-    got = florin.Multithread(threads=2).map(lambda x: x * 2, range(7))
+    got = florin.Multithread(workers=2).map(lambda x: x * 2, range(7))
     assert got == [0, 2, 4, 6, 8, 10, 12]
 
 
@@ -303,6 +303,6 @@ def test_a_subclass_that_overrides_map_of_a_streaming_executor_is_used():
             return super().map(func, items)
 
     vol = np.arange(24.0).reshape(4, 6)
-    out = florin.Serial(florin.tile(shape=(2, 3)), Watching(np.negative, threads=2))(vol)
+    out = florin.Serial(florin.tile(shape=(2, 3)), Watching(np.negative, workers=2))(vol)
     np.testing.assert_array_equal(out.values, -vol)
     assert Watching.seen == 4

@@ -128,7 +128,7 @@ def max_kind():
 @pytest.mark.parametrize("executor", ["serial", "multithread"])
 def test_a_plugin_result_kind_joins_tiles_through_a_pipeline(max_kind, executor):
     vol = np.random.default_rng(0).random((9, 13))
-    inner = florin.Serial if executor == "serial" else (lambda *s: florin.Multithread(*s, threads=2))
+    inner = florin.Serial if executor == "serial" else (lambda *s: florin.Multithread(*s, workers=2))
     pipe = florin.Serial(florin.tile(shape=(4, 5)), inner(np.negative, _tile_max()))
     assert pipe(vol) == pytest.approx(float((-vol).max()))
     assert florin.Serial(florin.tile(shape=(4, 5)), florin.Serial(np.negative))(vol).values.tolist() == (-vol).tolist()

@@ -110,7 +110,7 @@ def test_tiled_ndnt_then_morphology_chain_equals_whole_volume(case, data):
     steps = [thresholding.ndnt(**params), op(footprint=fp)]
     np.testing.assert_array_equal(tiled(steps, tile, stride, image).values, whole.values)
     # The same chain as a nested pipeline (halo from the pipeline's steps) and with Multithread.
-    nested = florin.Serial(florin.tile(shape=tile, stride=stride), florin.Multithread(*steps, threads=2))(image)
+    nested = florin.Serial(florin.tile(shape=tile, stride=stride), florin.Multithread(*steps, workers=2))(image)
     np.testing.assert_array_equal(nested.values, whole.values)
 
 

@@ -127,7 +127,8 @@ def with_executor(pipeline, name: str | None, workers: int | None = None):
     cls = get_registry().executor(name)
     options = {}
     if workers is not None:
-        for key in ("threads", "processes", "max_workers", "workers"):
+        # workers= on every built-in executor; the other names for plugin executors that still use them.
+        for key in ("workers", "threads", "processes", "max_workers"):
             if key in inspect.signature(cls.__init__).parameters:
                 options[key] = workers
                 break

@@ -8,11 +8,12 @@ import math
 import numbers
 import os
 import sys
+import warnings
 
 import xarray as xr
 
 from florin import tilemeta
-from florin.errors import ParameterError
+from florin.errors import FlorinDeprecationWarning, ParameterError
 
 
 def _check_count(name, value):
@@ -22,6 +23,29 @@ def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ParameterError(f"{name} must be an integer >= 1 (or None for one per CPU core), got {value!r}")
     return int(value)
+
+
+def _worker_count(executor, workers, **old_names):
+    """The checked ``workers=`` of an executor, or the value of its one deprecated name for it.
+
+    ``old_names`` holds the old spelling's value (``threads=...``); given, it warns
+    with a :class:`~florin.errors.FlorinDeprecationWarning` and stands in for
+    ``workers``; given with ``workers`` it is a ParameterError.
+    """
+    for name, value in old_names.items():
+        if value is None:
+            continue
+        if workers is not None:
+            raise ParameterError(f"{executor}(): pass workers= only ({name}= is its deprecated name), got both")
+        count = _check_count(name, value)
+        warnings.warn(
+            f"{executor}({name}=...) is deprecated; use {executor}(workers={count}), the worker count of every "
+            "executor",
+            FlorinDeprecationWarning,
+            stacklevel=3,
+        )
+        return count
+    return _check_count("workers", workers)
 
 
 def cpu_count() -> int:

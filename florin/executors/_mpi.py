@@ -12,13 +12,13 @@ from florin import _run
 from florin.errors import WorkerError
 from florin.executors import _common
 from florin.executors._common import (
-    _check_count,
     _describe_steps,
     _in_worker,
     _kernel_threads,
     _kernel_threads_for,
     _nested,
     _some,
+    _worker_count,
     cpu_count,
 )
 from florin.executors._wire import (
@@ -198,27 +198,39 @@ class MPI(Pipeline):
     ----------
     *steps : callable
         The steps applied to every item (see :class:`florin.Pipeline`).
-    max_workers : int, optional
+    workers : int, optional
         Most workers (ranks) to use. Default: all ranks (SPMD, shared pool), or
         ``$MPI4PY_FUTURES_MAX_WORKERS`` or one per CPU core (spawn).
+    max_workers : int, optional
+        Deprecated name of ``workers`` (a
+        :class:`~florin.errors.FlorinDeprecationWarning`); ``.max_workers``
+        reads ``workers``.
 
     Examples
     --------
     >>> import florin
     >>> from florin.morphology import binary_opening
-    >>> florin.MPI(binary_opening(), max_workers=2)
+    >>> florin.MPI(binary_opening(), workers=2)
     MPI(binary_opening())
     """
 
     name = "mpi"
 
-    def __init__(self, *steps, max_workers=None):
+    #: Deprecated constructor names and the option they stand for (pipeline files write only the new one).
+    deprecated_options = {"max_workers": "workers"}
+
+    def __init__(self, *steps, workers=None, max_workers=None):
         super().__init__(*steps)
-        self.max_workers = _check_count("max_workers", max_workers)
+        self.workers = _worker_count("MPI", workers, max_workers=max_workers)
         # Under mpiexec, enter SPMD mode as soon as the pipeline is built, so that
         # ranks other than 0 skip writes anywhere in the script.
         if _launched_by_mpiexec() and not _nested() and mpi_mode() == "spmd":
             _enter_spmd()
+
+    @property
+    def max_workers(self):
+        """The worker count under its old name (``workers``)."""
+        return self.workers
 
     def imap(self, func, items):
         """Yield ``(index, result)``: as pool workers send them back, or (SPMD) once every rank has them all."""
@@ -239,12 +251,12 @@ class MPI(Pipeline):
 
             _mpi()
             size = _mpi().COMM_WORLD.Get_size()
-            workers = min(self.max_workers or size - 1, size - 1, len(items))
+            workers = min(self.workers or size - 1, size - 1, len(items))
             with MPIPoolExecutor(main=False) as pool:
                 yield from self._pool_imap(pool, func, items, workers, _kernel_threads_for(_local_ranks(size)))
             return
         _mpi()
-        max_workers = self.max_workers or _default_spawn_workers()
+        max_workers = self.workers or _default_spawn_workers()
         pool = _spawn_pool(max_workers)
         try:
             yield from self._pool_imap(pool, func, items, min(max_workers, len(items)), _kernel_threads_for(max_workers))
@@ -266,7 +278,7 @@ class MPI(Pipeline):
     def _spmd_map(self, func, items):
         comm, gather_comm = _enter_spmd()
         size, rank = comm.Get_size(), comm.Get_rank()
-        workers = min(self.max_workers or size, size)
+        workers = min(self.workers or size, size)
         local = []
         token = _in_worker.set(True)
         try:

@@ -6,7 +6,7 @@ import concurrent.futures as cf
 import contextvars
 
 from florin import _run
-from florin.executors._common import _check_count, _kernel_threads, _kernel_threads_for, cpu_count
+from florin.executors._common import _kernel_threads, _kernel_threads_for, _worker_count, cpu_count
 from florin.pipelines import Pipeline
 
 
@@ -21,9 +21,13 @@ class Multithread(Pipeline):
     ----------
     *steps : callable
         The steps applied to every item (see :class:`florin.Pipeline`).
-    threads : int, optional
+    workers : int, optional
         Number of threads; default one per CPU core. Each thread's numba
-        kernels use ``cpu_count // threads`` threads (at least 1).
+        kernels use ``cpu_count // workers`` threads (at least 1).
+    threads : int, optional
+        Deprecated name of ``workers`` (a
+        :class:`~florin.errors.FlorinDeprecationWarning`); ``.threads`` reads
+        ``workers``.
 
     Examples
     --------
@@ -31,7 +35,7 @@ class Multithread(Pipeline):
     >>> import florin
     >>> from florin.morphology import binary_opening
     >>> mask = np.zeros((6, 8), bool); mask[1:5, 1:7] = True
-    >>> out = florin.Serial(florin.tile(shape=(3, 4)), florin.Multithread(binary_opening(), threads=2))(mask)
+    >>> out = florin.Serial(florin.tile(shape=(3, 4)), florin.Multithread(binary_opening(), workers=2))(mask)
     >>> bool((out.values == binary_opening(mask).values).all())
     True
     """
@@ -39,16 +43,24 @@ class Multithread(Pipeline):
     name = "multithread"
     in_process = True  # items run in this process: progress advances per item
 
-    def __init__(self, *steps, threads=None):
+    #: Deprecated constructor names and the option they stand for (pipeline files write only the new one).
+    deprecated_options = {"threads": "workers"}
+
+    def __init__(self, *steps, workers=None, threads=None):
         super().__init__(*steps)
-        self.threads = _check_count("threads", threads)
+        self.workers = _worker_count("Multithread", workers, threads=threads)
+
+    @property
+    def threads(self):
+        """The worker count under its old name (``workers``)."""
+        return self.workers
 
     def imap(self, func, items):
         """Yield ``(index, result)`` as threads finish items; at most two items per thread in flight."""
         items = list(items)
         if not items:
             return
-        workers = min(self.threads or cpu_count(), len(items))
+        workers = min(self.workers or cpu_count(), len(items))
         kernel_threads = _kernel_threads_for(workers)
         bound = _run.max_in_flight(2 * workers)
 

@@ -12,7 +12,7 @@ import threading
 
 from florin.errors import ParameterError, WorkerError
 from florin.executors import _common, _shm
-from florin.executors._common import _check_count, _describe_steps, _kernel_threads_for, _nested, _some, cpu_count
+from florin.executors._common import _describe_steps, _kernel_threads_for, _nested, _some, _worker_count, cpu_count
 from florin.executors._wire import _pool_imap, _run_chunk, _WorkerDied
 from florin.pipelines import Pipeline
 
@@ -99,9 +99,13 @@ class Multiprocess(Pipeline):
     ----------
     *steps : callable
         The steps applied to every item (see :class:`florin.Pipeline`).
-    processes : int, optional
+    workers : int, optional
         Number of worker processes; default one per CPU core. Each worker's
-        numba kernels use ``cpu_count // processes`` threads (at least 1).
+        numba kernels use ``cpu_count // workers`` threads (at least 1).
+    processes : int, optional
+        Deprecated name of ``workers`` (a
+        :class:`~florin.errors.FlorinDeprecationWarning`); ``.processes`` reads
+        ``workers``.
     start_method : {'fork', 'forkserver', 'spawn'}, optional
         How workers start. Default: ``fork`` where it is safe (Linux, no
         OpenMP runtime started in this process yet), else ``forkserver``
@@ -113,16 +117,19 @@ class Multiprocess(Pipeline):
     >>> import florin
     >>> from florin.morphology import binary_opening
     >>> mask = np.zeros((6, 8), bool); mask[1:5, 1:7] = True
-    >>> pipe = florin.Serial(florin.tile(shape=(3, 4)), florin.Multiprocess(binary_opening(), processes=2))
+    >>> pipe = florin.Serial(florin.tile(shape=(3, 4)), florin.Multiprocess(binary_opening(), workers=2))
     >>> bool((pipe(mask).values == binary_opening(mask).values).all())
     True
     """
 
     name = "multiprocess"
 
-    def __init__(self, *steps, processes=None, start_method=None):
+    #: Deprecated constructor names and the option they stand for (pipeline files write only the new one).
+    deprecated_options = {"processes": "workers"}
+
+    def __init__(self, *steps, workers=None, start_method=None, processes=None):
         super().__init__(*steps)
-        self.processes = _check_count("processes", processes)
+        self.workers = _worker_count("Multiprocess", workers, processes=processes)
         if start_method is not None:
             import multiprocess
 
@@ -130,6 +137,11 @@ class Multiprocess(Pipeline):
             if start_method not in valid:
                 raise ParameterError(f"start_method must be one of {', '.join(valid)} (or None), got {start_method!r}")
         self.start_method = start_method
+
+    @property
+    def processes(self):
+        """The worker count under its old name (``workers``)."""
+        return self.workers
 
     def imap(self, func, items):
         """Yield ``(index, result)`` as worker processes send results back (see :func:`_wire._pool_imap`)."""
@@ -140,7 +152,7 @@ class Multiprocess(Pipeline):
             for i, item in enumerate(items):
                 yield i, func(item)
             return
-        size = self.processes or cpu_count()
+        size = self.workers or cpu_count()
         workers = min(size, len(items))
         pool = _process_pool(size, self.start_method)  # this thread's until the map ends
         try:

@@ -145,7 +145,7 @@ def test_random_partitions_and_connectivities(pool_map, data, ndim):
 
 @pytest.mark.parametrize("executor", ["Multithread", "Multiprocess"])
 def test_florin_executor_maps(tmp_path, mask, executor):
-    ex = getattr(florin, executor)(**({"threads": 2} if executor == "Multithread" else {"processes": 2}))
+    ex = getattr(florin, executor)(workers=2)
     expected = conncomp.label(mask, connectivity=3).values
     for out in (np.zeros(mask.shape, np.uint32), _memmap(tmp_path / "l.npy", shape=mask.shape, dtype=np.uint32)):
         assert blockwise.label(mask, out, blocks=BLOCKS, connectivity=3, map=ex.map) == expected.max()

@@ -12,7 +12,7 @@ from executor_helpers import assert_executors_agree, assert_same, executor, in_p
 import florin
 import florin.morphology as morphology
 import florin.thresholding as thresholding
-from florin.errors import ParameterError, PipelineError
+from florin.errors import FlorinDeprecationWarning, ParameterError, PipelineError
 from florin.executors import MPI, Multiprocess, Multithread, shutdown_pools
 from florin.tiling import TileRef, Tiles, is_lazy
 
@@ -157,7 +157,8 @@ def test_results_keep_dims_coords_and_attrs(volume):
 
 @pytest.mark.parametrize(
     "cls, option",
-    [(Multithread, "threads"), (Multiprocess, "processes"), (MPI, "max_workers")],
+    [(Multithread, "threads"), (Multiprocess, "processes"), (MPI, "max_workers"),
+     (Multithread, "workers"), (Multiprocess, "workers"), (MPI, "workers")],
 )
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
 def test_invalid_worker_counts_name_the_parameter(cls, option, bad):
@@ -165,12 +166,41 @@ def test_invalid_worker_counts_name_the_parameter(cls, option, bad):
         cls(np.negative, **{option: bad})
 
 
+@pytest.mark.parametrize(("cls", "old"), [(Multithread, "threads"), (Multiprocess, "processes"), (MPI, "max_workers")])
+def test_workers_is_the_one_worker_count_and_old_names_are_deprecated_aliases(cls, old, recwarn):
+    # Issue 16 item 5: workers= on every executor; the old name warns (once, pointing at the caller), means the
+    # same, reads back under both names, is not written to pipeline files, and cannot be combined with workers=.
+    from florin.pipeline_file import from_dict, to_dict
+
+    new = cls(np.negative, workers=2)
+    assert not [w for w in recwarn if issubclass(w.category, FlorinDeprecationWarning)]
+    with pytest.warns(FlorinDeprecationWarning, match=rf"{cls.__name__}\({old}=\.\.\.\) is deprecated; use "
+                      rf"{cls.__name__}\(workers=2\)") as record:
+        aliased = cls(np.negative, **{old: 2})
+    assert len(record) == 1 and record[0].filename == __file__
+    assert issubclass(record[0].category, FutureWarning)
+    assert aliased.workers == new.workers == getattr(aliased, old) == 2
+    assert to_dict(florin.Serial(aliased)) == to_dict(florin.Serial(new))
+    assert to_dict(florin.Serial(new))["steps"][0]["workers"] == 2
+    assert from_dict(to_dict(florin.Serial(aliased))).steps[0].workers == 2
+    with pytest.raises(ParameterError, match=rf"pass workers= only \({old}= is its deprecated name\)"):
+        cls(np.negative, workers=2, **{old: 2})
+    with pytest.raises(ParameterError, match="workers must be an integer >= 1"):
+        cls(np.negative, workers=0)
+
+
 def test_options_are_keyword_only_and_kept_as_attributes():
     with pytest.raises(PipelineError, match="not callable"):
         Multithread(np.negative, 2)
-    assert Multithread(np.negative, threads=3).threads == 3
-    assert Multiprocess(np.negative, processes=2).processes == 2
-    assert MPI(np.negative, max_workers=4).max_workers == 4
+    assert Multithread(np.negative, workers=3).workers == 3
+    assert Multiprocess(np.negative, workers=2).workers == 2
+    assert MPI(np.negative, workers=4).workers == 4
+    with pytest.warns(FlorinDeprecationWarning):
+        assert Multithread(np.negative, threads=3).threads == 3
+    with pytest.warns(FlorinDeprecationWarning):
+        assert Multiprocess(np.negative, processes=2).processes == 2
+    with pytest.warns(FlorinDeprecationWarning):
+        assert MPI(np.negative, max_workers=4).max_workers == 4
     with pytest.raises(ParameterError, match="start_method"):
         Multiprocess(np.negative, start_method="teleport")
 
@@ -187,28 +217,28 @@ def test_executors_resolve_through_the_registry():
 def test_single_worker_and_more_workers_than_items(volume):
     pipe = lambda make: florin.Serial(florin.tile(shape=(12, 40, 24)), make(thresholding.ndnt(shape=3)))  # noqa: E731
     expected = pipe(florin.Serial)(volume)
-    for make in (lambda *s: Multithread(*s, threads=1), lambda *s: Multithread(*s, threads=16),
-                 lambda *s: Multiprocess(*s, processes=1), lambda *s: Multiprocess(*s, processes=5)):
+    for make in (lambda *s: Multithread(*s, workers=1), lambda *s: Multithread(*s, workers=16),
+                 lambda *s: Multiprocess(*s, workers=1), lambda *s: Multiprocess(*s, workers=5)):
         assert_same(pipe(make)(volume), expected)
 
 
 def test_nested_executors_inside_process_workers_run_in_place(volume):
-    inner = Multiprocess(thresholding.ndnt(shape=3), processes=2)
-    pipe = florin.Serial(florin.tile(shape=(6, 20, 24)), Multiprocess(inner, morphology.binary_dilation(), processes=2))
+    inner = Multiprocess(thresholding.ndnt(shape=3), workers=2)
+    pipe = florin.Serial(florin.tile(shape=(6, 20, 24)), Multiprocess(inner, morphology.binary_dilation(), workers=2))
     expected = florin.Serial(florin.tile(shape=(6, 20, 24)), thresholding.ndnt(shape=3), morphology.binary_dilation())
     assert_same(pipe(volume), expected(volume))
-    threads = florin.Serial(florin.tile(shape=(6, 20, 24)), Multithread(Multithread(np.negative, threads=2), threads=2))
+    threads = florin.Serial(florin.tile(shape=(6, 20, 24)), Multithread(Multithread(np.negative, workers=2), workers=2))
     assert_same(threads(volume), florin.as_volume(-volume))
 
 
 def test_a_pipeline_with_executors_pickles_and_runs(tmp_path, volume):
     import cloudpickle
 
-    pipe = florin.Serial(florin.tile(shape=(6, 20, 24)), Multiprocess(thresholding.ndnt(shape=3), processes=2))
+    pipe = florin.Serial(florin.tile(shape=(6, 20, 24)), Multiprocess(thresholding.ndnt(shape=3), workers=2))
     pipe.dump(tmp_path / "p.pkl")
     again = florin.Pipeline.from_file(tmp_path / "p.pkl")
     assert_same(again(volume), pipe(volume))
-    assert cloudpickle.loads(cloudpickle.dumps(MPI(np.negative, max_workers=2))).max_workers == 2
+    assert cloudpickle.loads(cloudpickle.dumps(MPI(np.negative, workers=2))).max_workers == 2
 
 
 # -- moving data: workers get tiles, file-backed volumes travel as references -------------------
@@ -225,7 +255,7 @@ class RecordingMultiprocess(Multiprocess):
 
 
 def test_in_memory_tiles_ship_only_their_voxels_and_come_back_as_cores(volume):
-    ex = RecordingMultiprocess(thresholding.ndnt(shape=3), processes=2)
+    ex = RecordingMultiprocess(thresholding.ndnt(shape=3), workers=2)
     florin.Serial(florin.tile(shape=(6, 20, 24), stride=(6, 10, 12)), ex)(volume)
     tiles = florin.tile(shape=(6, 20, 24), stride=(6, 10, 12), halo=(1, 1, 1))(volume)
     assert ex.kinds == {"DataArray"}
@@ -252,11 +282,11 @@ def test_large_in_memory_volume_travels_once_through_shared_memory(rng):
     shutdown_pools()
     before = set(glob.glob("/dev/shm/psm_*"))
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3), np.sqrt))  # noqa: E731
-    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert_same(pipe(lambda *s: Multiprocess(*s, workers=2))(image), pipe(florin.Serial)(image))
     kept = set(glob.glob("/dev/shm/psm_*")) - before
     assert len(kept) == 1  # one block, kept for the next map
     smaller = image[:12].copy()  # fits the kept block: no new block, and no stale voxels of the last volume
-    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(smaller), pipe(florin.Serial)(smaller))
+    assert_same(pipe(lambda *s: Multiprocess(*s, workers=2))(smaller), pipe(florin.Serial)(smaller))
     assert set(glob.glob("/dev/shm/psm_*")) - before == kept
     shutdown_pools()
     assert set(glob.glob("/dev/shm/psm_*")) <= before  # released with the pools
@@ -266,7 +296,7 @@ def test_threads_sharing_a_process_pool_take_turns(rng):
     import threading
 
     image = rng.random((64, 64))
-    pipe = florin.Serial(florin.tile(shape=(16, 16)), Multiprocess(np.sqrt, processes=2))
+    pipe = florin.Serial(florin.tile(shape=(16, 16)), Multiprocess(np.sqrt, workers=2))
     outcomes = []
 
     def job():
@@ -292,7 +322,7 @@ def test_a_replaced_kept_block_is_unmapped_by_every_worker(rng):
 
     shutdown_pools()
     def pipe(tile_shape):
-        return florin.Serial(florin.tile(shape=tile_shape), Multiprocess(np.sqrt, processes=3))
+        return florin.Serial(florin.tile(shape=tile_shape), Multiprocess(np.sqrt, workers=3))
 
     pipe((8, 64, 64))(rng.random((8, 64, 256)))  # 1 MiB in 4 tiles: the pool's kept block, mapped by all 3
     pool = _processes._process_pools[(3, None)]
@@ -321,7 +351,7 @@ def test_volumes_above_the_kept_size_get_a_block_of_their_own(rng, monkeypatch):
     image = rng.random((16, 128, 128))  # 2 MiB: shared, but above the (patched) kept size
     before = set(glob.glob("/dev/shm/psm_*"))
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
-    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert_same(pipe(lambda *s: Multiprocess(*s, workers=2))(image), pipe(florin.Serial)(image))
     assert set(glob.glob("/dev/shm/psm_*")) <= before  # unlinked right after the map
 
 
@@ -339,11 +369,11 @@ def test_volumes_larger_than_free_shared_memory_travel_as_pickled_tiles(rng, mon
     pipe = lambda make: florin.Serial(florin.tile(shape=(8, 64, 64)), make(thresholding.ndnt(shape=3)))  # noqa: E731
     image = rng.random((16, 128, 128))  # 2 MiB
     monkeypatch.setattr(_shm, "_shared_memory_free", lambda: 1 << 20)  # e.g. Docker's small /dev/shm
-    assert_same(pipe(lambda *s: Multiprocess(*s, processes=2))(image), pipe(florin.Serial)(image))
+    assert_same(pipe(lambda *s: Multiprocess(*s, workers=2))(image), pipe(florin.Serial)(image))
     assert blocks == []  # the tiles were pickled instead
     monkeypatch.setattr(_shm, "_shared_memory_free", lambda: 1 << 30)
     with pytest.raises(RuntimeError, match="no shared memory"):  # with room, the volume goes to shared memory
-        pipe(lambda *s: Multiprocess(*s, processes=2))(image)
+        pipe(lambda *s: Multiprocess(*s, workers=2))(image)
     assert blocks == [image.nbytes]
 
 
@@ -371,7 +401,7 @@ def test_memory_mapped_volume_ships_tile_references(tmp_path, volume):
     assert max(len(pickle.dumps(r)) for r in refs) < 2000 < tiles[0].nbytes
     for i, ref in enumerate(refs):
         np.testing.assert_array_equal(Tiles.resolve(pickle.loads(pickle.dumps(ref))).values, tiles[i].values)
-    ex = RecordingMultiprocess(thresholding.ndnt(shape=3), morphology.binary_opening(), processes=2)
+    ex = RecordingMultiprocess(thresholding.ndnt(shape=3), morphology.binary_opening(), workers=2)
     out = florin.Serial(florin.tile(shape=(6, 20, 24), stride=(6, 10, 12)), ex)(mapped)
     assert ex.kinds == {"TileRef"} and max(ex.shipped) < 2000
     expected = morphology.binary_opening(thresholding.ndnt(volume, shape=3))
@@ -404,7 +434,7 @@ def test_lazy_backend_volume_each_worker_reads_only_its_tile(tmp_path, volume):
     lazy = xr.DataArray(xr.core.indexing.LazilyIndexedArray(_LoggingBackend(path, log)), dims=("z", "y", "x"))
     assert is_lazy(lazy)
     shape, stride = (6, 20, 24), (6, 10, 12)
-    pipe = florin.Serial(florin.tile(shape=shape, stride=stride), Multiprocess(thresholding.ndnt(shape=3), processes=2))
+    pipe = florin.Serial(florin.tile(shape=shape, stride=stride), Multiprocess(thresholding.ndnt(shape=3), workers=2))
     out = pipe(lazy)
     np.testing.assert_array_equal(out.values, thresholding.ndnt(volume, shape=3).values)
     reads = [line.split(" ", 1) for line in log.read_text().splitlines()]

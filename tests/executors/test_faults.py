@@ -74,14 +74,14 @@ def test_failing_item_names_operator_and_origin_under_every_executor():
 
 def test_process_failure_chains_the_worker_traceback():
     with pytest.raises(PipelineError) as err:
-        _failing(lambda *s: Multiprocess(*s, processes=2))(IMAGE)
+        _failing(lambda *s: Multiprocess(*s, workers=2))(IMAGE)
     remote = err.value.__cause__.__cause__
     assert isinstance(remote, RemoteTraceback)
     assert "fails_on_tile" in remote.tb and "ValueError: bad tile 1" in remote.tb
 
 
 def test_unpicklable_worker_exception_still_reported():
-    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_unpicklable(), processes=2))
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_unpicklable(), workers=2))
     with pytest.raises(PipelineError) as err:
         pipe(IMAGE)
     assert err.value.operator == "raises_unpicklable" and err.value.origin == (4, 0)
@@ -119,7 +119,7 @@ def raises_on_tile_two(image, kind="args"):
 @pytest.mark.parametrize("kind", ["args", "florin"])
 def test_exception_that_cannot_travel_is_a_pipeline_error_with_operator_origin_and_traceback(kind):
     # Issue 14 item 7: these came back as a bare RemoteException, without operator or tile origin.
-    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_on_tile_two(kind=kind), processes=2))
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(raises_on_tile_two(kind=kind), workers=2))
     with pytest.raises(PipelineError) as err:
         pipe(IMAGE)
     assert err.value.operator == "raises_on_tile_two" and err.value.origin == (4, 0)
@@ -135,7 +135,7 @@ def test_exception_that_cannot_travel_is_a_pipeline_error_with_operator_origin_a
 
 @pytest.mark.parametrize("how", ["exit", "kill", "segfault"])
 def test_dead_worker_fails_fast_with_a_clear_error(how):
-    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how=how), processes=2))
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how=how), workers=2))
     start = time.monotonic()
     with pytest.raises(WorkerError) as err:
         pipe(IMAGE)
@@ -156,7 +156,7 @@ def test_dead_worker_detected_with_every_start_method(start_method):
     if start_method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"{start_method} is not available here")
     pipe = florin.Serial(
-        florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2, start_method=start_method)
+        florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), workers=2, start_method=start_method)
     )
     start = time.monotonic()
     with pytest.raises(WorkerError, match="SIGKILL"):
@@ -169,7 +169,7 @@ def test_dead_worker_pool_is_stopped_and_forgotten():
 
     from florin.executors import _processes
 
-    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), processes=2))
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="kill"), workers=2))
     with pytest.raises(WorkerError):
         pipe(IMAGE)
     kept = {w.proc.pid for pool in _processes._process_pools.values() for w in pool.workers}
@@ -183,8 +183,8 @@ def test_dead_worker_pool_is_stopped_and_forgotten():
 
 def test_run_after_a_dead_worker_works_again():
     with pytest.raises(WorkerError):
-        florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="exit"), processes=2))(IMAGE)
-    out = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(np.negative, processes=2))(IMAGE)
+        florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(dies_on_tile(how="exit"), workers=2))(IMAGE)
+    out = florin.Serial(florin.tile(shape=(4, 4)), Multiprocess(np.negative, workers=2))(IMAGE)
     np.testing.assert_array_equal(out.values, -IMAGE)
 
 
@@ -199,7 +199,7 @@ def test_shutdown_lets_workers_exit_on_their_own(start_method):
     # Two pools: forked workers of the second must not keep the first one's pipes open.
     for processes in (2, 3):
         florin.Serial(florin.tile(shape=(4, 4)),
-                      Multiprocess(np.negative, processes=processes, start_method=start_method))(IMAGE)
+                      Multiprocess(np.negative, workers=processes, start_method=start_method))(IMAGE)
     procs = [w.proc for pool in _processes._process_pools.values() for w in pool.workers]
     assert len(procs) >= 5
     shutdown_pools()
@@ -211,7 +211,7 @@ def test_idle_worker_dying_mid_run_fails_the_run():
 
     from florin.executors import _processes
 
-    ex = Multiprocess(processes=2)
+    ex = Multiprocess(workers=2)
     ex.map(np.sqrt, [1.0, 2.0])  # start the pool
     pool = _processes._process_pools[(2, None)]
     idle = pool.workers[1].proc
@@ -232,7 +232,7 @@ def test_idle_worker_dying_mid_run_fails_the_run():
 WORKERS_OF_KILLED_PARENT = textwrap.dedent(
     """
     import os, signal, numpy as np, florin
-    pipe = florin.Serial(florin.tile(shape=(4, 4)), florin.Multiprocess(np.negative, processes=2))
+    pipe = florin.Serial(florin.tile(shape=(4, 4)), florin.Multiprocess(np.negative, workers=2))
     pipe(np.ones((8, 8)))
     from florin.executors import _processes
     print(" ".join(str(w.proc.pid) for pool in _processes._process_pools.values() for w in pool.workers), flush=True)
@@ -289,7 +289,7 @@ DEAD_RANK = textwrap.dedent(
             os._exit(7)
         return image
 
-    florin.Serial(florin.tile(shape=(4, 4)), florin.MPI(florin.florinate(die)(), max_workers=2))(np.zeros((8, 8)))
+    florin.Serial(florin.tile(shape=(4, 4)), florin.MPI(florin.florinate(die)(), workers=2))(np.zeros((8, 8)))
     print("finished")
     """
 )

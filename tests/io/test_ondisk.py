@@ -52,7 +52,7 @@ class Threads(florin.Pipeline):
 def _executors():
     """Serial, the minimal executors above, and florin's own parallel executors when installed."""
     found = [florin.Serial, Threads, Processes]
-    for name, options in (("Multithread", {"threads": 3}), ("Multiprocess", {"processes": 2})):
+    for name, options in (("Multithread", {"workers": 3}), ("Multiprocess", {"workers": 2})):
         try:
             cls = getattr(florin, name)
         except AttributeError:
@@ -237,7 +237,7 @@ def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, monkeypa
             raise RuntimeError("boom")
         return tile
 
-    kwargs = {"processes": 2} if executor == "Multiprocess" else {"threads": 2} if executor == "Multithread" else {}
+    kwargs = {"workers": 2} if executor in ("Multiprocess", "Multithread") else {}
     pipe = florin.Serial(florin.tile(shape=(2, 8)),
                          getattr(florin, executor)(fail_late, florin.save(tmp_path / name), **kwargs))
     with pytest.raises(Exception, match="boom"):

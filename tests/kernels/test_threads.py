@@ -19,7 +19,7 @@ def test_ndnt_and_label_in_threads_with_workqueue_layer_equal_serial():
         def run(executor):
             steps = executor(thresholding.ndnt(shape=(3, 9, 9), threads=2), conncomp.label())
             return florin.Serial(florin.tile(shape=(8, 128, 128)), steps)(img)
-        got = run(lambda *s: florin.Multithread(*s, threads=2))
+        got = run(lambda *s: florin.Multithread(*s, workers=2))
         want = run(florin.Serial)
         np.testing.assert_array_equal(got.values, want.values)
         assert int(want.values.max()) > 1

@@ -123,7 +123,7 @@ def test_chunked_equals_serial_and_runs_in_chunks(volume):
         )
 
     expected = build(florin.Serial)(volume)
-    chunked = Chunked(sauvola(window_size=(3, 9, 9)), morphology.binary_opening(), chunk_size=4, threads=2)
+    chunked = Chunked(sauvola(window_size=(3, 9, 9)), morphology.binary_opening(), chunk_size=4, workers=2)
     pipeline = florin.Serial(florin.tile(shape=(6, 16, 16), stride=(6, 12, 12)), chunked)
     np.testing.assert_array_equal(pipeline(volume).values, expected.values)
     n_tiles = 2 * 4 * 5

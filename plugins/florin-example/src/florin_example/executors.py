@@ -14,15 +14,17 @@ Rules every executor follows:
 * let an exception raised by ``func`` reach the caller unchanged: florin's errors
   already name the failing operator and the tile's origin;
 * keep keyword options as attributes of the same name (pipeline files write
-  them back out), and never hang: here threads cannot die silently.
+  them back out), and never hang: here threads cannot die silently;
+* call the worker count ``workers``, as florin's executors do.
 """
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import florin
-from florin.errors import ParameterError
+from florin.errors import FlorinDeprecationWarning, ParameterError
 
 __all__ = ["Chunked"]
 
@@ -30,7 +32,7 @@ __all__ = ["Chunked"]
 class Chunked(florin.Pipeline):
     """Pipeline that maps its steps over items ``chunk_size`` at a time.
 
-    Each chunk runs concurrently in up to ``threads`` threads, and the next chunk
+    Each chunk runs concurrently in up to ``workers`` threads, and the next chunk
     starts only when the previous one is done, so at most ``chunk_size`` results
     are being computed at once (a simple way to bound memory).
 
@@ -40,8 +42,10 @@ class Chunked(florin.Pipeline):
         The steps run on each item.
     chunk_size : int
         Items per chunk. Default 4.
-    threads : int
+    workers : int
         Threads per chunk (at most ``chunk_size`` are used). Default 2.
+    threads : int, optional
+        Deprecated name of ``workers`` (a ``FlorinDeprecationWarning``).
 
     Examples
     --------
@@ -56,13 +60,20 @@ class Chunked(florin.Pipeline):
     #: Registry name, as in ``--executor chunked``.
     name = "chunked"
 
-    def __init__(self, *steps, chunk_size=4, threads=2):
+    #: Old constructor names and the option they stand for (pipeline files write only the new one).
+    deprecated_options = {"threads": "workers"}
+
+    def __init__(self, *steps, chunk_size=4, workers=2, threads=None):
         super().__init__(*steps)
-        for option, value in (("chunk_size", chunk_size), ("threads", threads)):
+        option = "workers" if threads is None else "threads"
+        workers = workers if threads is None else threads
+        for name, value in (("chunk_size", chunk_size), (option, workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ParameterError(f"Chunked({option}={value!r}): must be a positive integer")
+                raise ParameterError(f"Chunked({name}={value!r}): must be a positive integer")
+        if threads is not None:
+            warnings.warn("Chunked(threads=...) is deprecated; use workers=", FlorinDeprecationWarning, stacklevel=2)
         self.chunk_size = chunk_size
-        self.threads = threads
+        self.workers = workers
         #: Sizes of the chunks the last ``map`` ran (handy in tests and demos).
         self.last_chunks = []
 
@@ -71,7 +82,7 @@ class Chunked(florin.Pipeline):
         items = list(items)
         results = []
         self.last_chunks = []
-        with ThreadPoolExecutor(max_workers=min(self.threads, self.chunk_size)) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.workers, self.chunk_size)) as pool:
             for start in range(0, len(items), self.chunk_size):
                 chunk = items[start : start + self.chunk_size]
                 # pool.map keeps the order and re-raises the first exception in order.

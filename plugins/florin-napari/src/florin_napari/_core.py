@@ -154,7 +154,7 @@ def _tiled(steps, shape, executor, workers):
     workers = int(workers or 2)
     options = {}
     params = inspect.signature(cls.__init__).parameters
-    for key in ("threads", "processes", "max_workers", "workers"):
+    for key in ("workers", "threads", "processes", "max_workers"):  # workers= on florin's executors
         if key in params:
             options[key] = workers
             break
