@@ -252,9 +252,19 @@ opening = _make("opening", _opening, 2, False, "Greyscale opening.")
 closing = _make("closing", _closing, 2, False, "Greyscale closing.")
 
 
-def _check_min_size(min_size, max_size):
+def _check_min_size(min_size, max_size, what="remove_small_objects"):
+    """The FLoRIN ``min_size`` (sizes below it go) from ``min_size`` or scikit-image's ``max_size`` (default 64)."""
+    if min_size is not None and max_size is not None:
+        raise ParameterError(
+            f"{what}(): pass min_size (sizes < min_size, FLoRIN) or max_size (sizes <= max_size, scikit-image >= 0.26), "
+            f"not both; got min_size={min_size!r}, max_size={max_size!r}"
+        )
     if max_size is not None:
+        if not isinstance(max_size, int | np.integer) or isinstance(max_size, bool) or max_size < 0:
+            raise ParameterError(f"max_size must be an integer >= 0, got {max_size!r}")
         min_size = int(max_size) + 1  # scikit-image >= 0.26 spelling: remove sizes <= max_size
+    if min_size is None:
+        min_size = 64
     if not isinstance(min_size, int | np.integer) or isinstance(min_size, bool) or min_size < 0:
         raise ParameterError(f"min_size must be an integer >= 0, got {min_size!r}")
     return int(min_size)
@@ -289,20 +299,21 @@ def _size_filter_blockwise(name):
 
 
 @florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_objects"))
-def remove_small_objects(image, *, min_size=64, connectivity=1, max_size=None):
+def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None):
     """Remove objects with fewer than ``min_size`` voxels.
 
     Parameters
     ----------
     image : array_like or xarray.DataArray
         A mask, or a label image (objects keep their labels).
-    min_size : int
+    min_size : int, optional
         Objects smaller than this are removed (FLoRIN's and scikit-image < 0.26
-        spelling).
+        spelling). Default 64 when ``max_size`` is not given.
     connectivity : int
         Neighbourhood for finding objects in a mask (1 = faces ... ndim = full).
     max_size : int, optional
-        scikit-image >= 0.26 spelling: remove objects of at most this size.
+        scikit-image >= 0.26 spelling: remove objects of at most this size
+        (``min_size = max_size + 1``). Passing both is a ParameterError.
 
     Returns
     -------
@@ -336,7 +347,7 @@ def remove_small_objects(image, *, min_size=64, connectivity=1, max_size=None):
 
 
 @florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_holes"))
-def remove_small_holes(image, *, min_size=64, connectivity=1, max_size=None):
+def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
     """Fill holes (background components) with fewer than ``min_size`` voxels.
 
     Parameters
@@ -344,12 +355,14 @@ def remove_small_holes(image, *, min_size=64, connectivity=1, max_size=None):
     image : array_like or xarray.DataArray
         A mask, or a label image: a filled hole takes the label of the object
         around it (the largest label bordering it), so labels are kept.
-    min_size : int
-        Holes smaller than this are filled.
+    min_size : int, optional
+        Holes smaller than this are filled. Default 64 when ``max_size`` is
+        not given.
     connectivity : int
         Neighbourhood for finding holes (1 = faces ... ndim = full).
     max_size : int, optional
-        scikit-image >= 0.26 spelling: fill holes of at most this size.
+        scikit-image >= 0.26 spelling (its ``area_threshold`` renamed): fill
+        holes of at most this size. Passing both is a ParameterError.
 
     Returns
     -------
@@ -364,7 +377,7 @@ def remove_small_holes(image, *, min_size=64, connectivity=1, max_size=None):
     """
     vol = as_volume(image)
     check_single_channel(vol, "remove_small_holes()")
-    min_size = _check_min_size(min_size, max_size)
+    min_size = _check_min_size(min_size, max_size, "remove_small_holes")
     data = np.asarray(vol)
     if data.ndim == 0:
         raise ParameterError("image must have at least one dimension for remove_small_holes, got a 0-d array")

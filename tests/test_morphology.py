@@ -68,3 +68,16 @@ def test_binary_mode_min_erodes_from_the_border():
     assert not morphology.binary_erosion(mask, mode="min").values[0].any()
     with pytest.raises(ParameterError, match="mode"):
         morphology.binary_erosion(mask, mode="reflect")
+
+
+@pytest.mark.parametrize("name", ["remove_small_objects", "remove_small_holes"])
+def test_min_size_and_max_size_together_is_an_error_and_max_size_is_min_size_minus_one(name):
+    # Issue 16 item 5: max_size (scikit-image >= 0.26) no longer silently wins over min_size (FLoRIN).
+    mask = np.zeros((6, 6), bool)
+    mask[0, 0] = True
+    mask[2:5, 2:5] = True
+    op = getattr(morphology, name)
+    with pytest.raises(ParameterError, match=rf"{name}\(\): pass min_size .* or max_size .*, not both"):
+        op(mask, min_size=2, max_size=1)
+    np.testing.assert_array_equal(op(mask, max_size=1).values, op(mask, min_size=2).values)
+    np.testing.assert_array_equal(op(mask).values, op(mask, min_size=64).values)

@@ -105,7 +105,7 @@ def _prepare(image, out, blocks, connectivity, min_size, max_size, what):
 
 
 def remove_small_objects(
-    image, out, *, blocks, min_size=64, connectivity=1, max_size=None, scratch=None, map=map
+    image, out, *, blocks, min_size=None, connectivity=1, max_size=None, scratch=None, map=map
 ) -> None:
     """Remove objects with fewer than ``min_size`` voxels, block by block.
 
@@ -157,7 +157,7 @@ def remove_small_objects(
 
 
 def remove_small_holes(
-    image, out, *, blocks, min_size=64, connectivity=1, max_size=None, scratch=None, map=map
+    image, out, *, blocks, min_size=None, connectivity=1, max_size=None, scratch=None, map=map
 ) -> None:
     """Fill holes (background components) with fewer than ``min_size`` voxels, block by block.
 
