@@ -489,12 +489,16 @@ def regionprops(image, *, intensity=None, slab=None):
     Parameters
     ----------
     image : array_like or xarray.DataArray
-        Label volume (integers, 0 = background), e.g. from :func:`label`.
+        Label volume (integers, 0 = background), e.g. from :func:`label`
+        (scikit-image's ``label_image``; the image comes first and positionally,
+        as for every florin operator).
     intensity : None, array_like, xarray.DataArray, str or path-like
         Intensity image for ``intensity_mean``/``_min``/``_max``/``_sum``:
         an array of the labels' shape, a file to read, or ``'input'``: the
         volume the running pipeline started from (what ``florin.load()`` read
-        or the array the pipeline was called with).
+        or the array the pipeline was called with). scikit-image calls the
+        array ``intensity_image``; florin keeps its own name because it also
+        takes a path or ``'input'``.
     slab : int, optional
         First-axis slices measured at a time. Default: all at once for volumes
         in memory, about 2**26 voxels otherwise.
