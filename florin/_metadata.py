@@ -167,7 +167,7 @@ def describe_format(ref: str) -> dict | None:
     if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Call) or _called(node.value) != "Format":
         return None
     call = node.value
-    fields = dict(zip(("name", "extensions", "read", "write", "description"), call.args))
+    fields = dict(zip(("name", "extensions", "read", "write", "description"), call.args, strict=False))
     fields.update({k.arg: k.value for k in call.keywords if k.arg})
     try:
         meta = {key: ast.literal_eval(fields[key]) for key in ("name", "extensions") if key in fields}

@@ -335,5 +335,5 @@ def test_missing_parts_name_the_install_from_the_one_table(monkeypatch, fresh_re
         get_registry().executor("dask")
     assert install_hint(dask) in str(err.value)
     with pytest.raises(AttributeError, match="florin.Dask is not available") as err:
-        florin.Dask
+        _ = florin.Dask
     assert install_hint(dask) in str(err.value)

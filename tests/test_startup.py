@@ -18,12 +18,12 @@ from florin.registry import get_registry
 
 HEAVY = ("numba", "dask", "matplotlib", "xarray", "pandas", "skimage", "zarr")
 
-PROBE = """
+PROBE = f"""
 import json, sys
 from florin.cli import main
 rc = main(sys.argv[1:])
-print(json.dumps({"rc": rc, "heavy": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+print(json.dumps({{"rc": rc, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+"""
 
 
 def _imported_by(*argv):

@@ -547,9 +547,8 @@ def tile_saves(steps):
     workdirs = []
 
     def start():
-        from florin.io import check_output
-
         from florin._signals import deferred
+        from florin.io import check_output
 
         tokens = {}
         try:
