@@ -131,24 +131,31 @@ def _run_app(argv) -> int:
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         typer.echo(f"florin: error: {_one_line(exc.format_message())}{where}", err=True)
         return exc.exit_code
-    except FlorinError as exc:
-        if debug:
-            raise
-        typer.echo(f"florin: error: {_one_line(exc)}", err=True)
-        return _exit_code(exc)
-    except OSError as exc:
-        # The system refused (permissions, a full disk, a file that vanished): its reason, not an "internal error".
-        if debug:
-            raise
-        typer.echo(f"florin: error: {_one_line(_os_message(exc))}", err=True)
-        return 1
     except Exception as exc:
         if debug:
             raise
-        typer.echo(f"florin: internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for details)",
-                   err=True)
-        return 1
+        from florin._signals import received
+
+        if received() is not None:
+            # A signal arrived and something turned its KeyboardInterrupt into another error (a library's bare
+            # `except:` around an import, say): the run was interrupted, and main() says so, in one line.
+            return 130
+        return _report(exc)
     return rv if isinstance(rv, int) else 0
+
+
+def _report(exc: Exception) -> int:
+    """Print the one line for an error that ended a command; its exit status."""
+    if isinstance(exc, FlorinError):
+        typer.echo(f"florin: error: {_one_line(exc)}", err=True)
+        return _exit_code(exc)
+    if isinstance(exc, OSError):
+        # The system refused (permissions, a full disk, a file that vanished): its reason, not an "internal error".
+        typer.echo(f"florin: error: {_one_line(_os_message(exc))}", err=True)
+        return 1
+    typer.echo(f"florin: internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for details)",
+               err=True)
+    return 1
 
 
 def _os_message(exc: OSError) -> str:

@@ -91,3 +91,25 @@ def test_workers_of_a_killed_parent_exit_without_a_traceback(tmp_path, big_input
     _, err = proc.communicate(timeout=120)  # returns once the workers, which share stderr, have exited too
     assert proc.returncode == -signal.SIGKILL
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_an_error_a_signal_turned_into_is_reported_as_the_interrupt(tmp_path, monkeypatch, capsys):
+    """A library's bare ``except:`` can turn the KeyboardInterrupt into another error (multiprocess's import does:
+    ModuleNotFoundError 'version'); the run was interrupted, and says so in one line."""
+    from florin import _signals
+    from florin.cli import main
+
+    path = tmp_path / "v.npy"
+    np.save(path, np.zeros((4, 8, 8), np.uint16))
+
+    def interrupted_read(*args, **kwargs):
+        _signals._pending = signal.SIGINT  # as _signals' handler records it
+        raise ModuleNotFoundError("No module named 'version'")
+
+    monkeypatch.setattr(florin.io, "read", interrupted_read)
+    assert main(["info", str(path)]) == 130
+    assert capsys.readouterr().err.strip() == "florin: interrupted"
+    # without a signal, the same error is an internal error, as before
+    monkeypatch.setattr(florin.io, "read", lambda *a, **k: (_ for _ in ()).throw(ModuleNotFoundError("x")))
+    assert main(["info", str(path)]) == 1
+    assert "internal error: ModuleNotFoundError" in capsys.readouterr().err
