@@ -70,6 +70,7 @@ if os.environ.get("FLORIN_DOCS_INTERSPHINX"):
 html_theme = "furo"
 html_title = f"florin {release}"
 html_static_path = ["_static"]
+html_css_files = ["wrap-code.css"]  # long code lines wrap (no horizontal scrollbar)
 html_theme_options = {
     "source_repository": "",
     "navigation_with_keys": True,

@@ -61,6 +61,9 @@ def test_docs_build_without_warnings(tmp_path):
     for command in ("florin info", "florin run", "florin plugins"):
         assert command in cli, f"the CLI reference does not show `{command}`"
     assert "thresholding.ndnt" in (html / "api" / "florin.thresholding.html").read_text()
+    # long code lines wrap instead of scrolling: the stylesheet ships and every page links it
+    assert "pre-wrap" in (html / "_static" / "wrap-code.css").read_text()
+    assert "wrap-code.css" in (html / "index.html").read_text()
 
 
 @pytest.mark.parametrize("page", [p.relative_to(DOCS).as_posix() for p in _markdown_pages()
