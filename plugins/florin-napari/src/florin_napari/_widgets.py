@@ -174,6 +174,22 @@ class _Workers:
         return bool(self.__dict__.get("_running"))
 
 
+class _OnImage:
+    """A widget on the image chosen in its ``image`` box: its ``controls`` follow the image's shape and voxel size."""
+
+    @property
+    def layer(self):
+        return self.image.value
+
+    def _image_changed(self, *_):
+        if self.layer is not None:
+            self.controls.set_volume(_data(self.layer).shape, _spacing(self.layer))
+            self._image_set()
+
+    def _image_set(self):
+        """Called once the controls follow a newly chosen image."""
+
+
 class _PipelineFiles:
     """*Save pipeline...* / *Load pipeline...*: the widget's settings as a pipeline TOML for ``florin run``.
 
@@ -217,7 +233,7 @@ class _PipelineFiles:
                 self.status.value = f"{type(exc).__name__}: {exc}"
 
 
-class NDNTWidget(_PipelineFiles, _Workers, Container):
+class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
     """NDNT with a live preview of the current slice, and Apply on the whole volume.
 
     The preview recomputes, off the GUI thread, whenever a parameter or the
@@ -256,15 +272,7 @@ class NDNTWidget(_PipelineFiles, _Workers, Container):
         self._image_changed()
 
     # -- parameters ----------------------------------------------------------------------------
-    @property
-    def layer(self):
-        return self.image.value
-
-    def _image_changed(self, *_):
-        layer = self.layer
-        if layer is None:
-            return
-        self.controls.set_volume(_data(layer).shape, _spacing(layer))
+    def _image_set(self):
         self.request_preview()
 
     def settings(self) -> NDNTSettings:
@@ -398,7 +406,7 @@ class NDNTWidget(_PipelineFiles, _Workers, Container):
             self.exec_controls.workers.value = settings.workers
 
 
-class SegmentWidget(_PipelineFiles, _Workers, Container):
+class SegmentWidget(_OnImage, _PipelineFiles, _Workers, Container):
     """The classic FLoRIN pipeline: NDNT, opening, size filter, label, classes, under an executor.
 
     *Run* gives a Labels layer of the objects whose ``features`` are the
@@ -442,13 +450,6 @@ class SegmentWidget(_PipelineFiles, _Workers, Container):
         self._watch_close()
         self._image_changed()
 
-    @property
-    def layer(self):
-        return self.image.value
-
-    def _image_changed(self, *_):
-        if self.layer is not None:
-            self.controls.set_volume(_data(self.layer).shape, _spacing(self.layer))
 
     # -- classes table -------------------------------------------------------------------------
     def class_rows(self) -> list:
