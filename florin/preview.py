@@ -6,6 +6,8 @@ slices), a 2-D image as itself; labels are drawn on top in distinct colours.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from florin.errors import FlorinError, ParameterError
@@ -237,7 +239,5 @@ def preview_title(volume_path, labels_path=None) -> str:
     >>> preview_title("out/volume.tif", "out/labeled.tiff")
     'volume.tif with labeled.tiff'
     """
-    from pathlib import Path
-
     name = Path(volume_path).name
     return name if labels_path is None else f"{name} with {Path(labels_path).name}"
