@@ -11,6 +11,7 @@ Docstring examples of the package run through ``--doctest-modules`` (pyproject).
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib.util
 import os
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -159,8 +161,6 @@ def _literalinclude(page: Path, target: str, options: dict) -> str:
     """The text a ``literalinclude`` shows (the options florin's pages use)."""
     text = (page.parent / target).resolve().read_text()
     if "pyobject" in options:
-        import ast
-
         node = next(n for n in ast.parse(text).body if getattr(n, "name", None) == options["pyobject"])
         lines = text.splitlines()[node.lineno - 1 - len(node.decorator_list) : node.end_lineno]
         return "\n".join(lines) + "\n"
@@ -220,8 +220,6 @@ def test_python_excerpt_runs_as_shown(name, code, tmp_path, monkeypatch):
                          ids=[n for n, _, fragment in _EXCERPTS if fragment])
 def test_python_fragment_compiles(name, code):
     """A fragment need not run alone (it continues the page), but it is valid Python."""
-    import textwrap
-
     compile(textwrap.dedent(code), name, "exec")
 
 
