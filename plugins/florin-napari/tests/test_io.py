@@ -40,8 +40,8 @@ def _check_layer(layer, phantom):
     assert data.chunks[0] == (1,) * phantom.shape[0]
     np.testing.assert_array_equal(np.asarray(data), phantom.values)
     assert tuple(layer.scale) == SPACING
-    assert tuple(layer.axis_labels) == ("z", "y", "x")
-    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert tuple(layer.axis_labels) == ("z (µm)", "y (µm)", "x (µm)")  # the units go to the axis labels
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3  # and to napari's layer units
 
 
 def test_reads_only_the_planes_napari_shows(make_napari_viewer, phantom, tmp_path, monkeypatch):
@@ -136,6 +136,27 @@ def _round_trip(viewer, image, labels, phantom, labels_volume, tmp_path, name):
     assert type(img2).__name__ == "Image" and type(lab2).__name__ == "Labels"
     np.testing.assert_array_equal(np.asarray(lab2.data[0] if lab2.multiscale else lab2.data), labels_volume.values)
     assert tuple(lab2.scale) == SPACING
+
+
+def test_units_in_axis_labels_survive_a_save_and_reopen(make_napari_viewer, phantom, tmp_path):
+    """A layer opened by the reader, saved and reopened: dims without the unit, the unit kept, no 'z (µm) (µm)'."""
+    from florin_napari._layers import to_volume
+
+    florin.io.write(tmp_path / "v.tif", phantom)
+    viewer = make_napari_viewer()
+    [layer] = _open(viewer, tmp_path / "v.tif")
+    for name in ["again.tif", "again.h5", "again.ome.zarr"]:
+        assert napari.save_layers(str(tmp_path / name), [layer], plugin="florin-napari")
+        back = florin.io.read(tmp_path / name)
+        assert tuple(back.dims) == ("z", "y", "x") and back.attrs["units"] == "um", name
+        assert florin.get_spacing(back) == SPACING
+        [layer] = _open(viewer, tmp_path / name)
+        assert tuple(layer.axis_labels) == ("z (µm)", "y (µm)", "x (µm)"), name
+    # only the axis labels name the unit (a layer made without napari units): the unit is still kept
+    volume = to_volume(phantom.values, {"scale": SPACING, "axis_labels": ("z (µm)", "y (µm)", "x (µm)")})
+    assert tuple(volume.dims) == ("z", "y", "x") and volume.attrs["units"] == "um"
+    assert to_volume(phantom.values, {"axis_labels": ("z (nm)", "y", "x")}).attrs["units"] == "nm"
+    assert "units" not in to_volume(phantom.values, {"axis_labels": ("z", "y", "x")}).attrs
 
 
 def test_labels_go_to_ome_zarr_as_image_label_groups(make_napari_viewer, phantom, labels_volume, tmp_path):

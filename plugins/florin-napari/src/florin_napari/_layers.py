@@ -6,8 +6,9 @@ layer-data tuple ``(data, kwargs, layer_type)``:
 * ``data`` is a dask array over the volume (one chunk per first-axis plane by
   default), so napari reads only the planes it shows;
 * ``kwargs['scale']`` is the voxel size (:func:`florin.get_spacing`),
-  ``kwargs['axis_labels']`` the dims and ``kwargs['units']`` the volume's
-  units (``attrs['units']``) on every spatial axis;
+  ``kwargs['axis_labels']`` the dims with the unit of each spatial axis
+  (``'z (µm)'``) and ``kwargs['units']`` the volume's units (``attrs['units']``)
+  on every spatial axis;
 * ``layer_type`` is ``'labels'`` for label volumes (see :func:`is_labels`),
   ``'image'`` otherwise.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 import florin
 
-__all__ = ["LABELS_KIND", "is_labels", "lazy_array", "layer_tuple", "to_volume"]
+__all__ = ["LABELS_KIND", "axis_label", "is_labels", "layer_tuple", "layer_units", "lazy_array", "split_axis_label", "to_volume"]
 
 #: ``attrs['florin_kind']`` of a volume the plugin wrote from a Labels layer.
 LABELS_KIND = "labels"
@@ -91,6 +92,37 @@ class _Planes:
         return np.asarray(self.volume[index])
 
 
+_DISPLAY_UNITS = {"um": "µm"}
+_LABEL_UNIT = re.compile(r"^(?P<name>.*\S)\s*\((?P<unit>[^()]+)\)$")
+
+
+def axis_label(dim: str, unit=None) -> str:
+    """The axis label of ``dim``: with its unit in brackets when it has one (``'z (µm)'``).
+
+    Examples
+    --------
+    >>> axis_label("z", "um"), axis_label("t")
+    ('z (µm)', 't')
+    """
+    if not unit or unit == "pixel":
+        return str(dim)
+    return f"{dim} ({_DISPLAY_UNITS.get(str(unit), str(unit))})"
+
+
+def split_axis_label(label: str) -> tuple[str, str | None]:
+    """The dim and unit (florin's spelling) of an axis label: the inverse of :func:`axis_label`.
+
+    Examples
+    --------
+    >>> split_axis_label("z (µm)"), split_axis_label("x")
+    (('z', 'um'), ('x', None))
+    """
+    match = _LABEL_UNIT.match(str(label))
+    if match is None:
+        return str(label), None
+    return match["name"], _short_unit(match["unit"].strip())
+
+
 def _units(volume, ndim):
     units = (getattr(volume, "attrs", {}) or {}).get("units")
     if not units:
@@ -123,7 +155,7 @@ def layer_tuple(volume, *, name=None, layer_type=None, multiscale=None, metadata
     >>> vol = florin.as_volume(np.zeros((3, 4, 5), np.uint8), spacing=(2.0, 0.5, 0.5), units="um")
     >>> data, kwargs, kind = layer_tuple(vol, name="v")
     >>> kind, kwargs["scale"], kwargs["axis_labels"], kwargs["units"]
-    ('image', (2.0, 0.5, 0.5), ('z', 'y', 'x'), ('um', 'um', 'um'))
+    ('image', (2.0, 0.5, 0.5), ('z (µm)', 'y (µm)', 'x (µm)'), ('um', 'um', 'um'))
     """
     levels = list(volume) if isinstance(volume, list | tuple) else [volume]
     base = levels[0]
@@ -133,12 +165,13 @@ def layer_tuple(volume, *, name=None, layer_type=None, multiscale=None, metadata
     arrays = [lazy_array(v) for v in levels]
     if layer_type == "labels":
         arrays = [a.astype(np.uint8) if a.dtype == bool else a for a in arrays]
+    units = _units(base, base.ndim)
     kwargs = {
         "scale": tuple(float(s) for s in florin.get_spacing(base)),
-        "axis_labels": tuple(str(d) for d in base.dims),
+        "axis_labels": tuple(axis_label(d, u) for d, u in zip(base.dims, units or (None,) * base.ndim,
+                                                               strict=True)),
         "metadata": {"florin": _plain_attrs(base.attrs), **(metadata or {})},
     }
-    units = _units(base, base.ndim)
     if units is not None:
         kwargs["units"] = units
     origin = _origin(base)
@@ -175,7 +208,9 @@ def to_volume(data, meta=None, *, labels=False):
     """A florin volume from napari layer data and its metadata (what writers get).
 
     The layer's ``scale`` becomes the voxel size, its axis labels the dims (when
-    they are florin dims), its units ``attrs['units']``; a Labels layer is marked
+    they are florin dims; a unit in brackets, ``'z (µm)'``, is not part of the
+    dim), its units ``attrs['units']`` (or, when the layer has none, the one
+    unit its axis labels name); a Labels layer is marked
     ``attrs['florin_kind'] = 'labels'`` so it opens as Labels again.
     """
     meta = dict(meta or {})
@@ -185,7 +220,8 @@ def to_volume(data, meta=None, *, labels=False):
     dims = None
     labels_meta = meta.get("axis_labels")
     if labels_meta is not None and len(labels_meta) == ndim:
-        names = tuple(str(a) for a in labels_meta)
+        split = [split_axis_label(a) for a in labels_meta]
+        names = tuple(name for name, _ in split)
         if all(n and not n.lstrip("-").isdigit() for n in names) and len(set(names)) == ndim:
             dims = names
     scale = meta.get("scale")
@@ -193,12 +229,7 @@ def to_volume(data, meta=None, *, labels=False):
     attrs = dict((meta.get("metadata") or {}).get("florin") or {})
     for key in ("spacing", "units", "source", "florin_kind"):
         attrs.pop(key, None)
-    units = None
-    layer_units = meta.get("units")
-    if layer_units is not None:
-        spatial = {str(u) for u in np.atleast_1d(layer_units) if str(u) not in ("pixel", "pixels", "None", "")}
-        if len(spatial) == 1:
-            units = _short_unit(spatial.pop())
+    units = layer_units(meta.get("units"), meta.get("axis_labels"))
     if labels:
         attrs["florin_kind"] = LABELS_KIND
     array = np.asarray(data) if not _is_dask(data) else data
@@ -208,12 +239,29 @@ def to_volume(data, meta=None, *, labels=False):
                             name=meta.get("name") if isinstance(meta.get("name"), str) else None)
 
 
+def layer_units(units, axis_labels=None):
+    """florin's ``units`` of a layer: the one unit of its spatial axes, from ``layer.units`` or else its axis labels.
+
+    Examples
+    --------
+    >>> layer_units(("pixel", "micrometer", "micrometer")), layer_units(None, ("z (µm)", "y (µm)", "x (µm)"))
+    ('um', 'um')
+    """
+    if units is not None:
+        spatial = {str(u) for u in np.atleast_1d(units) if str(u) not in ("pixel", "pixels", "None", "")}
+        if len(spatial) == 1:
+            return _short_unit(spatial.pop())
+    # napari without layer units, or a layer made without them: the unit its axis labels name
+    named = {unit for _, unit in map(split_axis_label, axis_labels or ()) if unit not in (None, "pixel")}
+    return named.pop() if len(named) == 1 else None
+
+
 def _is_dask(data) -> bool:
     return type(data).__module__.startswith("dask")
 
 
 _PINT_SHORT = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m",
-               "angstrom": "A", "picometer": "pm"}
+               "angstrom": "A", "picometer": "pm", "µm": "um", "\u03bcm": "um", "micron": "um", "pixel": "pixel"}
 
 
 def _short_unit(unit: str) -> str:

@@ -31,6 +31,7 @@ from florin_napari._core import (
     run_segment,
     settings_from_toml,
 )
+from florin_napari._layers import layer_units
 
 __all__ = ["NDNTWidget", "SegmentWidget"]
 
@@ -60,10 +61,7 @@ def _placement(layer) -> dict:
 
 
 def _units(layer):
-    units = {str(u) for u in getattr(layer, "units", ()) or ()} - {"pixel"}
-    if len(units) != 1:
-        return None
-    return {"micrometer": "um", "nanometer": "nm", "millimeter": "mm"}.get(next(iter(units)), next(iter(units)))
+    return layer_units(getattr(layer, "units", None), getattr(layer, "axis_labels", None))
 
 
 class _ImageChoice(ComboBox):
