@@ -6,15 +6,16 @@ few fully painted z slices (2 foreground, 1 background).
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
+from executor_helpers import assert_executors_agree
 
 import florin
-from florin.cli.commands import with_executor
 from florin.data import phantom
 from florin.errors import AnnotationError, ParameterError
 from florin.pipeline_file import from_toml, to_toml
-from florin.registry import get_registry
 from florin.tuning import SearchSpace, build_pipeline, estimate_parameters, score_masks, tune
 
 #: A space small enough for the exhaustive grid in a few seconds (1080 configurations).
@@ -82,6 +83,12 @@ def test_heldout_scores_are_reported_next_to_searched_ones(sample):
     assert single.heldout_score is None and "annotate more slices" in single.summary()
 
 
+def _with(pipeline, make):
+    """``pipeline`` with every (nested) pipeline run by ``make(*steps)``."""
+    steps = [_with(s, make) if isinstance(s, florin.Pipeline) else s for s in pipeline.steps]
+    return make(*steps)
+
+
 def test_written_toml_round_trips_and_runs_equal_under_every_executor(sample, tmp_path):
     pipe, report = tune(sample.image, painted(sample, [8]), search={**SPACE, "opening": [2], "min_size": [40]},
                         tile=(8, 32, 32))
@@ -90,11 +97,14 @@ def test_written_toml_round_trips_and_runs_equal_under_every_executor(sample, tm
     path = tmp_path / "pipeline.toml"
     path.write_text(text)
     expected = build_pipeline(report.params)(sample.image).values  # untiled
-    names = [n for n in ("serial", "multithread", "multiprocess") if n in get_registry().executors]
-    assert names == ["serial", "multithread", "multiprocess"]
-    for name in names:
-        result = with_executor(florin.Pipeline.from_toml(path), name, 2)(sample.image).values
-        np.testing.assert_array_equal(result, expected, err_msg=name)
+    np.testing.assert_array_equal(florin.Pipeline.from_toml(path)(sample.image).values, expected)
+    # Serial, Multithread, Multiprocess, every plugin executor (florin-dask: CI installs it) and real MPI jobs
+    # (mpiexec -n 2, and a spawned MPIPoolExecutor), each exactly equal to Serial
+    out = assert_executors_agree({"tuned": (lambda make: _with(florin.Pipeline.from_toml(path), make), sample.image)},
+                                 tmp_path, mpi=("spmd-2", "spawn"))["tuned"]
+    assert {"serial", "multithread", "multiprocess", "mpi-spmd-2", "mpi-spawn"} <= set(out)
+    if importlib.util.find_spec("florin_dask") is not None:
+        assert "dask" in out
 
 
 @pytest.mark.parametrize(
