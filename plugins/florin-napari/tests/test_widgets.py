@@ -269,3 +269,19 @@ def test_3d_view_previews_a_small_volume_whole_and_2d_images_work(make_napari_vi
     _wait(qtbot, flat)
     expected = np.asarray(florin.Serial(*flat.settings().steps())(plane))
     np.testing.assert_array_equal(viewer.layers[PREVIEW_NAME].data.astype(bool), expected)
+
+
+def test_preview_of_a_lazy_layer_reads_its_z_context_in_one_read(phantom, monkeypatch):
+    """A layer the reader made (dask, a chunk per plane): the context is one read of the volume, not 9 dask tasks."""
+    from florin_napari import _layers
+    from florin_napari._core import preview_plane
+
+    data = _layers.lazy_array(phantom)
+    reads = []
+    original = _layers._Planes.__getitem__
+    monkeypatch.setattr(_layers._Planes, "__getitem__", lambda self, key: reads.append(key) or original(self, key))
+    settings = NDNTSettings(shape=(5, 17, 17), threshold=0.3, opening=True)
+    plane = preview_plane(data, settings, (8, 0, 0))
+    np.testing.assert_array_equal(plane, _whole(phantom, settings)[8])
+    assert reads == []  # not through dask's chunks
+    assert _layers.source_of(data) is phantom and _layers.source_of(data[2:]) is not phantom

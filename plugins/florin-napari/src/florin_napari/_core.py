@@ -20,6 +20,7 @@ import florin.conncomp as conncomp
 import florin.morphology as morphology
 import florin.thresholding as thresholding
 from florin.errors import ParameterError
+from florin_napari._layers import source_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,6 +124,7 @@ def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
     numpy.ndarray
         Boolean mask of the plane (the last two axes).
     """
+    image = source_of(image)
     if image.ndim < 3:
         return np.asarray(florin.Serial(*settings.steps())(np.asarray(image)))
     index = tuple(index) if len(index) >= image.ndim else (0,) * image.ndim
@@ -173,6 +175,7 @@ def apply_ndnt(image, settings: NDNTSettings, *, executor="serial", workers=None
     Yields ``(done, total)`` after each chunk; returns the boolean mask
     (``StopIteration.value``, as napari's ``thread_worker`` reports it).
     """
+    image = source_of(image)
     image_shape = tuple(image.shape)
     if len(image_shape) < 3:
         pipeline, _ = _tiled(settings.steps(), image_shape, executor, workers)

@@ -16,6 +16,7 @@ layer-data tuple ``(data, kwargs, layer_type)``:
 from __future__ import annotations
 
 import re
+import weakref
 
 import numpy as np
 
@@ -27,6 +28,9 @@ __all__ = ["LABELS_KIND", "axis_label", "is_labels", "layer_tuple", "layer_units
 LABELS_KIND = "labels"
 _LABEL_NAMES = re.compile(r"(label|class|object|segment|mask|instance)", re.IGNORECASE)
 _PLANE_BYTES = 64 * 2**20
+# dask name of a lazy_array -> its _Planes: the preview reads its z-context from the volume in one read, not
+# plane by plane through dask's scheduler (65 planes: 0.1 s through dask, 0.015 s directly).
+_SOURCES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def is_labels(volume, name: str = "") -> bool:
@@ -76,7 +80,18 @@ def lazy_array(volume):
     plane = int(np.prod(shape[1:], dtype=np.int64)) * itemsize if len(shape) > 1 else itemsize
     first = max(1, min(shape[0], _PLANE_BYTES // max(1, plane))) if len(shape) > 1 else shape[0]
     chunks = (1 if len(shape) > 2 else first, *shape[1:])
-    return da.from_array(_Planes(volume), chunks=chunks, asarray=True, fancy=False, name=False)
+    planes = _Planes(volume)
+    array = da.from_array(planes, chunks=chunks, asarray=True, fancy=False, name=False)
+    _SOURCES[array.name] = planes
+    return array
+
+
+def source_of(array):
+    """The florin volume behind a :func:`lazy_array` (read slabs of it in one read), else ``array`` itself."""
+    planes = _SOURCES.get(getattr(array, "name", None)) if _is_dask(array) else None
+    if planes is None or tuple(planes.shape) != tuple(array.shape):
+        return array
+    return planes.volume
 
 
 class _Planes:
