@@ -285,3 +285,35 @@ def test_preview_of_a_lazy_layer_reads_its_z_context_in_one_read(phantom, monkey
     np.testing.assert_array_equal(plane, _whole(phantom, settings)[8])
     assert reads == []  # not through dask's chunks
     assert _layers.source_of(data) is phantom and _layers.source_of(data[2:]) is not phantom
+
+
+def test_a_superseded_preview_stops_between_pieces(viewer, qtbot, monkeypatch):
+    """A preview still computing when a newer one is requested stops at its next piece instead of running on."""
+    import threading
+    import time
+
+    from florin_napari import _widgets
+
+    started, pieces = threading.Event(), {}
+    original = _widgets.preview_pieces
+
+    def slow(image, settings, index=()):
+        key = settings.threshold
+        pieces[key] = 0
+        for _ in range(200):  # 200 pieces of 10 ms: far longer than the test takes to supersede it
+            started.set()
+            time.sleep(0.01)
+            pieces[key] += 1
+            yield "piece"
+        return (yield from original(image, settings, index))
+
+    widget = NDNTWidget(viewer)
+    _configure(widget, opening=False)
+    monkeypatch.setattr(_widgets, "preview_pieces", slow)
+    widget.preview.value = True  # requests the first (slow) preview
+    assert started.wait(60)
+    monkeypatch.setattr(_widgets, "preview_pieces", original)
+    widget.controls.threshold.value = 0.1  # supersedes it
+    _wait(qtbot, widget)
+    assert pieces[0.3] < 200  # stopped early, not run to its end and dropped
+    assert widget.applied == [widget._generation]

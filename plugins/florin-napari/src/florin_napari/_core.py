@@ -35,6 +35,7 @@ __all__ = [
     "default_shape",
     "isotropic_shape",
     "parse_rules",
+    "preview_pieces",
     "preview_plane",
     "rules_text",
     "run_segment",
@@ -101,7 +102,21 @@ def _leading(image, index):
 
 
 def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
-    """The NDNT (+ opening) result of one z plane, from its z-context only.
+    """The NDNT (+ opening) result of one z plane, from its z-context only (:func:`preview_pieces` run through)."""
+    pieces = preview_pieces(image, settings, index)
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as stop:
+            return stop.value
+
+
+def preview_pieces(image, settings: NDNTSettings, index=()):
+    """:func:`preview_plane` in pieces: a generator that yields after each piece (the read, each step).
+
+    A caller that stops iterating stops the computation there (napari's
+    ``thread_worker`` quits a generator at its next yield); the plane is the
+    generator's return value (``StopIteration.value``).
 
     For a 3-D (or N-D) ``image`` only the planes within the steps' halos of
     plane ``index[-3]`` are read (NDNT's half window plus the opening's
@@ -126,7 +141,12 @@ def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
     """
     image = source_of(image)
     if image.ndim < 3:
-        return np.asarray(florin.Serial(*settings.steps())(np.asarray(image)))
+        data = np.asarray(image)
+        yield "read"
+        for step in settings.steps():
+            data = np.asarray(step(data))
+            yield getattr(step, "name", "step")
+        return data
     index = tuple(index) if len(index) >= image.ndim else (0,) * image.ndim
     volume = _leading(image, index)
     n = volume.shape[0]
@@ -139,8 +159,10 @@ def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
         ranges.append((lo, hi))
         lo, hi = max(0, lo - halo), min(n, hi + halo)
     data, offset = np.asarray(volume[lo:hi]), lo  # the z-context: all that is read
+    yield "read"
     for step, (a, b) in zip(steps, reversed(ranges), strict=True):
         data, offset = np.asarray(step(data))[a - offset : b - offset], a
+        yield getattr(step, "name", "step")
     return data[0]
 
 

@@ -27,7 +27,7 @@ from florin_napari._core import (
     apply_ndnt,
     default_shape,
     isotropic_shape,
-    preview_plane,
+    preview_pieces,
     run_segment,
     settings_from_toml,
 )
@@ -238,7 +238,7 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
     current slice changes: only the slice's z-context (NDNT's half window plus
     the opening's footprint) is read, so it equals that slice of the
     whole-volume result. A newer request supersedes (quits) a running one,
-    whose result is then dropped. In the 3-D view, volumes up to
+    which stops after its current piece (:func:`~florin_napari._core.preview_pieces`). In the 3-D view, volumes up to
     :data:`PREVIEW_3D_VOXELS` voxels are previewed whole. *Apply* runs the
     whole volume under the chosen executor, chunk by chunk, with a progress bar.
     """
@@ -308,14 +308,10 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
 
         def job():
             yield  # a superseded request stops here, before computing
+            # Each yield is a point where a superseded preview stops (the worker's quit() takes effect there).
             if whole:
-                gen = apply_ndnt(data, settings, chunks=1)
-                try:
-                    while True:
-                        next(gen)
-                except StopIteration as stop:
-                    return generation, layer, None, stop.value
-            return generation, layer, index, preview_plane(data, settings, index)
+                return generation, layer, None, (yield from apply_ndnt(data, settings, chunks=1))
+            return generation, layer, index, (yield from preview_pieces(data, settings, index))
 
         worker = thread_worker(job, start_thread=False)()
         worker.returned.connect(self._show_preview)
