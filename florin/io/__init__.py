@@ -33,9 +33,12 @@ class Format:
         File name endings it claims, lower case with the dot (``('.tif', '.tiff')``).
     read : callable
         ``read(path, **options) -> xarray.DataArray``; may return a lazy volume.
-    write : callable
+    write : callable or None
         ``write(path, volume, **options)``; writes to exactly ``path`` (florin
-        passes a temporary path and renames it on success).
+        passes a temporary path and renames it on success, and has stripped
+        the tile metadata from ``volume.attrs``). None derives it from
+        ``create`` and ``open_region``: create the file, then copy the volume
+        into it block by block (its options are those of ``create``).
     description : str
         One line for ``florin formats``.
     create : callable, optional
@@ -56,6 +59,35 @@ class Format:
     description: str = ""
     create: object = field(default=None, repr=False)
     open_region: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.write is None and self.create is not None and self.open_region is not None:
+            object.__setattr__(self, "write", _RegionWrite(self.create, self.open_region))
+
+
+class _RegionWrite:
+    """A format's ``write`` derived from its ``create`` and ``open_region``: create, then copy block by block."""
+
+    def __init__(self, create, open_region):
+        self.create = create
+        self.open_region = open_region
+
+    def __call__(self, path, volume, **options):
+        from florin.io._blocks import copy_blocks
+
+        locator = self.create(path, volume.shape, volume.dtype, dims=volume.dims, attrs=dict(volume.attrs),
+                              **options) or {}
+        if volume.size:
+            with self.open_region(path, **locator) as region:
+                copy_blocks(region, volume)
+
+    @property
+    def __signature__(self):
+        # The write options are create's own (without the dims and attrs that come from the volume).
+        positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("path", "volume")]
+        options = [p for n, p in inspect.signature(self.create).parameters.items()
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("dims", "attrs")]
+        return inspect.Signature(positional + options)
 
 
 def _registry():
@@ -161,10 +193,15 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
     """
     if not _run.is_writer():
         return
+    from florin import tilemeta
+
     fmt = _format(path, format)
     _check_options(fmt.write, options, fmt, "writer")
     volume = as_volume(volume)
     check_output(path, overwrite=overwrite, volume=volume)
+    # Tile metadata describes a run, not the data: stripped here once, for every writer.
+    volume = volume.copy(deep=False)
+    volume.attrs = tilemeta.strip(dict(volume.attrs))
     try:
         with atomic_path(path) as tmp:
             try:

@@ -26,7 +26,7 @@ import numpy as np
 
 from florin.errors import InputFileError, ParameterError
 from florin.io import Format
-from florin.io._blocks import copy_blocks, default_chunks
+from florin.io._blocks import default_chunks
 from florin.io.lazy import FileArray, cached_handle, lazy_volume
 from florin.io.metadata import _plain, from_json, meta_json
 from florin.volume import as_volume
@@ -251,27 +251,11 @@ def open_region_hdf5(path, *, key):
         yield f[key]
 
 
-def write_hdf5(path, volume, *, key="data", chunks=None, compression="gzip", compression_opts=None, shuffle=None):
-    """Write a volume as a chunked, compressed HDF5 dataset (block by block)."""
-    locator = create_hdf5(path, volume.shape, volume.dtype, dims=volume.dims, attrs=_file_attrs(volume),
-                          key=key, chunks=chunks, compression=compression, compression_opts=compression_opts,
-                          shuffle=shuffle)
-    with open_region_hdf5(path, **locator) as ds:
-        if ds.size:
-            copy_blocks(ds, volume)
-
-
-def _file_attrs(volume):
-    from florin import tilemeta
-
-    return tilemeta.strip(dict(volume.attrs))
-
-
 FORMAT = Format(
     "hdf5",
     (".h5", ".hdf5", ".hdf", ".he5"),
     read_hdf5,
-    write_hdf5,
+    None,  # derived: create_hdf5, then copy block by block
     "HDF5 (h5py; key= names the dataset; lazy reads, chunked gzip writes)",
     create=create_hdf5,
     open_region=open_region_hdf5,

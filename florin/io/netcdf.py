@@ -85,9 +85,7 @@ def read_netcdf(path, *, key=None, lazy=True):
 
 def _nc_attrs(volume):
     """Attributes NetCDF can store, plus florin's full metadata as JSON."""
-    from florin import tilemeta
-
-    attrs = tilemeta.strip(dict(volume.attrs))
+    attrs = dict(volume.attrs)
     out = {"florin": meta_json(volume.dims, volume.dtype, attrs)}
     for name, value in attrs.items():
         value = _plain(value)

@@ -247,17 +247,6 @@ def open_region_zarr(path, *, key=None):
         yield zarr.open_array(store=os.fspath(path), path=key or "", mode="r+")
 
 
-@_settled()
-def write_zarr(path, volume, *, chunks=None, zarr_format=3):
-    """Write a volume as a plain Zarr array (block by block)."""
-    from florin import tilemeta
-
-    create_zarr(path, volume.shape, volume.dtype, dims=volume.dims, attrs=tilemeta.strip(dict(volume.attrs)),
-                chunks=chunks, zarr_format=zarr_format)
-    with open_region_zarr(path) as arr:
-        copy_blocks(arr, volume)
-
-
 # -- OME-Zarr -------------------------------------------------------------------------------
 def _ome_axes(dims, units):
     if not 2 <= len(dims) <= 5:
@@ -339,9 +328,7 @@ def write_ome_zarr(path, volume, *, chunks=None, version="0.5", levels=1, name=N
     name : str, optional
         Image name in the metadata (default: the volume's name, else ``'image'``).
     """
-    from florin import tilemeta
-
-    attrs = tilemeta.strip(dict(volume.attrs))
+    attrs = dict(volume.attrs)
     arrays, factors = _make_ome(path, volume.shape, volume.dtype, volume.dims, attrs, chunks, version,
                                 name or (volume.name if isinstance(volume.name, str) else None), levels)
     for arr, fac in zip(arrays, factors, strict=True):
@@ -353,7 +340,7 @@ FORMAT = Format(
     "zarr",
     (".zarr",),
     read_zarr,
-    write_zarr,
+    None,  # derived: create_zarr, then copy block by block
     "Zarr v3 array (reads v2/v3 arrays, groups with key=, OME-Zarr level 0)",
     create=create_zarr,
     open_region=open_region_zarr,
