@@ -27,8 +27,8 @@ face connectivity (6 in 3-D), ``ndim`` full connectivity (26 in 3-D).
 Tiled labeling
 --------------
 A volume can be labeled tile by tile and then merged, with a result that is
-*identical* to :func:`label` on the whole volume. :func:`label_tiled` is the
-reference implementation; the recipe, for tiles that partition the volume
+*identical* to :func:`label` on the whole volume. :class:`florin.conncomp.LabelJoin`
+(the join of labelled tiles in a pipeline) implements it; the recipe, for tiles that partition the volume
 (each voxel belongs to exactly one tile, the tile *core*), is:
 
 1. Label each tile independently: ``local, n_t = label(tile_mask, c)``.
@@ -76,6 +76,7 @@ import numba
 import numpy as np
 
 from florin._kernels._jit import jit, parallel_jit
+from florin._kernels._rows import next_row, row_index
 from florin._kernels._threads import parallel_guard
 
 __all__ = [
@@ -85,7 +86,6 @@ __all__ = [
     "boundary_pairs",
     "first_flat_index",
     "renumber_by_first_voxel",
-    "label_tiled",
 ]
 
 _UINT32_MAX = 2**32 - 1
@@ -217,11 +217,7 @@ def _union_rows(lead_shape, offsets, flat, ext, rowptr, starts, ends, parent, r0
     """
     nlead = lead_shape.shape[0]
     noff = offsets.shape[0]
-    idx = np.zeros(nlead, np.int64)
-    rem = r0
-    for a in range(nlead - 1, -1, -1):
-        idx[a] = rem % lead_shape[a]
-        rem //= lead_shape[a]
+    idx = row_index(lead_shape, r0)
     for r in range(r0, r1):
         i0 = rowptr[r]
         i1 = rowptr[r + 1]
@@ -263,12 +259,7 @@ def _union_rows(lead_shape, offsets, flat, ext, rowptr, starts, ends, parent, r0
                     else:
                         i += 1
                         k += 1
-        # advance the row multi-index
-        for a in range(nlead - 1, -1, -1):
-            idx[a] += 1
-            if idx[a] < lead_shape[a]:
-                break
-            idx[a] = 0
+        next_row(idx, lead_shape)
 
 
 @parallel_jit
@@ -656,11 +647,7 @@ def _first_flat(labels2, lead_tshape, lead_origin, lead_gshape, x0, gwidth, firs
             v = labels2[r, i]
             if v != 0 and first[v - 1] < 0:
                 first[v - 1] = rowbase + i
-        for a in range(nlead - 1, -1, -1):
-            idx[a] += 1
-            if idx[a] < lead_tshape[a]:
-                break
-            idx[a] = 0
+        next_row(idx, lead_tshape)
 
 
 def first_flat_index(labels: np.ndarray, n: int, *, origin=None, shape=None) -> np.ndarray:
@@ -751,93 +738,3 @@ def renumber_by_first_voxel(relabel: np.ndarray, first: np.ndarray) -> np.ndarra
     rank = np.zeros(m + 1, relabel.dtype)
     rank[order + 1] = np.arange(1, m + 1, dtype=relabel.dtype)
     return rank[relabel]
-
-
-def _tile_slices(shape, tile_shape):
-    ranges = [range(0, s, t) for s, t in zip(shape, tile_shape, strict=True)]
-    for starts in itertools.product(*ranges):
-        yield tuple(slice(s0, min(s0 + t, s)) for s0, t, s in zip(starts, tile_shape, shape, strict=True))
-
-
-def label_tiled(mask: np.ndarray, tile_shape, connectivity: int = 1) -> tuple[np.ndarray, int]:
-    """Reference tiled labeling: identical to :func:`label` on the whole array.
-
-    Labels each tile independently, merges labels across tile faces, edges and
-    corners with :func:`boundary_pairs` and :func:`merge_pairs`, and renumbers
-    in raster order with :func:`first_flat_index` and
-    :func:`renumber_by_first_voxel` (the recipe of the module docstring).
-
-    Parameters
-    ----------
-    mask : numpy.ndarray
-        Binary N-D array.
-    tile_shape : sequence of int
-        Tile shape (one entry per axis, each >= 1); the last tiles along an
-        axis may be smaller.
-    connectivity : int
-        As for :func:`label`.
-
-    Returns
-    -------
-    labels, n
-        Exactly ``label(mask, connectivity)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> m = np.eye(5, dtype=bool)
-    >>> labels, n = label_tiled(m, (2, 3), 2)
-    >>> n
-    1
-    >>> bool((labels == label(m, 2)[0]).all())
-    True
-    """
-    mask = np.asarray(mask)
-    if mask.ndim == 0:
-        raise ValueError("label needs an array with at least one dimension")
-    connectivity = _check_connectivity(connectivity, mask.ndim)
-    tile_shape = tuple(int(t) for t in tile_shape)
-    if len(tile_shape) != mask.ndim or min(tile_shape, default=1) < 1:
-        raise ValueError(f"tile_shape {tile_shape} does not fit an array of shape {mask.shape}")
-    shape = mask.shape
-    dtype = label_dtype(mask.size)
-
-    # 1-3: label tiles, provisional ids, first voxels
-    tiles = list(_tile_slices(shape, tile_shape))
-    prov = np.zeros(shape, np.uint64)  # provisional ids (the one-voxel shells are read from it)
-    locals_, bases, firsts = [], [], []
-    base = 0
-    for sl in tiles:
-        local, n_t = label(mask[sl], connectivity)
-        origin = [s.start for s in sl]
-        firsts.append(first_flat_index(local, n_t, origin=origin, shape=shape))
-        prov[sl] = np.where(local != 0, local.astype(np.uint64) + np.uint64(base), 0)
-        locals_.append(local)
-        bases.append(base)
-        base += n_t
-    n_prov = base
-    first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
-
-    # 4: pairs across the upper face of every tile, layers extended by one voxel
-    pairs = [np.zeros((0, 2), np.uint64)]
-    for sl in tiles:
-        for a in range(mask.ndim):
-            e = sl[a].stop
-            if e >= shape[a]:
-                continue
-            ext = [slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(sl, shape, strict=True)]
-            lo = list(ext)
-            hi = list(ext)
-            lo[a] = e - 1
-            hi[a] = e
-            pairs.append(boundary_pairs(prov[tuple(lo)], prov[tuple(hi)], connectivity))
-    # 5-6: merge and renumber in raster order
-    relabel = merge_pairs(np.concatenate(pairs), n_prov)
-    relabel = renumber_by_first_voxel(relabel, first)
-    n = int(relabel.max()) if relabel.size else 0
-    # 7: write the tiles
-    out = np.zeros(shape, dtype)
-    for sl, local, b in zip(tiles, locals_, bases, strict=True):
-        ids = np.where(local != 0, local.astype(np.int64) + b, 0)
-        out[sl] = relabel[ids]
-    return out, n

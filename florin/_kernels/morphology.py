@@ -41,6 +41,7 @@ import numba
 import numpy as np
 
 from florin._kernels._jit import jit, parallel_jit
+from florin._kernels._rows import next_row, row_index
 from florin._kernels._threads import numba_threads
 
 __all__ = [
@@ -202,11 +203,7 @@ def _filter_block(src2, out2, plan, maximum, cval, ident, r0, r1):
     ext = np.empty(m, src2.dtype)
     g = np.empty(m, src2.dtype)
     h = np.empty(m, src2.dtype)
-    idx = np.zeros(nlead, np.int64)
-    rem = r0
-    for a in range(nlead - 1, -1, -1):
-        idx[a] = rem % lead_shape[a]
-        rem //= lead_shape[a]
+    idx = row_index(lead_shape, r0)
     for r in range(r0, r1):
         acc = out2[r]
         acc[:] = ident
@@ -240,11 +237,7 @@ def _filter_block(src2, out2, plan, maximum, cval, ident, r0, r1):
                 ext[j] = src2[srow, q] if q >= 0 else cval
             for u in range(rowptr[f], rowptr[f + 1]):
                 _fold_run(acc, ext, run_a[u] + xlo, run_len[u], maximum, g, h)
-        for a in range(nlead - 1, -1, -1):
-            idx[a] += 1
-            if idx[a] < lead_shape[a]:
-                break
-            idx[a] = 0
+        next_row(idx, lead_shape)
 
 
 @parallel_jit

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from florin._kernels._jit import jit, parallel_jit
+from florin._kernels._rows import next_row, row_index
 from florin._kernels._threads import parallel_guard
 
 __all__ = ["region_stats", "combine_stats", "STAT_KEYS", "INTENSITY_KEYS"]
@@ -61,11 +62,7 @@ def _stats_rows(
     """
     width = l2.shape[1]
     nlead = lead_shape.shape[0]
-    idx = np.zeros(nlead, np.int64)
-    rem = r0
-    for a in range(nlead - 1, -1, -1):
-        idx[a] = rem % lead_shape[a]
-        rem //= lead_shape[a]
+    idx = row_index(lead_shape, r0)
     bad = 0
     for r in range(r0, r1):
         i = 0
@@ -112,11 +109,7 @@ def _stats_rows(
                 isum[j] += sm
                 imin[j] = lo
                 imax[j] = hi
-        for a in range(nlead - 1, -1, -1):
-            idx[a] += 1
-            if idx[a] < lead_shape[a]:
-                break
-            idx[a] = 0
+        next_row(idx, lead_shape)
     return bad
 
 

@@ -12,7 +12,6 @@ from florin._kernels.label import (
     first_flat_index,
     label,
     label_dtype,
-    label_tiled,
     merge_pairs,
     renumber_by_first_voxel,
 )
@@ -130,38 +129,23 @@ def test_first_flat_and_renumber():
     np.testing.assert_array_equal(relabel, [0, 2, 1, 2])
 
 
-@pytest.mark.parametrize("connectivity", [1, 2, 3])
-def test_label_tiled_fixed(connectivity):
-    rng = np.random.default_rng(11)
-    mask = rng.random((10, 13, 9)) < 0.5
-    want = label(mask, connectivity)
-    for tile in [(1, 1, 1), (3, 4, 2), (10, 13, 9), (4, 20, 3)]:
-        got = label_tiled(mask, tile, connectivity)
-        assert got[1] == want[1]
-        assert got[0].dtype == want[0].dtype
-        np.testing.assert_array_equal(got[0], want[0])
-
-
 @st.composite
-def masks_and_tiles(draw):
+def masks_1_to_4d(draw):
     ndim = draw(st.integers(1, 4))
     shape = tuple(draw(st.lists(st.integers(1, 9 if ndim < 4 else 5), min_size=ndim, max_size=ndim)))
-    tile = tuple(draw(st.integers(1, s + 1)) for s in shape)
     density = draw(st.sampled_from([0.3, 0.5, 0.7]))
     seed = draw(st.integers(0, 2**32 - 1))
     mask = np.random.default_rng(seed).random(shape) < density
     connectivity = draw(st.integers(1, ndim))
-    return mask, tile, connectivity
+    return mask, connectivity
 
 
 @settings(max_examples=60, deadline=None)
-@given(masks_and_tiles())
-def test_property_label_and_tiled(case):
-    mask, tile, connectivity = case
-    got, n = assert_same_as_scipy(mask, connectivity)
-    tiled, nt = label_tiled(mask, tile, connectivity)
-    assert nt == n
-    np.testing.assert_array_equal(tiled, got)
+@given(masks_1_to_4d())
+def test_property_label(case):
+    # the tiled half of this property is tested on the merge pipelines run: tests/objects/test_conncomp_label.py
+    mask, connectivity = case
+    assert_same_as_scipy(mask, connectivity)
 
 
 def test_threads_with_workqueue_layer():

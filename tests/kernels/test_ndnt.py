@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.ndimage import uniform_filter
 
-import florin._kernels.ndnt as ndnt_module
+import florin._kernels.ndnt.driver as ndnt_module  # the tuning constants live in the driver
 from florin._kernels.ndnt import MAX_DENOMINATOR, ndnt_mask, rational_threshold
 from florin._ndnt_checks import default_shape, validate_ndnt_args
 from florin.errors import ParameterError

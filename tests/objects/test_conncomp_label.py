@@ -65,6 +65,45 @@ def test_tiled_pipeline_equals_scipy(case, data):
     assert "florin_labels" not in got.attrs and "florin_tile" not in got.attrs
 
 
+def _tiled_label(mask, tile_shape, connectivity):
+    return florin.Serial(florin.tile(shape=tile_shape), conncomp.label(connectivity=connectivity))(mask)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_tiled_pipeline_equals_the_kernel_for_fixed_tiles(connectivity):
+    # single-voxel tiles, tiles larger than the volume along an axis, one tile for all
+    rng = np.random.default_rng(11)
+    mask = rng.random((10, 13, 9)) < 0.5
+    want, n = klabel.label(mask, connectivity)
+    for tile_shape in [(1, 1, 1), (3, 4, 2), (10, 13, 9), (4, 20, 3)]:
+        got = _tiled_label(mask, tile_shape, connectivity)
+        assert int(got.values.max()) == n
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.values, want)
+
+
+@st.composite
+def masks_and_tiles(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 9 if ndim < 4 else 5), min_size=ndim, max_size=ndim)))
+    tile_shape = tuple(draw(st.integers(1, s + 1)) for s in shape)
+    density = draw(st.sampled_from([0.3, 0.5, 0.7]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    mask = np.random.default_rng(seed).random(shape) < density
+    connectivity = draw(st.integers(1, ndim))
+    return mask, tile_shape, connectivity
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(masks_and_tiles())
+def test_tiled_pipeline_equals_the_kernel_in_1_to_4_dimensions(case):
+    mask, tile_shape, connectivity = case
+    want, n = klabel.label(mask, connectivity)
+    got = _tiled_label(mask, tile_shape, connectivity)
+    assert int(got.values.max(initial=0)) == n
+    np.testing.assert_array_equal(got.values, want)
+
+
 @pytest.mark.parametrize("executor", executors(), ids=lambda e: e.__name__)
 @pytest.mark.parametrize("connectivity", [1, 2, 3])
 def test_nested_pipeline_over_tiles_merges_faces_edges_corners(executor, connectivity, rng):
