@@ -615,18 +615,17 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     array([[1, 9],
            [3, 4]], dtype=uint64)
     """
-    pairs = np.asarray(pairs, np.uint64).reshape(-1, 2)
-    if len(pairs) > 1:
-        keep = np.ones(len(pairs), bool)
-        keep[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
-        pairs = pairs[keep]
+    pairs = _drop_repeats(np.asarray(pairs, np.uint64).reshape(-1, 2))
     if len(pairs) == 0:
         return pairs.copy()
     if int(pairs.max()) < 2**32:
         keys = np.unique((pairs[:, 0] << np.uint64(32)) | pairs[:, 1])
         return np.stack([keys >> np.uint64(32), keys & np.uint64(2**32 - 1)], axis=1)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    pairs = pairs[order]
+    return _drop_repeats(pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))])
+
+
+def _drop_repeats(pairs):
+    """``pairs`` without the rows equal to the row before them (all repeats, once sorted)."""
     keep = np.ones(len(pairs), bool)
     keep[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
     return pairs[keep]
