@@ -47,6 +47,7 @@ import numpy as np
 
 from florin import steps as _steps
 from florin.errors import MissingInputError, ParameterError, ParameterTypeError, PipelineError
+from florin.io.metadata import plain
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,20 +57,6 @@ else:  # pragma: no cover
 __all__ = ["from_dict", "from_toml", "to_dict", "to_toml"]
 
 _PYTHON = "python:"
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _executor_options(pipeline) -> dict:
@@ -83,7 +70,7 @@ def _executor_options(pipeline) -> dict:
         if param.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(pipeline, name):
             value = getattr(pipeline, name)
             if value is not None and value != param.default:
-                options[name] = _plain(value)
+                options[name] = plain(value)
     return options
 
 
@@ -108,14 +95,14 @@ def _step_dict(step) -> dict:
         return to_dict(step)
     spec = _steps.spec(step)
     if spec is not None:
-        return _plain(spec)
+        return plain(spec)
     if isinstance(step, Operator):
         for name, factory in get_registry().operators.items():
             if factory is step.factory:
                 entry = {"op": name}
                 if step.args:
-                    entry["args"] = _plain(list(step.args))
-                entry.update(_plain(step.kwargs))
+                    entry["args"] = plain(list(step.args))
+                entry.update(plain(step.kwargs))
                 return entry
         raise PipelineError(
             f"operator {step.name} is not registered, so it cannot be written to a pipeline file; "

@@ -27,8 +27,9 @@ import numpy as np
 from florin.errors import InputFileError, ParameterError
 from florin.io import Format
 from florin.io._blocks import default_chunks
-from florin.io.lazy import FileArray, cached_handle, lazy_volume
-from florin.io.metadata import _plain, from_json, meta_json
+from florin.io._reader import pick_key, stored_volume, volume_of
+from florin.io.lazy import FileArray, cached_handle
+from florin.io.metadata import from_json, meta_json, plain
 from florin.volume import as_volume
 
 __all__ = ["FORMAT"]
@@ -52,22 +53,13 @@ def _datasets(f):
 
 
 def _pick(path, f, key):
-    names = _datasets(f)
-    if key is None:
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise InputFileError(f"{os.fspath(path)!r} holds no datasets")
-        raise InputFileError(
-            f"{os.fspath(path)!r} holds {len(names)} datasets ({', '.join(names)}); pass key= one of them"
-        )
-    obj = f.get(key)
-    if not isinstance(obj, h5py.Dataset):
-        what = "a group" if isinstance(obj, h5py.Group) else "no dataset"
-        raise InputFileError(
-            f"{os.fspath(path)!r} has {what} {key!r}; datasets present: {', '.join(names) or 'none'}"
-        )
-    return obj.name
+    def problem(key):
+        obj = f.get(key)
+        if isinstance(obj, h5py.Dataset):
+            return None
+        return "a group" if isinstance(obj, h5py.Group) else "no dataset"
+
+    return f[pick_key(path, key, _datasets(f), noun="dataset", problem=problem)].name
 
 
 def read_region(path, key, index):
@@ -91,13 +83,10 @@ def read_hdf5(path, *, key=None, lazy=True):
         if dtype.kind not in "biufc":
             raise InputFileError(f"dataset {key!r} of {os.fspath(path)!r} holds {dtype}, not numbers")
         data = None if lazy else ds[()]
-    array = FileArray(path, "hdf5", key, shape, dtype, read_region)
-    wrap = lazy_volume if lazy else as_volume
-    data = array if lazy else data
-    meta = from_json(_text(raw.get("florin")))
-    if meta is not None and len(meta["dims"]) == len(shape):
-        attrs = meta["attrs"]
-        return wrap(data, dims=meta["dims"], spacing=attrs.pop("spacing", None), attrs=attrs)
+    data = FileArray(path, "hdf5", key, shape, dtype, read_region) if lazy else data
+    vol = stored_volume(data, from_json(_text(raw.get("florin"))))
+    if vol is not None:
+        return vol
     dims = [_text(d) for d in raw.get("dims", raw.get("DIMENSION_LABELS", []))]
     dims = dims if len(dims) == len(shape) and all(isinstance(d, str) and d for d in dims) else None
     spacing = None
@@ -111,7 +100,7 @@ def read_hdf5(path, *, key=None, lazy=True):
     for name, value in raw.items():
         if name in _RESERVED:
             continue
-        value = _plain(_text(value))
+        value = plain(_text(value))
         if isinstance(value, list):
             value = [_text(v) for v in value]
         try:
@@ -119,7 +108,7 @@ def read_hdf5(path, *, key=None, lazy=True):
         except (TypeError, ValueError):
             continue
         attrs[name] = value
-    vol = wrap(data, dims=dims, attrs=attrs)
+    vol = volume_of(data, dims=dims, attrs=attrs)
     if spacing is not None and all(s > 0 for s in spacing):
         vol = as_volume(vol, spacing=spacing, units=units)
     elif units:
@@ -140,7 +129,7 @@ def _write_attrs(ds, dims, dtype, attrs):
     for name, value in attrs.items():
         if name in _RESERVED or name in ("spacing", "units"):
             continue
-        value = _plain(value)
+        value = plain(value)
         if isinstance(value, str | int | float | bool) or (
             isinstance(value, list) and value and all(isinstance(v, int | float) for v in value)
         ):

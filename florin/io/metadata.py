@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
 from florin import tilemeta
 
-__all__ = ["from_json", "meta_json", "to_json"]
+__all__ = ["from_json", "meta_json", "plain", "to_json"]
 
 
-def _plain(value):
+def plain(value):
+    """``value`` with numpy scalars and arrays, tuples and paths turned into plain Python (for JSON and TOML).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> plain({"n": np.int64(3), "box": (np.arange(2), Path("a"))})
+    {'n': 3, 'box': [[0, 1], 'a']}
+    """
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -32,7 +44,7 @@ def meta_json(dims, dtype, attrs, shape=None) -> str:
     """Like :func:`to_json`, from the parts (for files created before their data exists)."""
     out = {}
     for key, value in tilemeta.strip(dict(attrs)).items():
-        value = _plain(value)
+        value = plain(value)
         try:
             json.dumps(value)
         except (TypeError, ValueError):

@@ -20,12 +20,11 @@ import threading
 import numpy as np
 import xarray as xr
 
-from florin.errors import InputFileError
 from florin.io import Format
 from florin.io._blocks import default_chunks
-from florin.io.lazy import FileArray, cached_handle, is_lazy, lazy_volume
-from florin.io.metadata import _plain, from_json, meta_json
-from florin.volume import as_volume
+from florin.io._reader import pick_key, volume_of
+from florin.io.lazy import FileArray, cached_handle, is_lazy
+from florin.io.metadata import from_json, meta_json, plain
 
 __all__ = ["FORMAT"]
 
@@ -49,18 +48,8 @@ def _data_vars(ds):
 def read_netcdf(path, *, key=None, lazy=True):
     """Read a variable of a NetCDF file lazily (its dims, 1-D coords and attrs)."""
     with _open(path) as ds:
-        present = _data_vars(ds)
-        if key is None:
-            if len(present) != 1:
-                raise InputFileError(
-                    f"{os.fspath(path)!r} holds {len(present)} data variables ({', '.join(present) or 'none'}); "
-                    "pass key= one of them"
-                )
-            key = present[0]
-        if key not in ds.variables:
-            raise InputFileError(
-                f"{os.fspath(path)!r} has no variable {key!r}; data variables present: {', '.join(present) or 'none'}"
-            )
+        key = pick_key(path, key, _data_vars(ds), noun="variable", plural="data variables",
+                       problem=lambda k: None if k in ds.variables else "no variable")
         var = ds[key]
         dims, shape, dtype = tuple(var.dims), tuple(var.shape), np.dtype(var.dtype)
         coords = {name: c.variable.load() for name, c in var.coords.items() if c.ndim <= 1}
@@ -70,17 +59,13 @@ def read_netcdf(path, *, key=None, lazy=True):
     if meta is not None:
         attrs = meta["attrs"]
     else:
-        attrs = {k: _plain(v) for k, v in attrs.items()}
+        attrs = {k: plain(v) for k, v in attrs.items()}
     if isinstance(attrs.get("spacing"), list | tuple) and len(attrs["spacing"]) == len(dims):
         attrs["spacing"] = tuple(float(s) for s in attrs["spacing"])
     elif "spacing" in attrs:
         attrs.pop("spacing")
-    if lazy:
-        data = FileArray(path, "netcdf", key, shape, dtype, read_region)
-        vol = lazy_volume(data, dims=dims, coords=coords, attrs=attrs, name=key)
-    else:
-        vol = as_volume(xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=key))
-    return vol
+    data = FileArray(path, "netcdf", key, shape, dtype, read_region) if lazy else data
+    return volume_of(data, dims=dims, coords=coords, attrs=attrs, name=key)
 
 
 def _nc_attrs(volume):
@@ -88,7 +73,7 @@ def _nc_attrs(volume):
     attrs = dict(volume.attrs)
     out = {"florin": meta_json(volume.dims, volume.dtype, attrs)}
     for name, value in attrs.items():
-        value = _plain(value)
+        value = plain(value)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             out[name] = value
         elif isinstance(value, list) and value and all(isinstance(v, int | float) and not isinstance(v, bool)

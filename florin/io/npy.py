@@ -15,9 +15,9 @@ import numpy as np
 from florin.errors import FormatError, InputFileError
 from florin.io import Format
 from florin.io._blocks import copy_blocks, flushed, reserve
-from florin.io.lazy import FileArray, is_lazy, lazy_volume, read_raw
+from florin.io._reader import stored_volume, volume_of
+from florin.io.lazy import FileArray, is_lazy, read_raw
 from florin.io.metadata import from_json, meta_json, to_json
-from florin.volume import as_volume
 
 __all__ = ["FORMAT"]
 
@@ -75,11 +75,8 @@ def read_npy(path, *, lazy=True, mmap=None):
     data = array if lazy else np.load(path, allow_pickle=False)
     if not lazy and meta is not None and meta.get("dtype") == "bool":
         data = data.astype(bool)
-    wrap = lazy_volume if lazy else as_volume
-    if meta is None or len(meta["dims"]) != len(shape):
-        return wrap(data)
-    attrs = meta["attrs"]
-    return wrap(data, dims=meta["dims"], spacing=attrs.pop("spacing", None), attrs=attrs)
+    vol = stored_volume(data, meta)
+    return vol if vol is not None else volume_of(data)
 
 
 def write_npy(path, volume):

@@ -23,7 +23,8 @@ import tifffile
 
 from florin.errors import FormatError, InputFileError, ParameterError
 from florin.io import Format
-from florin.io.lazy import FileArray, lazy_volume
+from florin.io._reader import stored_volume, volume_of
+from florin.io.lazy import FileArray
 from florin.io.metadata import from_json, to_json
 from florin.volume import as_volume
 
@@ -149,20 +150,11 @@ def read_stack(path, *, lazy=True):
     view = "bool" if meta is not None and meta.get("dtype") == "bool" and dtype != np.dtype(bool) else None
     array = FileArray(path, "stack", None, shape, dtype, read_region,
                       {"files": tuple(files), "shape": shape, "dtype": dtype.str}, view=view)
-    if lazy:
-        data, wrap = array, lazy_volume
-    else:
-        data, wrap = np.asarray(array[_all(len(shape))]), as_volume
-    if meta is not None and len(meta["dims"]) == len(shape):
-        attrs = meta["attrs"]
-        return wrap(data, dims=meta["dims"], spacing=attrs.pop("spacing", None), attrs=attrs)
-    if meta is not None and len(meta["dims"]) == len(shape) - 1 and shape[0] == 1:  # a 2-D volume: one slice
-        attrs = meta["attrs"]
-        spacing = attrs.pop("spacing", None)
-        vol = wrap(data, dims=("stack_plane", *meta["dims"]), attrs=attrs)[0]
-        return as_volume(vol, spacing=spacing)
-    dims = ("z", "y", "x") if len(shape) == 3 else ("z", "y", "x", "c")
-    vol = wrap(data, dims=dims)
+    data = array if lazy else np.asarray(array[_all(len(shape))])
+    vol = stored_volume(data, meta, planes="stack_plane")  # planes: a 2-D volume is a stack of one slice
+    if vol is not None:
+        return vol
+    vol = volume_of(data, dims=("z", "y", "x") if len(shape) == 3 else ("z", "y", "x", "c"))
     if files[0].lower().endswith((".tif", ".tiff")):
         from florin.io.tiff import read_tiff
 

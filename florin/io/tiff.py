@@ -23,7 +23,8 @@ import tifffile
 from florin.errors import FormatError, InputFileError
 from florin.io import Format
 from florin.io._blocks import flushed, reserve
-from florin.io.lazy import FileArray, cached_handle, is_lazy, lazy_volume, read_raw
+from florin.io._reader import stored_volume, volume_of
+from florin.io.lazy import FileArray, cached_handle, is_lazy, read_raw
 from florin.io.metadata import from_json, meta_json
 from florin.volume import as_volume, get_spacing
 
@@ -104,24 +105,21 @@ def read_tiff(path, *, lazy=True, mmap=None, series=0):
         else:
             data = FileArray(array.path, array.format, array.key, array.shape, array.dtype, array.reader,
                              array.options, view="bool")
-    wrap = lazy_volume if isinstance(data, FileArray) else as_volume
     written = tuple(meta["shape"]) if meta is not None and meta.get("shape") is not None else None
     if written is not None and written != tuple(data.shape) and _squeezed(written) == _squeezed(data.shape):
         # tifffile drops length-1 axes (a single slice of a 3-D volume): restore them.
         data = tifffile.imread(path, series=series).reshape(written)
         if meta.get("dtype") == "bool":
             data = data.astype(bool)
-        wrap = as_volume
     if written is not None and written != tuple(data.shape):
         raise InputFileError(
             f"{path!r} is truncated or corrupt: it was written with shape {tuple(meta['shape'])} "
             f"but holds {tuple(data.shape)}"
         )
-    if meta is not None and len(meta["dims"]) == len(data.shape):
-        attrs = meta["attrs"]
-        return wrap(data, dims=meta["dims"], spacing=attrs.pop("spacing", None), attrs=attrs)
-    dims = _dims_from_axes(axes, len(data.shape))
-    vol = wrap(data, dims=dims)
+    vol = stored_volume(data, meta)
+    if vol is not None:
+        return vol
+    vol = volume_of(data, dims=_dims_from_axes(axes, len(data.shape)))
     if spacing:
         vol = as_volume(vol, spacing=tuple(spacing.get(d, 1.0) for d in vol.dims), units=unit)
     return vol

@@ -31,7 +31,8 @@ import zarr
 from florin.errors import FormatError, InputFileError, ParameterError
 from florin.io import Format
 from florin.io._blocks import copy_blocks, default_chunks
-from florin.io.lazy import FileArray, cached_handle, lazy_volume
+from florin.io._reader import pick_key, stored_volume, volume_of
+from florin.io.lazy import FileArray, cached_handle
 from florin.io.metadata import from_json, meta_json
 from florin.volume import as_volume
 
@@ -58,6 +59,13 @@ def read_region(path, key, index):
 
 def _arrays(group):
     return sorted(name for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array))
+
+
+def _array_problem(group, key):
+    try:
+        return None if isinstance(group[key], zarr.Array) else "no array"
+    except KeyError:
+        return "no array"
 
 
 def _multiscales(attrs):
@@ -122,38 +130,23 @@ def read_zarr(path, *, key=None, level=0, lazy=True):
                     units = _UNITS_FROM_OME.get(unit, unit)
             if ms.get("name"):
                 extra["name"] = ms["name"]
-        elif key is None:
-            if len(present) != 1:
-                raise InputFileError(
-                    f"{os.fspath(path)!r} holds {len(present)} arrays ({', '.join(present) or 'none'}); "
-                    "pass key= one of them"
-                )
-            key = present[0]
-        try:
-            array = node[key]
-        except KeyError:
-            array = None
-        if not isinstance(array, zarr.Array):
-            raise InputFileError(
-                f"{os.fspath(path)!r} has no array {key!r}; arrays present: {', '.join(present) or 'none'}"
-            )
+        array = node[pick_key(path, key, present, noun="array", problem=lambda k: _array_problem(node, k))]
         key = array.path
     meta, names, attrs = _array_meta(array)
     shape, dtype = tuple(array.shape), np.dtype(array.dtype)
     if dtype.kind not in "biufc":
         raise InputFileError(f"array {key or '/'!r} of {os.fspath(path)!r} holds {dtype}, not numbers")
     data = FileArray(path, "zarr", key, shape, dtype, read_region) if lazy else array[...]
-    wrap = lazy_volume if lazy else as_volume
-    if meta is not None and len(meta["dims"]) == len(shape):
-        mattrs = meta["attrs"]
-        return wrap(data, dims=meta["dims"], spacing=mattrs.pop("spacing", spacing), attrs=mattrs)
+    vol = stored_volume(data, meta, spacing=spacing)
+    if vol is not None:
+        return vol
     dims = dims if dims is not None and len(dims) == len(shape) else names
     plain = {k: v for k, v in attrs.items() if k not in ("florin", "_ARRAY_DIMENSIONS")}
     try:
         json.dumps(plain)
     except (TypeError, ValueError):
         plain = {}
-    vol = wrap(data, dims=dims, attrs={**plain, **extra})
+    vol = volume_of(data, dims=dims, attrs={**plain, **extra})
     if spacing is not None and len(spacing) == len(shape) and all(s > 0 for s in spacing):
         vol = as_volume(vol, spacing=spacing, units=units)
     return vol
