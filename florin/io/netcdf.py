@@ -14,7 +14,6 @@ dask is installed, and loaded first otherwise.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
