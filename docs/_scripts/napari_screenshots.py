@@ -1,8 +1,10 @@
 """Screenshots of the florin-napari widgets on the demo volume (``docs/_static/napari-*.png``).
 
 Opens the demo phantom (the volume of ``florin demo``, 48 x 192 x 192 voxels of 1 x 0.5 x 0.5 um) in a real napari
-window, docks the plugin's widgets through napari's plugin menu entries, sets the demo pipeline's parameters, waits
-for the live preview and the segmentation, and saves napari's screenshots of the whole window. Needs a display:
+window, placed as the reader places a volume: the axis labels name the unit (``z (µm)``, shown on the z slider and,
+with napari 0.9 or newer, in the current-slice overlay) and the scale bar is in µm. Docks the plugin's widgets
+through napari's plugin menu entries, sets the demo pipeline's parameters, waits for the live preview and the
+segmentation, and saves napari's screenshots of the whole window. Needs a display:
 
     pip install -e './plugins/florin-napari[pyqt]'
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/_scripts/napari_screenshots.py [OUTPUT_DIR]
@@ -45,6 +47,17 @@ def _save(viewer, path):
     print(f"wrote {path} {image.shape[1]}x{image.shape[0]}")
 
 
+def _show_units(viewer):
+    """Where napari shows the units besides the z slider's label: the current slice and a scale bar in µm."""
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    if overlays is not None and "current_slice" in overlays:  # napari >= 0.9: canvas overlays
+        overlays["current_slice"].position = "top_right"
+        overlays["current_slice"].visible = True  # 'z (µm) = 24'
+        overlays["scale_bar"].visible = True
+    else:
+        viewer.scale_bar.visible = True
+
+
 def main(out=DEFAULT):
     import napari
     from florin_napari._core import rules_text
@@ -57,6 +70,7 @@ def main(out=DEFAULT):
     viewer.window._qt_window.resize(*SIZE)
     (data, kwargs, _), _truth = phantom()
     viewer.add_image(data, **kwargs)
+    _show_units(viewer)
     _settle(viewer)
     viewer.reset_view()
     viewer.dims.set_point(0, 24.0)

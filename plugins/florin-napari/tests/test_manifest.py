@@ -32,7 +32,11 @@ def test_widgets_and_sample_through_napari_menus(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("florin-napari", "phantom")
     assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
-    assert tuple(viewer.layers["phantom"].scale) == (1.0, 0.5, 0.5)
+    for layer in viewer.layers:  # placed as the reader places a volume: scale, units, units in the axis labels
+        assert tuple(layer.scale) == (1.0, 0.5, 0.5)
+        assert tuple(layer.axis_labels) == ("z (µm)", "y (µm)", "x (µm)")
+        assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert viewer.dims.axis_labels[-3:] == ("z (µm)", "y (µm)", "x (µm)")  # the slider is labelled with its unit
     _, ndnt = viewer.window.add_plugin_dock_widget("florin-napari", "NDNT threshold")
     _, segment = viewer.window.add_plugin_dock_widget("florin-napari", "Segment")
     assert isinstance(ndnt, NDNTWidget) and isinstance(segment, SegmentWidget)

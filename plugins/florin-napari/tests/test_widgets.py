@@ -229,6 +229,19 @@ def test_the_docs_page_shows_the_pipeline_file_the_widget_writes():
     assert settings.to_toml((48, 192, 192)) == shown
 
 
+def test_the_docs_page_shows_the_screenshots_its_script_takes():
+    """docs/napari.md shows exactly the PNGs docs/_scripts/napari_screenshots.py writes, and they are in docs/_static."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    shown = re.findall(r"```\{image\} _static/(napari-[\w-]+\.png)", (docs / "napari.md").read_text())
+    taken = re.findall(r'"(napari-[\w-]+\.png)"', (docs / "_scripts" / "napari_screenshots.py").read_text())
+    assert shown == taken == ["napari-ndnt.png", "napari-segment.png", "napari-features.png"]
+    for name in shown:
+        assert (docs / "_static" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
 def test_ndnt_widget_pipeline_file_runs_in_florin_run_and_loads_back(viewer, phantom, tmp_path):
     from florin.cli import main
 

@@ -22,7 +22,10 @@ import numpy as np
 
 import florin
 
-__all__ = ["LABELS_KIND", "axis_label", "is_labels", "layer_tuple", "layer_units", "lazy_array", "split_axis_label", "to_volume"]
+__all__ = [
+    "LABELS_KIND", "axis_label", "is_labels", "layer_tuple", "layer_units", "lazy_array", "placement",
+    "source_of", "split_axis_label", "to_volume",
+]
 
 #: ``attrs['florin_kind']`` of a volume the plugin wrote from a Labels layer.
 LABELS_KIND = "labels"
@@ -180,24 +183,39 @@ def layer_tuple(volume, *, name=None, layer_type=None, multiscale=None, metadata
     arrays = [lazy_array(v) for v in levels]
     if layer_type == "labels":
         arrays = [a.astype(np.uint8) if a.dtype == bool else a for a in arrays]
-    units = _units(base, base.ndim)
-    kwargs = {
-        "scale": tuple(float(s) for s in florin.get_spacing(base)),
-        "axis_labels": tuple(axis_label(d, u) for d, u in zip(base.dims, units or (None,) * base.ndim,
-                                                               strict=True)),
-        "metadata": {"florin": _plain_attrs(base.attrs), **(metadata or {})},
-    }
-    if units is not None:
-        kwargs["units"] = units
-    origin = _origin(base)
-    if origin is not None:
-        kwargs["translate"] = origin
+    kwargs = {**placement(base), "metadata": {"florin": _plain_attrs(base.attrs), **(metadata or {})}}
     if name:
         kwargs["name"] = name
     if len(arrays) > 1 or multiscale:
         kwargs["multiscale"] = True
         return arrays, kwargs, layer_type
     return arrays[0], kwargs, layer_type
+
+
+def placement(volume) -> dict:
+    """Where a layer of ``volume`` lies: its ``scale`` (voxel size), ``axis_labels`` with units, ``units``, ``translate``.
+
+    ``units`` and ``translate`` are left out when the volume has no units or
+    lies at the origin.
+
+    Examples
+    --------
+    >>> import numpy as np, florin
+    >>> placement(florin.as_volume(np.zeros((3, 4, 5)), spacing=(2.0, 0.5, 0.5), units="um"))["axis_labels"]
+    ('z (µm)', 'y (µm)', 'x (µm)')
+    """
+    units = _units(volume, volume.ndim)
+    kwargs = {
+        "scale": tuple(float(s) for s in florin.get_spacing(volume)),
+        "axis_labels": tuple(axis_label(d, u) for d, u in zip(volume.dims, units or (None,) * volume.ndim,
+                                                               strict=True)),
+    }
+    if units is not None:
+        kwargs["units"] = units
+    origin = _origin(volume)
+    if origin is not None:
+        kwargs["translate"] = origin
+    return kwargs
 
 
 def _origin(volume):

@@ -6,15 +6,19 @@ __all__ = ["phantom"]
 
 
 def phantom(shape=(48, 192, 192), seed=0):
-    """The demo phantom (dark cells and vessels on an uneven background) with its true labels."""
+    """The demo phantom (dark cells and vessels on an uneven background) with its true labels.
+
+    Both layers are placed as the reader places a volume
+    (:func:`florin_napari._layers.placement`): the voxel size as the scale, the
+    units in the axis labels (``'z (µm)'``) and as the layer units.
+    """
     import florin
     from florin.data import phantom as make
+    from florin_napari._layers import placement
 
     sample = make(tuple(shape), seed=seed)
-    spacing = (1.0, 0.5, 0.5)
-    scale = {"scale": spacing, "axis_labels": ("z", "y", "x"), "units": ("um", "um", "um")}
-    vol = florin.as_volume(sample.image, spacing=spacing, units="um")
+    where = placement(florin.as_volume(sample.image, spacing=(1.0, 0.5, 0.5), units="um"))
     return [
-        (vol.values, {"name": "phantom", **scale}, "image"),
-        (sample.labels, {"name": "phantom truth", "visible": False, **scale}, "labels"),
+        (sample.image, {"name": "phantom", **where}, "image"),
+        (sample.labels, {"name": "phantom truth", "visible": False, **where}, "labels"),
     ]
