@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from florin import _run
 from florin.errors import FlorinError, FormatError, InputFileError, MissingInputError, OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
@@ -50,6 +52,24 @@ class Format:
     open_region : callable, optional
         ``open_region(path, **locator)``: a context manager yielding an object
         whose ``obj[slices] = values`` writes a region of a file made by ``create``.
+    dtypes : tuple of dtype, optional
+        The dtypes it writes and reads back unchanged; None (default): every
+        numeric dtype and bool. Writing another one is a ``FormatError``.
+    ndims : tuple of int
+        The smallest and largest number of dims it holds (default ``(1, 32)``);
+        writing a volume outside them is a ``FormatError``.
+    lazy : bool
+        Whether its reader returns a lazy volume (:func:`florin.io.lazy.is_lazy`;
+        default True).
+
+    Notes
+    -----
+    Every registered format, a plugin's included, passes the conformance suite
+    ``tests/io/test_format_conformance.py``: a round trip per dtype, lazy
+    reads, spacing, no file left by a failing write, and one typed error for a
+    missing file and for a bad ``key=``. ``dtypes``, ``ndims`` and ``lazy``
+    declare what a format cannot do, so that the suite checks it refuses
+    cleanly; whether it takes ``key=`` is its reader's signature.
     """
 
     name: str
@@ -59,6 +79,9 @@ class Format:
     description: str = ""
     create: object = field(default=None, repr=False)
     open_region: object = field(default=None, repr=False)
+    dtypes: tuple = None
+    ndims: tuple = (1, 32)
+    lazy: bool = True
 
     def __post_init__(self):
         if self.write is None and self.create is not None and self.open_region is not None:
@@ -198,6 +221,7 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
     fmt = _format(path, format)
     _check_options(fmt.write, options, fmt, "writer")
     volume = as_volume(volume)
+    _check_dtype(fmt, volume.dtype, path)
     check_output(path, overwrite=overwrite, volume=volume)
     # Tile metadata describes a run, not the data: stripped here once, for every writer.
     volume = volume.copy(deep=False)
@@ -215,6 +239,18 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
         raise
     except Exception as exc:
         raise FormatError(f"cannot write {os.fspath(path)!r} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_dtype(fmt, dtype, path):
+    """A ``FormatError`` when ``fmt`` declares the dtypes it holds (``Format.dtypes``) and ``dtype`` is not one."""
+    if fmt.dtypes is None:
+        return
+    held = [np.dtype(d) for d in fmt.dtypes]
+    if np.dtype(dtype) not in held:
+        raise FormatError(
+            f"cannot write {os.fspath(path)!r} as {fmt.name}: it holds {', '.join(d.name for d in held)}, "
+            f"not {np.dtype(dtype).name}"
+        )
 
 
 def _with_errno(exc, tmp):

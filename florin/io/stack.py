@@ -214,4 +214,5 @@ FORMAT = Format(
     read_stack,
     write_stack,
     "directory of 2-D TIFF/PNG slices (natural sort order; one file per z plane)",
+    ndims=(2, 3),
 )

@@ -62,10 +62,6 @@ def _imagej_spacing(tif):
     return spacing, _UNITS.get(unit, unit)
 
 
-def _squeezed(shape):
-    return tuple(n for n in shape if n != 1)
-
-
 def read_tiff(path, *, lazy=True, mmap=None, series=0):
     """Read a TIFF/OME-TIFF volume lazily (memory-mapped or page by page).
 
@@ -106,11 +102,15 @@ def read_tiff(path, *, lazy=True, mmap=None, series=0):
             data = FileArray(array.path, array.format, array.key, array.shape, array.dtype, array.reader,
                              array.options, view="bool")
     written = tuple(meta["shape"]) if meta is not None and meta.get("shape") is not None else None
-    if written is not None and written != tuple(data.shape) and _squeezed(written) == _squeezed(data.shape):
-        # tifffile drops length-1 axes (a single slice of a 3-D volume): restore them.
-        data = tifffile.imread(path, series=series).reshape(written)
-        if meta.get("dtype") == "bool":
-            data = data.astype(bool)
+    if written is not None and written != tuple(data.shape) and math.prod(written) == math.prod(data.shape):
+        # tifffile drops length-1 axes (a single slice of a 3-D volume) and folds the leading axes of a volume
+        # written without ImageJ or OME axes into one axis of pages (4-D and up): restore the written shape.
+        if isinstance(data, FileArray) and data.reader is read_raw:  # contiguous: the same bytes, lazily
+            data = FileArray(data.path, data.format, data.key, written, data.options["dtype"], read_raw,
+                             {**data.options, "shape": written}, view=data.view)
+        else:
+            data = np.asarray(data if isinstance(data, np.ndarray) else tifffile.imread(path, series=series))
+            data = data.reshape(written).astype(bool if meta.get("dtype") == "bool" else data.dtype, copy=False)
     if written is not None and written != tuple(data.shape):
         raise InputFileError(
             f"{path!r} is truncated or corrupt: it was written with shape {tuple(meta['shape'])} "
@@ -332,4 +332,5 @@ FORMAT = Format(
     "TIFF / OME-TIFF / ImageJ hyperstacks (tifffile; lazy memory-mapped or page-wise reads)",
     create=create_tiff,
     open_region=open_region_tiff,
+    ndims=(2, 32),
 )

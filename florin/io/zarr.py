@@ -102,7 +102,7 @@ def read_zarr(path, *, key=None, level=0, lazy=True):
     extra = {}
     if isinstance(node, zarr.Array):
         if key not in (None, "", "/"):
-            raise InputFileError(f"{os.fspath(path)!r} is a single array, not a group; omit key=")
+            raise InputFileError(f"{os.fspath(path)!r} is a single array, not a group with an array {key!r}; omit key=")
         array, key = node, None
     else:
         multiscales = _multiscales(dict(node.attrs))
@@ -347,6 +347,7 @@ OME_FORMAT = Format(
     "OME-Zarr image (NGFF 0.5/0.4; reads level 0 with its voxel size)",
     create=create_ome_zarr,
     open_region=open_region_zarr,
+    ndims=(2, 5),
 )
 
 FORMATS = (FORMAT, OME_FORMAT)
