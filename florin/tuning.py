@@ -41,6 +41,7 @@ __all__ = [
     "TuneResult",
     "build_pipeline",
     "check_annotation",
+    "check_labels",
     "estimate_parameters",
     "score_masks",
     "tune",
@@ -233,8 +234,8 @@ def declared_halo(shape, opening, full_shape) -> tuple[int, ...]:
     return tuple(int(h) for h in florin.Serial(*_per_voxel_steps(params)).halo(tuple(full_shape)))
 
 
-def build_pipeline(params, *, tile=None, connectivity=1):
-    """The pipeline of a parameter set: load, NDNT, opening, small-object removal, labels.
+def build_pipeline(params, *, tile=None, connectivity=1, classes=None):
+    """The pipeline of a parameter set: load, NDNT, opening, small-object removal, labels (and classes).
 
     Parameters
     ----------
@@ -246,12 +247,19 @@ def build_pipeline(params, *, tile=None, connectivity=1):
         automatically); None runs them on the whole volume.
     connectivity : int
         Connectivity of the objects (1 = faces).
+    classes : sequence, optional
+        ``(name, bounds)`` pairs or :class:`~florin.tuning_classes.ClassBounds`
+        in classification order (``bounds``: property -> ``(lo, hi)``, empty
+        for the last class): then regionprops, ``florin.classify`` and
+        ``florin.reconstruct`` follow the labels (a class whose bounds are
+        None is left out).
 
     Returns
     -------
     florin.Serial
-        A pipeline whose result is the instance label volume; it writes to a
-        pipeline file (:meth:`florin.Pipeline.to_toml`).
+        A pipeline whose result is the instance label volume (with
+        ``classes``: the class-label volume); it writes to a pipeline file
+        (:meth:`florin.Pipeline.to_toml`).
 
     Examples
     --------
@@ -260,6 +268,10 @@ def build_pipeline(params, *, tile=None, connectivity=1):
     >>> image = np.full((6, 6), 100, np.uint8); image[2, 2] = 10
     >>> int(pipe(image).values.max())
     1
+    >>> pipe = build_pipeline({"shape": (3, 3), "threshold": 0.3, "polarity": "dark", "opening": 0, "min_size": 0},
+    ...                       classes=[("dot", {"area": (None, 4)}), ("blob", {})])
+    >>> pipe(image).attrs["classes"]
+    {'1': 'dot', '2': 'blob'}
     """
     import florin
     import florin.conncomp as conncomp
@@ -274,6 +286,13 @@ def build_pipeline(params, *, tile=None, connectivity=1):
     if params.get("min_size", 0):
         steps.append(morphology.remove_small_objects(min_size=int(params["min_size"]), connectivity=connectivity))
     steps.append(conncomp.label(connectivity=connectivity))
+    pairs = [(c.name, c.bounds) if hasattr(c, "bounds") else tuple(c) for c in (classes or ())]
+    pairs = [(name, bounds) for name, bounds in pairs if bounds is not None]
+    if pairs:
+        intensity = any(prop.startswith("intensity") for _, bounds in pairs for prop in bounds)
+        steps += [conncomp.regionprops(intensity="input") if intensity else conncomp.regionprops(),
+                  florin.classify(*(florin.bounds_classifier(name, **bounds) for name, bounds in pairs)),
+                  florin.reconstruct()]
     return florin.Serial(*steps)
 
 
@@ -329,6 +348,28 @@ def check_annotation(annotation, volume_shape) -> np.ndarray:
     return a.astype(np.uint8, copy=False)
 
 
+def check_labels(labels, volume_shape) -> np.ndarray:
+    """Validate a label image of objects (0 background, 1..n objects, the volume's shape) and return it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_labels(np.array([[0, -1]]), (1, 2))
+    Traceback (most recent call last):
+    ...
+    florin.errors.AnnotationError: labels: must be a label image of integers >= 0 (0 background, 1..n objects), got dtype int64
+    """
+    lab = _plain_array(labels, "labels")
+    volume_shape = tuple(volume_shape)
+    if lab.shape != volume_shape:
+        raise AnnotationError(f"labels: shape {lab.shape} differs from the volume's {volume_shape}; "
+                              "it must have the volume's shape (0 background, 1..n objects)")
+    if lab.dtype.kind not in "biu" or (lab.size and lab.min() < 0):
+        raise AnnotationError(f"labels: must be a label image of integers >= 0 (0 background, 1..n objects), "
+                              f"got dtype {lab.dtype}")
+    return lab
+
+
 def annotation_from_labels(labels, volume_shape, *, margin=3):
     """A 0/1/2 annotation and instance ids from a label image of a few objects.
 
@@ -351,14 +392,8 @@ def annotation_from_labels(labels, volume_shape, *, margin=3):
     >>> annotation_from_labels(labels, (1, 9), margin=2)[0].tolist()
     [[0, 0, 1, 1, 2, 1, 1, 0, 0]]
     """
-    lab = _plain_array(labels, "labels")
+    lab = check_labels(labels, volume_shape)
     volume_shape = tuple(volume_shape)
-    if lab.shape != volume_shape:
-        raise AnnotationError(f"labels: shape {lab.shape} differs from the volume's {volume_shape}; "
-                              "it must have the volume's shape (0 background, 1..n objects)")
-    if lab.dtype.kind not in "biu" or (lab.size and lab.min() < 0):
-        raise AnnotationError(f"labels: must be a label image of integers >= 0 (0 background, 1..n objects), "
-                              f"got dtype {lab.dtype}")
     annotation = np.zeros(volume_shape, np.uint8)
     ball = ndi.generate_binary_structure(lab.ndim, lab.ndim)
     found = False
@@ -700,6 +735,14 @@ class TuneReport:
         (every configuration evaluated) or ``'estimated'`` (no annotation).
     estimate : dict or None
         The unsupervised estimate (:func:`estimate_parameters`) when there was no annotation.
+    classes : list of ClassBounds
+        With ``classes=``: the learned classes in classification order (the
+        last has no bounds), each with its bounds and right / annotated objects
+        (:class:`florin.tuning_classes.ClassBounds`); empty otherwise.
+    class_accuracy, heldout_class_accuracy : float or None
+        Fraction of the annotated objects on the searched (held-out) regions
+        whose matched object gets their class (an object the segmentation
+        misses is wrong); None without classes (without held-out objects).
     """
 
     params: dict
@@ -717,6 +760,9 @@ class TuneReport:
     stopped: str = "converged"
     estimate: dict | None = None
     space: SearchSpace | None = None
+    classes: list = field(default_factory=list)
+    class_accuracy: float | None = None
+    heldout_class_accuracy: float | None = None
 
     def summary(self) -> str:
         """The report as text: chosen parameters, scores and the top configurations."""
@@ -737,7 +783,23 @@ class TuneReport:
             for i, trial in enumerate(self.top, 1):
                 held = "   -  " if trial.heldout is None else f"{trial.heldout:.4f}"
                 lines.append(f"  {i:2d}. {trial.score:.4f} / {held}  {trial.describe()}")
+        if self.classes:
+            lines.extend(self._class_lines())
         return "\n".join(lines)
+
+    def _class_lines(self) -> list[str]:
+        def share(pairs, accuracy):
+            right, total = (sum(p[i] for p in pairs) for i in (0, 1))
+            return "n/a (no held-out objects)" if accuracy is None else f"{accuracy:.4f} ({right}/{total})"
+
+        lines = [f"classes: per-object accuracy {share([c.searched for c in self.classes], self.class_accuracy)} "
+                 f"on searched objects, held-out: {share([c.heldout for c in self.classes], self.heldout_class_accuracy)}"]
+        width = max(len(c.name) for c in self.classes)
+        for i, c in enumerate(self.classes, 1):
+            held = f", held-out {c.heldout[0]}/{c.heldout[1]}" if c.heldout[1] else ""
+            lines.append(f"  {i:2d}. {c.name:<{width}}  {c.describe()}   (right: searched {c.searched[0]}/"
+                         f"{c.searched[1]}{held})")
+        return lines
 
     def __str__(self):
         return self.summary()
@@ -850,8 +912,8 @@ class _Search:
             current, best = move, value
 
 
-def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", budget=60.0, max_evaluations=None,
-         strategy="coarse-to-fine", holdout=0.34, top=5, tile="auto", connectivity=1):
+def tune(volume, annotation=None, *, labels=None, classes=None, search=None, metric="dice", budget=60.0,
+         max_evaluations=None, strategy="coarse-to-fine", holdout=0.34, top=5, tile="auto", connectivity=1):
     """Find the parameters of the classic pipeline from a sparse annotation.
 
     Parameters
@@ -867,7 +929,25 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     labels : array_like, optional
         Instead of ``annotation``: a label image of a few objects (0 elsewhere).
         Each object is foreground and a shell of 3 voxels around it background
-        (:func:`annotation_from_labels`).
+        (:func:`annotation_from_labels`). With ``annotation``: the labels of the
+        annotated objects (their instance ids for object F1, and the objects
+        ``classes`` names); the annotation alone says what is scored.
+    classes : dict, optional
+        Also learn a weak classification of the objects: class name -> label
+        value(s) of ``labels`` (``{'cell': [1, 2, 3], 'vasculature': 4}``), or
+        label -> class name (``{1: 'cell', 4: 'vasculature'}``). An annotated
+        object is a connected region of one named value (a label image of
+        object ids and one painted with one value per class both work). After
+        the segmentation is tuned, the objects it finds on the annotated ones
+        are measured (area and extents, as ``conncomp.regionprops``; the mean
+        intensity where sizes cannot separate the classes) and one
+        ``florin.bounds_classifier`` per class is chosen for the most right
+        objects, bounds in the middle of the gaps to the other classes; the
+        classes are ordered by size, the most general one last and unbounded,
+        as in the seed pipeline (:mod:`florin.tuning_classes`). The pipeline
+        then ends with regionprops, ``florin.classify`` and
+        ``florin.reconstruct`` (its result is the class-label volume) and the
+        report gives the bounds and the per-object accuracy, held out too.
     search : SearchSpace or dict, optional
         The values to choose from (default :meth:`SearchSpace.default`); a dict
         overrides some fields, e.g. ``{"polarity": ["bright"]}``.
@@ -903,6 +983,9 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     AnnotationError
         A bad annotation (wrong shape, values other than 0/1/2, no foreground,
         no background).
+    ParameterError
+        A bad option, e.g. ``classes`` that is empty, names a label not in
+        ``labels`` or gives a class no label.
 
     Examples
     --------
@@ -913,6 +996,17 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     >>> pipeline, report = tune(p.image, annotation, search={"shape": [[1, 3], [9, 17], [9, 17]]}, tile=None)
     >>> report.params["polarity"], report.score > 0.9
     ('dark', True)
+
+    Classes from a label image of a few annotated objects (three cells, one vessel):
+
+    >>> p = phantom((16, 64, 64), seed=3, n_cells=12)
+    >>> few = np.where(np.isin(p.labels, [1, 2, 3, 9]), p.labels, 0)
+    >>> pipeline, report = tune(p.image, labels=few, classes={"cell": [1, 2, 3], "vasculature": 9},
+    ...                         search={"shape": [[1, 3], [9, 17], [9, 17]]}, tile=None)
+    >>> [c.name for c in report.classes], report.class_accuracy
+    (['cell', 'vasculature'], 1.0)
+    >>> pipeline(p.image).attrs["classes"]
+    {'1': 'cell', '2': 'vasculature'}
     """
     from florin.volume import as_volume
 
@@ -929,18 +1023,25 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     if vol.ndim not in (2, 3):
         raise ParameterError(f"volume: tune needs a 2-D or 3-D volume, got {vol.ndim}-D (shape {vol.shape})")
     space = SearchSpace.coerce(search, vol.shape)
-    if annotation is not None and labels is not None:
-        raise ParameterError("give annotation (0/1/2) or labels (a label image of objects), not both")
+    if classes is not None and labels is None:
+        raise ParameterError("classes: needs labels= (a label image of the annotated objects, whose values classes "
+                             "names), alone or with annotation=")
     if annotation is None and labels is None:
         estimate = estimate_parameters(vol)
         params = {k: estimate[k] for k in _PARAMS}
         report = TuneReport(params=params, metric=metric, stopped="estimated", estimate=estimate,
                             elapsed=time.perf_counter() - start, space=space)
         return TuneResult(build_pipeline(params, tile=_tile(tile, params, vol.shape), connectivity=connectivity), report)
-    if labels is not None:
+    if annotation is None:
         annotation, instances = annotation_from_labels(labels, vol.shape)
     else:
-        annotation, instances = check_annotation(annotation, vol.shape), None
+        annotation = check_annotation(annotation, vol.shape)
+        instances = None if labels is None else np.where(annotation == FOREGROUND, check_labels(labels, vol.shape), 0)
+    objects = None
+    if classes is not None:  # checked before the search
+        from florin.tuning_classes import check_classes
+
+        classes, objects = check_classes(classes, check_labels(labels, vol.shape), connectivity)
     halo = space.halo(vol.shape)
     runs = _runs(annotation)
     searched_runs, held_runs = _split_holdout(runs, holdout)
@@ -967,7 +1068,17 @@ def tune(volume, annotation=None, *, labels=None, search=None, metric="dice", bu
     report._runs = sorted([("searched", b) for b in searched_runs] + [("held-out", b) for b in held_runs],
                           key=lambda kb: kb[1][0].start)
     report._context = (image, annotation, instances, halo, connectivity)
-    pipeline = build_pipeline(best.params, tile=_tile(tile, best.params, vol.shape), connectivity=connectivity)
+    if objects is not None:
+        from florin.tuning_classes import fit_classes
+
+        held = [b[0] for b in held_runs]
+        for obj in objects:
+            obj.heldout = any(rows.start <= obj.box[0].start < rows.stop for rows in held)
+        report.classes, (report.class_accuracy, report.heldout_class_accuracy), _ = fit_classes(
+            objects, classes, image, best.params, connectivity)
+        report.elapsed = time.perf_counter() - start
+    pipeline = build_pipeline(best.params, tile=_tile(tile, best.params, vol.shape), connectivity=connectivity,
+                              classes=report.classes)
     return TuneResult(pipeline, report)
 
 

@@ -98,8 +98,21 @@ def report_figure(report, *, slices=3):
     fig.suptitle(f"best: shape {','.join(map(str, p['shape']))}, threshold {p['threshold']:g}, {p['polarity']}, "
                  f"opening {p['opening']}, min size {p['min_size']} - {report.metric} {report.score:.3f}"
                  + ("" if report.heldout_score is None else f" (held-out {report.heldout_score:.3f})")
-                 + "   green: agree, red: false, blue: missed, yellow: unlabeled", fontsize=10)
+                 + "\ngreen: agree, red: false, blue: missed, yellow: unlabeled"
+                 + _classes_lines(report, width=int(ncols * 4.2 * 12)), fontsize=10)
     return fig
+
+
+def _classes_lines(report, width) -> str:
+    """The learned classes for the figure's title, wrapped at ``width`` characters (empty without classes)."""
+    import textwrap
+
+    if not report.classes:
+        return ""
+    held = "" if report.heldout_class_accuracy is None else f", held-out {report.heldout_class_accuracy:.3f}"
+    accuracy = "n/a" if report.class_accuracy is None else f"{report.class_accuracy:.3f}"
+    parts = "; ".join(f"{c.name}: {c.describe()}" for c in report.classes)
+    return "\n" + "\n".join(textwrap.wrap(f"classes (per-object accuracy {accuracy}{held}): {parts}", width))
 
 
 def save_report(path, report, *, overwrite=False):

@@ -38,6 +38,7 @@ ORDER = [
     "florin.classification",
     "florin.reconstruction",
     "florin.tuning",
+    "florin.tuning_classes",
     "florin.tuning_report",
     "florin.operators",
     "florin.pipelines",

@@ -18,7 +18,13 @@ def tune(
     output: Path = typer.Option(..., "--output", "-o", help="Pipeline file to write (.toml)."),
     annotation: Path = typer.Option(None, "--annotation", "-a",
                                     help="Annotation volume: 0 unlabeled, 1 background, 2 foreground."),
-    labels: Path = typer.Option(None, "--labels", "-l", help="Instead of --annotation: a label image of a few objects."),
+    labels: Path = typer.Option(None, "--labels", "-l",
+                                help="A label image of a few objects: instead of --annotation, or with it the labels "
+                                     "of its objects (for --classes)."),
+    classes: str = typer.Option(None, "--classes", "-c", metavar="SPEC",
+                                help="Also learn classes of the --labels objects: inline NAME=LABELS items separated "
+                                     "by ';' (e.g. 'cell=1-12;vasculature=13,14'), or a .toml/.json file of "
+                                     "name = [labels]."),
     report: Path = typer.Option(None, "--report", "-r", help="Write the score landscape and best result (.png or .html)."),
     metric: str = typer.Option("dice", "--metric", "-m", metavar="NAME", help="dice, jaccard or object_f1 (on annotated voxels)."),
     budget: float = typer.Option(60.0, "--budget", min=0, metavar="SECONDS", help="Seconds the search may take."),
@@ -34,7 +40,8 @@ def tune(
 ):
     """Find NDNT, opening and size parameters from an annotation (or estimate them) and write a pipeline file.
 
-    The written file runs unchanged with `florin run PIPELINE.toml VOLUME -o out.tif`.
+    The written file runs unchanged with `florin run PIPELINE.toml VOLUME -o out.tif`. With --classes it also
+    classifies the objects (bounds learned from the named --labels objects) and writes the class-label volume.
     """
     from florin.cli.segment import parse_ints
     from florin.io import read
@@ -44,8 +51,9 @@ def tune(
     for path, name in ((input, "input"), (annotation, "--annotation"), (labels, "--labels")):
         if path is not None and not path.exists():
             raise MissingInputError(f"{name} {os.fspath(path)!r} does not exist")
-    if annotation is not None and labels is not None:
-        raise ParameterError("give --annotation (0/1/2) or --labels (a label image of objects), not both")
+    if classes is not None and labels is None:
+        raise ParameterError("--classes needs --labels (a label image of the annotated objects whose values it names)")
+    class_map = None if classes is None else read_classes(classes)
     if output.suffix.lower() != ".toml":
         raise ParameterError(f"--output must be a .toml pipeline file, got {os.fspath(output)!r}")
     for out in filter(None, (output, report)):
@@ -60,8 +68,14 @@ def tune(
     volume = read(input, format=format)
     ann = read(annotation).values if annotation is not None else None
     lab = read(labels).values if labels is not None else None
-    pipeline, result = tune_volume(volume, ann, labels=lab, metric=metric, budget=budget, holdout=holdout, top=top,
-                                   tile=tile_shape)
+    try:
+        pipeline, result = tune_volume(volume, ann, labels=lab, classes=class_map, metric=metric, budget=budget,
+                                       holdout=holdout, top=top, tile=tile_shape)
+    except ParameterError as error:  # name the option, not the Python parameter
+        text = str(error)
+        if text.startswith("classes: "):
+            raise type(error)(f"--classes: {text[len('classes: '):]}") from None
+        raise
     text = to_toml(pipeline)
     from florin.io.atomic import atomic_path
 
@@ -75,6 +89,36 @@ def tune(
         typer.echo(f"report: {report}")
     typer.echo(f"wrote {output}; run it with: florin run {output} {input} -o segmented.tif")
     logging.getLogger("florin").debug(text)
+
+
+def read_classes(spec: str) -> dict:
+    """``--classes``: a .toml/.json file of ``name = [labels]`` (or ``"label" = "name"``), else the inline form.
+
+    Examples
+    --------
+    >>> read_classes("cell=1-3;vasculature=4")
+    {'cell': [1, 2, 3], 'vasculature': [4]}
+    """
+    import json
+
+    import tomllib
+
+    from florin.tuning_classes import parse_classes_text
+
+    path = Path(spec)
+    if path.suffix.lower() not in (".toml", ".json"):
+        return parse_classes_text(spec)
+    if not path.exists():
+        raise MissingInputError(f"--classes {spec!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text()) if path.suffix.lower() == ".toml" else json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ParameterError(f"--classes: {spec!r} is not valid {path.suffix[1:].upper()}: {error}") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"--classes: {spec!r} must hold a table of class name = [labels]")
+    if data and all(isinstance(k, str) and k.strip().isdigit() for k in data):  # "1" = "cell": label -> name
+        return {int(k): v for k, v in data.items()}
+    return data
 
 
 def register(app: typer.Typer) -> None:

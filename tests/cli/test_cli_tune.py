@@ -108,3 +108,66 @@ def test_segment_auto_finds_bright_nuclei_larger_than_the_default_window(tmp_pat
     # an option given explicitly wins over the estimate
     assert main(["segment", str(volume), "-o", str(tmp_path / "t.tif"), "--auto", "--threshold", "0.3"]) == 0
     assert "--threshold 0.3 " in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def few_objects(sample):
+    """Four cells and the vessel (label 9) of the sample, as a label image file."""
+    root, _, _, _, ph = sample
+    assert ph.object_classes.tolist() == [1] * 8 + [2]
+    path = root / "objects.tif"
+    florin.io.write(path, florin.as_volume(np.where(np.isin(ph.labels, [1, 2, 3, 4, 9]), ph.labels, 0).astype(np.uint8)))
+    return path
+
+
+def test_tune_classes_writes_a_pipeline_whose_run_gives_the_classes(sample, few_objects, tmp_path, capsys):
+    _, volume, _, _, ph = sample
+    toml, page, out = tmp_path / "classes.toml", tmp_path / "report.html", tmp_path / "classes.tif"
+    assert main(["tune", str(volume), "--labels", str(few_objects), "--classes", "cell=1-4;vasculature=9",
+                 "-o", str(toml), "--report", str(page), "--budget", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "classes: per-object accuracy 1.0000 (5/5) on searched objects" in printed
+    assert "vasculature  (no bounds: every other object)" in printed and "cell " in printed
+    assert "classes: per-object accuracy" in page.read_text()
+    assert main(["run", str(toml), str(volume), "-o", str(out)]) == 0
+    result = florin.io.read(out)
+    expected = florin.Pipeline.from_toml(toml)(ph.image)  # the same file in Python
+    np.testing.assert_array_equal(result.values, expected.values)
+    assert expected.attrs["classes"] == {"1": "cell", "2": "vasculature"}
+    # every object of the volume (5 of 9 annotated) gets its class
+    for i, truth in enumerate(ph.object_classes, 1):
+        got = expected.values[ph.labels == i]
+        assert np.bincount(got[got > 0]).argmax() == truth
+    other = tmp_path / "multithread.tif"
+    assert main(["run", str(toml), str(volume), "-o", str(other), "--executor", "multithread", "-j", "2"]) == 0
+    np.testing.assert_array_equal(florin.io.read(other).values, result.values)
+    # the same classes from a file (TOML: name = [labels]; JSON: {"label": "name"} works too)
+    for name, text in (("classes.toml", 'cell = [1, 2, 3, 4]\nvasculature = 9\n'),
+                       ("classes.json", '{"1": "cell", "2": "cell", "3": "cell", "4": "cell", "9": "vasculature"}')):
+        (tmp_path / name).write_text(text)
+        assert main(["tune", str(volume), "--labels", str(few_objects), "--classes", str(tmp_path / name),
+                     "-o", str(toml), "--budget", "5", "--overwrite"]) == 0
+        assert "classes: per-object accuracy 1.0000 (5/5)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (";", "--classes: empty mapping; give NAME=LABELS items"),
+    ("cell=1;vasculature=99", "--classes: label 99 (class 'vasculature') is not in labels; labels has 1, 2, 3, 4, 9"),
+    ("cell=1-4;vasculature=", "--classes: class 'vasculature' has no annotated object (no labels)"),
+    ("cell=1;cell=2", "--classes: class 'cell' is given twice"),
+    ("missing.toml", "--classes 'missing.toml' does not exist"),
+])
+def test_bad_classes_exit_2_with_one_line_naming_the_option(sample, few_objects, tmp_path, capsys, spec, message):
+    _, volume, _, _, _ = sample
+    assert main(["tune", str(volume), "--labels", str(few_objects), "--classes", spec,
+                 "-o", str(tmp_path / "p.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"florin: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "p.toml").exists()
+
+
+def test_classes_need_labels_on_the_command_line(sample, tmp_path, capsys):
+    _, volume, annotation, _, _ = sample
+    assert main(["tune", str(volume), "--annotation", str(annotation), "--classes", "cell=1",
+                 "-o", str(tmp_path / "p.toml")]) == 2
+    assert capsys.readouterr().err.startswith("florin: error: --classes needs --labels")
