@@ -930,8 +930,10 @@ def tune(volume, annotation=None, *, labels=None, classes=None, search=None, met
         Instead of ``annotation``: a label image of a few objects (0 elsewhere).
         Each object is foreground and a shell of 3 voxels around it background
         (:func:`annotation_from_labels`). With ``annotation``: the labels of the
-        annotated objects (their instance ids for object F1, and the objects
-        ``classes`` names); the annotation alone says what is scored.
+        annotated objects (the objects of object F1 and the ones ``classes``
+        names); the annotation alone says what is scored. An object is a
+        connected region of one label value, so object ids and one value per
+        class both work.
     classes : dict, optional
         Also learn a weak classification of the objects: class name -> label
         value(s) of ``labels`` (``{'cell': [1, 2, 3], 'vasculature': 4}``), or
@@ -1037,6 +1039,10 @@ def tune(volume, annotation=None, *, labels=None, classes=None, search=None, met
     else:
         annotation = check_annotation(annotation, vol.shape)
         instances = None if labels is None else np.where(annotation == FOREGROUND, check_labels(labels, vol.shape), 0)
+    if instances is not None and metric == "object_f1":  # an object: a connected region of one label value
+        from skimage.measure import label as label_regions
+
+        instances = label_regions(instances, background=0, connectivity=connectivity)
     objects = None
     if classes is not None:  # checked before the search
         from florin.tuning_classes import check_classes

@@ -52,9 +52,19 @@ def test_tuning_from_one_slice_comes_within_001_of_the_exhaustive_grid(sample):
     assert grid.evaluations == grid.grid_size == SearchSpace.coerce(SPACE, sample.image.shape).size == 1080
     assert grid.stopped == "grid" and report.stopped == "converged"
     assert report.evaluations <= grid.evaluations // 4  # a small fraction of the grid's evaluations
+    assert report.elapsed < grid.elapsed / 4  # and of its time (about 1/25 here)
     assert report.score >= grid.score - 1e-9  # here it even finds the grid's best annotated score
     assert whole_dice(pipe, sample) >= whole_dice(grid_pipe, sample) - 0.01
     assert whole_dice(pipe, sample) > 0.95
+
+
+def test_a_small_annotated_crop_is_enough(sample):
+    annotation = np.zeros(sample.image.shape, np.uint8)
+    crop = (slice(4, 12), slice(16, 48), slice(16, 48))  # an eighth of the volume, painted in 3-D
+    annotation[crop] = np.where(sample.labels[crop] > 0, 2, 1)
+    pipe, report = tune(sample.image, annotation, search=SPACE, tile=None)
+    assert report.searched_regions == [(4, 11)] and report.computed_fraction < 0.5
+    assert report.score > 0.95 and whole_dice(pipe, sample) > 0.95
 
 
 def test_scores_on_crops_equal_the_whole_volume_run_on_the_annotated_voxels(sample):
@@ -133,6 +143,16 @@ def test_a_label_image_of_a_few_objects_is_accepted(sample):
     assert whole_dice(pipe, sample) > 0.9
     with pytest.raises(AnnotationError, match="labels: no objects"):
         tune(sample.image, labels=np.zeros_like(few))
+
+
+def test_labels_next_to_an_annotation_give_the_objects_of_object_f1(sample):
+    # object ids, or one value per class (all cells 1, the vessel 2): the same objects, connected regions of a value
+    annotation = painted(sample, [4, 8, 12])
+    by_id = tune(sample.image, annotation, labels=sample.labels, search=SPACE, metric="object_f1", tile=None,
+                 max_evaluations=30)[1]
+    by_class = tune(sample.image, annotation, labels=sample.classes, search=SPACE, metric="object_f1", tile=None,
+                    max_evaluations=30)[1]
+    assert [t.score for t in by_class.trials] == [t.score for t in by_id.trials]
 
 
 @pytest.mark.parametrize("metric", ["dice", "jaccard", "object_f1"])
