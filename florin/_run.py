@@ -7,6 +7,10 @@ import contextvars
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from florin import memory as _memory
+
 __all__ = ["RunState", "agree", "current", "is_writer", "run_state", "set_agreement", "set_writer"]
 
 
@@ -92,8 +96,6 @@ def run_state(*, memory=None, scratch=None):
     directory under ``scratch`` (default: the temporary directory), removed
     when the run ends, whether it succeeded or failed.
     """
-    from florin import memory as _memory
-
     state = _current.get()
     if state is not None:
         yield state, False
@@ -170,8 +172,6 @@ def allocate(shape, dtype):
     In memory, or an on-disk scratch volume when the volume would exceed the
     run's memory budget (see :mod:`florin.memory`).
     """
-    import numpy as np
-
     state = current()
     scratch = getattr(state, "scratch", None) if state is not None else None
     if scratch is not None:

@@ -15,6 +15,7 @@ import difflib
 import math
 import numbers
 import re
+import warnings
 
 import numpy as np
 
@@ -390,7 +391,6 @@ def warn_if_unmatched(regions, classifiers) -> None:
         if col is not None and np.asarray(col).dtype.kind in "biuf":
             col = np.asarray(col)
             seen.append(f"{prop} {_number_text(col.min().item())}..{_number_text(col.max().item())}")
-    import warnings
 
     warnings.warn(
         f"classify(): none of the {n} objects matched a class with bounds; objects per class: {per_class}; "

@@ -46,11 +46,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from florin import _run, tilemeta
+from florin import blockwise, tilemeta
 from florin._checked import checked
 from florin._kernels import label as _klabel
 from florin._kernels.regions import combine_stats, region_stats
+from florin.blockwise.regions import _intensity_volume
 from florin.errors import ParameterError, PipelineError
+from florin.planner import source
 from florin.regions import Regions
 from florin.tiling import TileJoin, core_of, register_join, wrap_joined
 from florin.volume import as_volume, check_single_channel, like
@@ -109,9 +111,6 @@ def _label_params(params):
 
 def _label_blockwise(image, *, allocate, blocks, map, connectivity=1):
     """``label`` block by block (:func:`florin.blockwise.label`), for volumes above the memory budget."""
-    from florin import blockwise
-    from florin.planner import source
-
     vol = as_volume(image)
     connectivity = _check_connectivity(connectivity, vol.ndim)
     _mask_dtype = np.dtype(vol.dtype)
@@ -356,21 +355,6 @@ def _aggregate(tile_stats, relabel):
 # ----------------------------------------------------------------------------------------
 
 
-def _intensity_volume(intensity, no_input_message):
-    """The intensity image as a volume: ``'input'`` (the run's input), a path to read, or an array."""
-    if isinstance(intensity, str) and intensity == "input":
-        state = _run.current()
-        volume = getattr(state, "input", None) if state is not None else None
-        if volume is None:
-            raise ParameterError(no_input_message)
-        intensity = volume
-    elif isinstance(intensity, str | os.PathLike):
-        from florin.io import read
-
-        intensity = read(intensity)
-    return as_volume(intensity)
-
-
 def _resolve_intensity(intensity, labels):
     if intensity is None:
         return None
@@ -469,8 +453,6 @@ def _regionprops_params(params):
 
 def _regionprops_blockwise(image, *, allocate, blocks, map, intensity=None, slab=None):
     """``regionprops`` block by block (:func:`florin.blockwise.regionprops`), for volumes above the memory budget."""
-    from florin import blockwise
-
     return blockwise.regionprops(as_volume(image), intensity, blocks=blocks, map=map)
 
 

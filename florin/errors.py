@@ -4,6 +4,7 @@ Library code raises these; only the CLI turns them into one readable line and
 an exit code. Each subclass also derives from the built-in exception a Python
 user would naturally catch (``ValueError``, ``TypeError``, ``OSError``...).
 """
+import pickle
 
 
 class FlorinError(Exception):
@@ -45,8 +46,6 @@ class PipelineError(FlorinError):
         # (plain pickle drops __cause__).
         state = dict(self.__dict__)
         if self.__cause__ is not None:
-            import pickle
-
             try:
                 pickle.loads(pickle.dumps(self.__cause__))  # some exceptions pickle but do not rebuild
                 state["_cause"] = self.__cause__

@@ -19,11 +19,15 @@ import numpy as np
 import skimage.morphology as skm
 from scipy import ndimage as ndi
 
+import florin.blockwise as blockwise
 from florin._kernels import label as _klabel
 from florin._kernels import morphology as _km
 from florin._kernels import sizes as _ksizes
+from florin._kernels.label import label_dtype
+from florin.blockwise.sizes import _check_min_size
 from florin.errors import ParameterError
 from florin.operators import florinate
+from florin.planner import source
 from florin.volume import as_volume, check_single_channel, like
 
 __all__ = [
@@ -253,24 +257,6 @@ opening = _make("opening", _opening, 2, False, "Greyscale opening.")
 closing = _make("closing", _closing, 2, False, "Greyscale closing.")
 
 
-def _check_min_size(min_size, max_size, what="remove_small_objects"):
-    """The FLoRIN ``min_size`` (sizes below it go) from ``min_size`` or scikit-image's ``max_size`` (default 64)."""
-    if min_size is not None and max_size is not None:
-        raise ParameterError(
-            f"{what}(): pass min_size (sizes < min_size, FLoRIN) or max_size (sizes <= max_size, scikit-image >= 0.26), "
-            f"not both; got min_size={min_size!r}, max_size={max_size!r}"
-        )
-    if max_size is not None:
-        if not isinstance(max_size, int | np.integer) or isinstance(max_size, bool) or max_size < 0:
-            raise ParameterError(f"max_size must be an integer >= 0, got {max_size!r}")
-        min_size = int(max_size) + 1  # scikit-image >= 0.26 spelling: remove sizes <= max_size
-    if min_size is None:
-        min_size = 64
-    if not isinstance(min_size, int | np.integer) or isinstance(min_size, bool) or min_size < 0:
-        raise ParameterError(f"min_size must be an integer >= 0, got {min_size!r}")
-    return int(min_size)
-
-
 def _structure(ndim, connectivity):
     if not 1 <= connectivity <= ndim:
         raise ParameterError(f"connectivity must be between 1 and {ndim} for a {ndim}-D image, got {connectivity}")
@@ -284,10 +270,6 @@ def _size_filter_blockwise(name):
     """The blockwise form of a size filter (:mod:`florin.blockwise`), for volumes above the memory budget."""
 
     def run(image, *, allocate, blocks, map, min_size=64, connectivity=1, max_size=None):
-        import florin.blockwise as blockwise
-        from florin._kernels.label import label_dtype
-        from florin.planner import source
-
         vol = as_volume(image)
         out = allocate(vol.shape, vol.dtype)
         scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))

@@ -57,6 +57,8 @@ class Pipeline:
     per_item = False
     #: True when ``map`` calls ``func`` in this process (progress can tick per item).
     in_process = False
+    #: As a step of another pipeline, a pipeline runs on the whole volume (:func:`florin.steps.kind`).
+    blockwise = "whole"
 
     def __init__(self, *steps):
         if len(steps) == 1 and isinstance(steps[0], list | tuple):

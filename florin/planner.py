@@ -31,6 +31,9 @@ import xarray as xr
 
 from florin import _run, tilemeta
 from florin import steps as _steps
+from florin.io._blocks import blocks
+from florin.memory import sealed
+from florin.tiling import Tiles, tile_infos
 
 __all__ = ["BYTES_PER_VOXEL", "NOT_PLANNED", "blocks_for", "plan", "source"]
 
@@ -72,8 +75,6 @@ def blocks_for(shape, budget) -> list:
     >>> [b[0] for b in blocks_for((10, 4, 4), budget=16 * 16 * 4 * 3)]
     [slice(0, 3, None), slice(3, 6, None), slice(6, 9, None), slice(9, 10, None)]
     """
-    from florin.io._blocks import blocks
-
     max_bytes = max(BYTES_PER_VOXEL, int(budget * BLOCK_FRACTION))
     return [tuple(b) for b in blocks(tuple(shape), BYTES_PER_VOXEL, max_bytes=max_bytes)]
 
@@ -105,8 +106,6 @@ def plan(step, datum, pipeline):
     shape = tuple(volume.shape)
     impl = _steps.blockwise_impl(step)
     if impl is not None:
-        from florin.memory import sealed
-
         result = impl(datum, allocate=scratch.allocate, blocks=blocks_for(shape, scratch.budget), map=map,
                       **_steps.params(step))
         return sealed(result)
@@ -118,8 +117,6 @@ def plan(step, datum, pipeline):
 
 def _tiled_map(step, volume, pipeline, budget):
     """A ``map`` step over blocks of the volume, each with the step's halo, joined within the budget."""
-    from florin.tiling import Tiles, tile_infos
-
     shape = tuple(volume.shape)
     halo = _steps.halo(step, shape)
     first = blocks_for(shape, budget)[0]

@@ -12,9 +12,13 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from florin import blockwise
 from florin._checked import checked
-from florin.errors import ClassificationError, ParameterError
+from florin.blockwise.reconstruct import _class_lut, _lookup
+from florin.errors import ParameterError
+from florin.planner import source
 from florin.regions import Regions
+from florin.volume import as_volume
 
 __all__ = ["PALETTE", "class_table", "reconstruct", "render"]
 
@@ -72,9 +76,6 @@ def _reconstruct_spec(op) -> dict:
 
 def _reconstruct_blockwise(regions, *, allocate, blocks, map, dtype=None):
     """``reconstruct`` block by block (:func:`florin.blockwise.reconstruct`), for label volumes above the budget."""
-    from florin import blockwise
-    from florin.planner import source
-
     lut, _ = _class_lut(regions, dtype, "reconstruct()")
     labels = regions.labels
     out = allocate(labels.shape, lut.dtype)
@@ -132,44 +133,6 @@ def reconstruct(regions, *, dtype=None):
     return xr.DataArray(out, dims=labels.dims, coords=coords, attrs=attrs, name="classes")
 
 
-def _class_lut(regions, dtype, what):
-    """``(lut, {id: name})``: class id per label (``lut[label]``; its last entry, 0, stands for labels beyond it).
-
-    Shared by :func:`reconstruct` and :func:`florin.blockwise.reconstruct`. ``dtype`` None: ``uint8``, or
-    ``uint16`` beyond 255 classes.
-    """
-    if not isinstance(regions, Regions):
-        raise ParameterError(
-            f"{what} needs the regions of a label volume (conncomp.regionprops() then florin.classify(...)), "
-            f"got {type(regions).__name__}"
-        )
-    if len(regions) == 0 and regions.classes is None:
-        # No objects: mapping classify over zero regions never ran it, so there is nothing to classify.
-        regions = regions._like({**regions.table, "class_id": np.zeros(0, np.int64)}, ())
-    if regions.classes is None or "class_id" not in regions.table:
-        raise ClassificationError(f"{what} needs classified regions: put florin.classify(...) before it")
-    names = regions.classes
-    if dtype is None:
-        dtype = np.uint8 if len(names) <= np.iinfo(np.uint8).max else np.uint16
-    dtype = np.dtype(dtype)
-    if dtype.kind != "u" or len(names) > np.iinfo(dtype).max:
-        raise ParameterError(f"{what}: dtype {dtype} cannot hold {len(names)} class ids")
-    lab = np.asarray(regions.table["label"], np.int64)
-    ids = np.asarray(regions.table["class_id"], np.int64)
-    # one spare 0 entry at the end: labels beyond the table (regions dropped) clip to it
-    lut = np.zeros((int(lab.max()) if lab.size else 0) + 2, dtype)
-    lut[lab] = ids.astype(dtype)
-    return lut, names
-
-
-def _lookup(lut, block, what="reconstruct()"):
-    """``lut[block]`` for a block of labels, labels beyond the table clipped to its last (0) entry."""
-    block = np.asarray(block)
-    if block.dtype.kind == "i" and block.size and block.min() < 0:
-        raise ParameterError(f"{what}: labels must be >= 0")
-    return lut[np.minimum(block, len(lut) - 1)]
-
-
 def _apply_lut(lut, labels):
     """``lut[labels]``, labels beyond the table clipped to its last (0) entry; slab by slab if not in memory."""
     out = np.empty(labels.shape, lut.dtype)
@@ -213,8 +176,6 @@ def render(classes, *, colors=None, background=(0, 0, 0)):
     >>> render(np.array([[1]]), colors={1: (1, 2, 3)}).values.tolist()
     [[[1, 2, 3]]]
     """
-    from florin.volume import as_volume
-
     vol = as_volume(classes)
     data = np.asarray(vol)
     if data.dtype.kind not in "biu":

@@ -15,8 +15,10 @@ import difflib
 import math
 
 import numpy as np
+import pandas as pd
 
 from florin.collection import Collection
+from florin.io.atomic import atomic_path
 from florin.volume import get_spacing
 
 __all__ = ["Region", "Regions", "EXTENT_NAMES"]
@@ -311,8 +313,6 @@ class Regions(Collection):
         >>> list(df["label"]), list(df["centroid_x"])
         ([1, 2], [0.0, 2.0])
         """
-        import pandas as pd
-
         return pd.DataFrame({k: v.copy() for k, v in self.table.items()})
 
     def to_csv(self, path, **kwargs) -> None:
@@ -320,8 +320,6 @@ class Regions(Collection):
 
         ``kwargs`` go to :meth:`pandas.DataFrame.to_csv`.
         """
-        from florin.io.atomic import atomic_path
-
         kwargs.setdefault("index", False)
         with atomic_path(path) as tmp:
             self.to_dataframe().to_csv(tmp, **kwargs)

@@ -168,10 +168,7 @@ def kind(step, full_shape=None) -> str:
         declared = declared()
     if declared is not None:
         return check_kind(declared, where=f"step `{name(step)}`'s blockwise kind")
-    from florin.pipelines import Pipeline
 
-    if isinstance(step, Pipeline):
-        return "whole"
     shape = tuple(full_shape) if full_shape is not None else (1,)
     try:
         unbounded = is_unbounded(step, shape)

@@ -30,7 +30,11 @@ import builtins
 import mmap
 import os
 
+import h5py
 import numpy as np
+
+from florin.io.lazy import cached_handle
+from florin.io.ondisk import OnDiskArray
 
 __all__ = ["Sink", "Source", "is_shared_memmap", "read_block"]
 
@@ -82,15 +86,11 @@ class _H5Dataset:
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
 
     def __getitem__(self, index):
-        from florin.io.lazy import cached_handle
-
         return cached_handle(_open_h5, self.filename)[self.name][index]
 
 
 def _open_h5(path):
     """Open an HDF5 file read-only; as the parent did (file locking on) when a fork inherited its open file."""
-    import h5py
-
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
@@ -100,10 +100,6 @@ def _open_h5(path):
 
 
 def _h5_reference(arr):
-    try:
-        import h5py
-    except ImportError:  # pragma: no cover
-        return None
     if isinstance(arr, h5py.Dataset):
         return _H5Dataset(os.fspath(arr.file.filename), arr.name, arr.shape, arr.dtype)
     return None
@@ -176,8 +172,6 @@ class Sink:
             self.arr[block] = values
 
     def __reduce__(self):
-        from florin.io.ondisk import OnDiskArray
-
         if isinstance(self.arr, OnDiskArray):
             return (Sink, (self.arr,))
         layout = _memmap_layout(self.arr)

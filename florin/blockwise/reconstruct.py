@@ -13,12 +13,50 @@ import numpy as np
 
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _normalize_blocks
-from florin.errors import ParameterError
-from florin.reconstruction import _class_lut, _lookup
+from florin.errors import ClassificationError, ParameterError
+from florin.regions import Regions
 
 __all__ = ["class_dtype", "reconstruct"]
 
 _WHAT = "blockwise.reconstruct()"
+
+
+def _class_lut(regions, dtype, what):
+    """``(lut, {id: name})``: class id per label (``lut[label]``; its last entry, 0, stands for labels beyond it).
+
+    Shared by :func:`reconstruct` and :func:`florin.blockwise.reconstruct`. ``dtype`` None: ``uint8``, or
+    ``uint16`` beyond 255 classes.
+    """
+    if not isinstance(regions, Regions):
+        raise ParameterError(
+            f"{what} needs the regions of a label volume (conncomp.regionprops() then florin.classify(...)), "
+            f"got {type(regions).__name__}"
+        )
+    if len(regions) == 0 and regions.classes is None:
+        # No objects: mapping classify over zero regions never ran it, so there is nothing to classify.
+        regions = regions._like({**regions.table, "class_id": np.zeros(0, np.int64)}, ())
+    if regions.classes is None or "class_id" not in regions.table:
+        raise ClassificationError(f"{what} needs classified regions: put florin.classify(...) before it")
+    names = regions.classes
+    if dtype is None:
+        dtype = np.uint8 if len(names) <= np.iinfo(np.uint8).max else np.uint16
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u" or len(names) > np.iinfo(dtype).max:
+        raise ParameterError(f"{what}: dtype {dtype} cannot hold {len(names)} class ids")
+    lab = np.asarray(regions.table["label"], np.int64)
+    ids = np.asarray(regions.table["class_id"], np.int64)
+    # one spare 0 entry at the end: labels beyond the table (regions dropped) clip to it
+    lut = np.zeros((int(lab.max()) if lab.size else 0) + 2, dtype)
+    lut[lab] = ids.astype(dtype)
+    return lut, names
+
+
+def _lookup(lut, block, what="reconstruct()"):
+    """``lut[block]`` for a block of labels, labels beyond the table clipped to its last (0) entry."""
+    block = np.asarray(block)
+    if block.dtype.kind == "i" and block.size and block.min() < 0:
+        raise ParameterError(f"{what}: labels must be >= 0")
+    return lut[np.minimum(block, len(lut) - 1)]
 
 
 def class_dtype(regions) -> np.dtype:

@@ -29,10 +29,12 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
+from florin import _run
 from florin._kernels.regions import region_stats
 from florin.blockwise._arrays import Source
 from florin.blockwise.label import _normalize_blocks
 from florin.errors import ParameterError
+from florin.io import read
 from florin.regions import Regions, extent_names
 from florin.volume import as_volume, default_dims
 
@@ -60,6 +62,19 @@ class _Lazy(BackendArray):
 
     def __reduce__(self):
         return (_Lazy, (self.arr,))
+
+
+def _intensity_volume(intensity, no_input_message):
+    """The intensity image as a volume: ``'input'`` (the run's input), a path to read, or an array."""
+    if isinstance(intensity, str) and intensity == "input":
+        state = _run.current()
+        volume = getattr(state, "input", None) if state is not None else None
+        if volume is None:
+            raise ParameterError(no_input_message)
+        intensity = volume
+    elif isinstance(intensity, str | os.PathLike):
+        intensity = read(intensity)
+    return as_volume(intensity)
 
 
 def _as_lazy_volume(arr):
@@ -152,8 +167,6 @@ def _intensity_of(intensity, shape):
     if intensity is None:
         return None
     if isinstance(intensity, str | os.PathLike):
-        from florin.conncomp import _intensity_volume
-
         intensity = _intensity_volume(
             intensity, "blockwise.regionprops(intensity='input') needs a running pipeline's input; pass the image"
         )

@@ -25,6 +25,8 @@ from florin.blockwise._arrays import Sink, Source, _h5_reference, _memmap_layout
 from florin.blockwise.label import _normalize_blocks
 from florin.blockwise.regions import _as_lazy_volume
 from florin.errors import OutputExistsError, ParameterError
+from florin.io import create
+from florin.io.ondisk import OnDiskArray
 
 __all__ = ["save"]
 
@@ -89,9 +91,6 @@ def save(volume, path, *, blocks, map=map, format=None, overwrite=False, **optio
     >>> np.load(path)[2].tolist(), sorted(os.listdir(os.path.dirname(path)))
     ([8, 9, 10, 11], ['out.npy', 'out.npy.json'])
     """
-    from florin.io import create
-    from florin.io.ondisk import OnDiskArray
-
     if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
         raise ParameterError(f"blockwise.save(): volume must be a sliceable array, got {type(volume).__name__}")
     shape = tuple(int(n) for n in volume.shape)

@@ -20,9 +20,26 @@ from florin._kernels.label import label_dtype
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
 from florin.errors import ParameterError
-from florin.morphology import _check_min_size
 
 __all__ = ["remove_small_holes", "remove_small_objects"]
+
+
+def _check_min_size(min_size, max_size, what="remove_small_objects"):
+    """The FLoRIN ``min_size`` (sizes below it go) from ``min_size`` or scikit-image's ``max_size`` (default 64)."""
+    if min_size is not None and max_size is not None:
+        raise ParameterError(
+            f"{what}(): pass min_size (sizes < min_size, FLoRIN) or max_size (sizes <= max_size, scikit-image >= 0.26), "
+            f"not both; got min_size={min_size!r}, max_size={max_size!r}"
+        )
+    if max_size is not None:
+        if not isinstance(max_size, int | np.integer) or isinstance(max_size, bool) or max_size < 0:
+            raise ParameterError(f"max_size must be an integer >= 0, got {max_size!r}")
+        min_size = int(max_size) + 1  # scikit-image >= 0.26 spelling: remove sizes <= max_size
+    if min_size is None:
+        min_size = 64
+    if not isinstance(min_size, int | np.integer) or isinstance(min_size, bool) or min_size < 0:
+        raise ParameterError(f"min_size must be an integer >= 0, got {min_size!r}")
+    return int(min_size)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import warnings
 
 import xarray as xr
 
-from florin import tilemeta
+from florin import steps, tilemeta
 from florin.errors import FlorinDeprecationWarning, ParameterError
 
 
@@ -109,8 +109,6 @@ def _label(item, index) -> str:
 
 
 def _describe_steps(func) -> str:
-    from florin import steps
-
     return steps.describe(func)
 
 

@@ -7,12 +7,19 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import os
+import signal
 import sys
 import threading
+import time
+
+import multiprocess as multiprocessing
+from multiprocess import resource_tracker
+from multiprocess.connection import wait
 
 from florin.errors import ParameterError, WorkerError
 from florin.executors import _common, _shm
 from florin.executors._common import _describe_steps, _kernel_threads_for, _nested, _some, _worker_count, cpu_count
+from florin.executors._mpi import _shutdown_spawn_pools
 from florin.executors._wire import _pool_imap, _run_chunk, _WorkerDied
 from florin.pipelines import Pipeline
 
@@ -44,8 +51,6 @@ _PRELOAD = ["florin.executors", "florin.tiling", "florin.thresholding", "florin.
 
 def _mp_context(start_method):
     """A context of ``multiprocess``, pathos' fork of :mod:`multiprocessing`."""
-    import multiprocess as multiprocessing
-
     if start_method is None:
         methods = multiprocessing.get_all_start_methods()
         if "fork" in methods and _fork_is_safe():
@@ -131,9 +136,7 @@ class Multiprocess(Pipeline):
         super().__init__(*steps)
         self.workers = _worker_count("Multiprocess", workers, processes=processes)
         if start_method is not None:
-            import multiprocess
-
-            valid = multiprocess.get_all_start_methods()
+            valid = multiprocessing.get_all_start_methods()
             if start_method not in valid:
                 raise ParameterError(f"start_method must be one of {', '.join(valid)} (or None), got {start_method!r}")
         self.start_method = start_method
@@ -201,8 +204,6 @@ class _ProcessPool:
     _PREFETCH_BYTES = 16 << 10  # a second task is queued in a busy worker's pipe only if this small
 
     def __init__(self, size, start_method):
-        from multiprocess import resource_tracker
-
         ctx = _mp_context(start_method)
         self.start_method = ctx.get_start_method()
         resource_tracker.ensure_running()  # workers share it (shared-memory volumes)
@@ -271,8 +272,6 @@ class _ProcessPool:
 
     def wait(self, futures) -> set:
         """Block until one of ``futures`` is done; receives results and notices dead workers."""
-        from multiprocess.connection import wait
-
         while True:
             done = {f for f in futures if f.done()}
             if done:
@@ -315,8 +314,6 @@ class _ProcessPool:
     # -- stopping -----------------------------------------------------------------------------
     def close(self, timeout=5.0) -> None:
         """Let the workers exit (end of their pipe); stop those still running after ``timeout`` seconds."""
-        import time
-
         self._release()
         for w in self.workers:
             with contextlib.suppress(Exception):
@@ -358,8 +355,6 @@ class _Worker:
 
 def _worker_main(conn, inherited=()) -> None:
     """A worker process: run the chunks that arrive on ``conn`` until the parent closes it or dies."""
-    import signal
-
     _common._process_worker = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler a forked worker inherits: end quietly
@@ -436,14 +431,11 @@ def shutdown_pools() -> None:
     for pool in pools:
         with contextlib.suppress(Exception):
             pool.close()
-    from florin.executors._mpi import _shutdown_spawn_pools
 
     _shutdown_spawn_pools()
 
 
 def _exit_status(processes) -> str:
-    import signal
-
     codes = []
     for proc in processes:
         try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 
 import numpy as np
+import psutil
 import xarray as xr
+from multiprocess import shared_memory
 
 from florin import tilemeta
 
@@ -41,8 +44,6 @@ _kept_names: set = set()  # blocks this worker keeps mapped between chunks (the 
 
 
 def _attach_block(name, keep=False):
-    from multiprocess import shared_memory  # pathos' multiprocessing
-
     block = _attached.get(name)
     if block is None:
         try:
@@ -125,8 +126,6 @@ _KEEP_MAX_BYTES = 1 << 30  # larger volumes get a block of their own, released a
 
 
 def _new_block(nbytes):
-    from multiprocess import shared_memory  # pathos' multiprocessing
-
     return shared_memory.SharedMemory(create=True, size=nbytes)
 
 
@@ -138,8 +137,6 @@ def _give_back(block, pool=None):
 
 def _available_memory() -> int:
     try:
-        import psutil
-
         return int(psutil.virtual_memory().available)
     except Exception:
         return 0
@@ -147,8 +144,6 @@ def _available_memory() -> int:
 
 def _shared_memory_free() -> int:
     """Bytes free where shared-memory blocks live (``/dev/shm`` on Linux); unlimited if unknown."""
-    import shutil
-
     try:
         return shutil.disk_usage("/dev/shm").free
     except OSError:

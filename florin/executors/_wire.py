@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import pickle
 import traceback
 import uuid
 
+import cloudpickle
 import numpy as np
 import xarray as xr
 
+from florin import _run
 from florin.errors import PipelineError, WorkerError, _rebuild_pipeline_error
 from florin.executors import _common, _shm
 from florin.executors._common import _chunks, _in_worker, _kernel_threads, _label
@@ -35,15 +38,11 @@ class RemoteException(Exception):
 
 
 def _dumps(obj) -> bytes:
-    import cloudpickle
-
     return cloudpickle.dumps(obj)
 
 
 def _dumps_fast(obj) -> bytes:
     """Pickle with the standard pickler (about twice as fast on arrays), cloudpickle if it must."""
-    import pickle
-
     try:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -53,9 +52,6 @@ def _dumps_fast(obj) -> bytes:
 
 
 def _loads(data):
-    import pickle
-
-    import cloudpickle  # noqa: F401  (what cloudpickle-made pickles need)
 
     return pickle.loads(data)
 
@@ -241,8 +237,6 @@ def _pool_imap(submit, func, items, workers, kernel_threads, on_broken, chunksiz
     :func:`concurrent.futures.wait`); a future that fails means a worker died,
     and ``on_broken`` ends the run.
     """
-    from florin import _run
-
     n = len(items)
     if chunksize is None:
         default = max(1, math.ceil(n / (16 * max(1, workers))))

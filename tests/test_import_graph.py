@@ -1,0 +1,203 @@
+"""florin's import graph is acyclic and modules import at the top (issue 16 item 1).
+
+Static: every module under ``florin/`` is parsed with :mod:`ast`; nothing is imported.
+
+- The graph has one node per florin module and one edge per florin module that a module imports when it is itself
+  imported (its top-level imports, those inside top-level ``try``/``if`` included, ``if TYPE_CHECKING:`` excluded).
+  Relative imports are resolved, and ``from florin.io import lazy`` is an edge to ``florin.io.lazy``. Importing a
+  submodule also runs its parent packages, but that is not an edge here: a package's ``__init__`` runs first.
+- A cycle is a strongly connected component of more than one module. The test fails on every cycle, whether or not
+  it spans packages.
+- A function-level import is an ``import`` statement inside a function body. Each one must be listed in ``LAZY``
+  with the reason it is not at the top (an optional dependency, or a heavy import kept off a fast path); ``LAZY``
+  holds at most a dozen entries.
+"""
+
+import ast
+import pathlib
+from collections import defaultdict
+
+import pytest
+
+import florin
+
+PACKAGE = pathlib.Path(florin.__file__).resolve().parent
+
+# (module, function, imported module) -> why the import is inside the function.
+LAZY = {}
+
+# Function-level imports not yet moved to the top (the rest of issue 16 item 1): module -> how many it may still
+# have, a ceiling that only goes down.
+PENDING = {
+    "florin": 6,
+    "florin._metadata": 4,
+    "florin._signals": 4,
+    "florin.builtin": 6,
+    "florin.cli": 7,
+    "florin.cli.commands": 19,
+    "florin.cli.segment": 31,
+    "florin.cli.tune": 7,
+    "florin.executors._mpi": 7,
+    "florin.executors._processes": 1,
+    "florin.io": 13,
+    "florin.io._blocks": 3,
+    "florin.io.atomic": 1,
+    "florin.io.hdf5": 2,
+    "florin.io.lazy": 3,
+    "florin.io.netcdf": 1,
+    "florin.io.ondisk": 21,
+    "florin.io.outputs": 2,
+    "florin.io.stack": 5,
+    "florin.io.tiff": 1,
+    "florin.io.zarr": 3,
+    "florin.memory": 2,
+    "florin.pipeline_file": 8,
+    "florin.pipelines": 10,
+    "florin.preview": 7,
+    "florin.registry": 8,
+    "florin.tiling": 3,
+    "florin.tuning": 14,
+    "florin.tuning_report": 5,
+}
+
+
+def _modules():
+    """``{dotted name: (path, is_package)}`` for every module under florin/."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        found[".".join(parts)] = (path, is_package)
+    return found
+
+
+MODULES = _modules()
+
+
+def _targets(module, is_package, node):
+    """The modules an ``import`` statement of ``module`` imports (florin submodules resolved)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module
+    # `from florin.io import lazy` imports florin.io.lazy; `from florin.io import read` imports florin.io.
+    return [f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in MODULES else prefix for alias in node.names]
+
+
+def _is_type_checking(node):
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(module):
+    """``(top-level florin targets, [(function, imported module, line)])`` of ``module``."""
+    path, is_package = MODULES[module]
+    top, in_functions = set(), []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                for target in dict.fromkeys(_targets(module, is_package, child)):
+                    if function is not None:
+                        in_functions.append((function, target, child.lineno))
+                    elif target.split(".")[0] == "florin":
+                        top.add(target)
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name if function is None else f"{function}.{child.name}")
+            elif function is None and _is_type_checking(child):
+                continue  # never executed
+            else:
+                visit(child, function)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), None)
+    return top, in_functions
+
+
+IMPORTS = {module: _imports(module) for module in MODULES}
+
+
+def _graph():
+    return {module: {t for t in top if t in MODULES and t != module} for module, (top, _) in IMPORTS.items()}
+
+
+def _cycles(graph):
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def connect(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph[node]):
+            if succ not in index:
+                connect(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def _function_level():
+    """``{(module, function, imported module): [line, ...]}`` of every import inside a function."""
+    found = defaultdict(list)
+    for module, (_, in_functions) in IMPORTS.items():
+        for function, target, line in in_functions:
+            found[module, function, target].append(line)
+    return dict(found)
+
+
+def test_the_scan_sees_the_package():
+    graph = _graph()
+    assert {"florin", "florin.io", "florin.io.lazy", "florin.cli", "florin._kernels.ndnt.driver"} <= set(graph)
+    assert "florin.errors" in graph["florin"]  # florin/__init__.py: from florin.errors import FlorinError
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_top_level_import_graph_has_no_cycle():
+    cycles = _cycles(_graph())
+    assert not cycles, "import cycles among florin's top-level imports:\n" + "\n".join(
+        " <-> ".join(cycle) for cycle in cycles)
+
+
+def test_function_level_imports_are_only_the_listed_lazy_ones():
+    found = _function_level()
+    unlisted = defaultdict(list)
+    for (module, function, target), lines in sorted(found.items()):
+        if (module, function, target) not in LAZY:
+            unlisted[module] += [f"{module}:{line} in {function}(): {target}" for line in lines]
+    over = [line for module, lines in unlisted.items() if len(lines) > PENDING.get(module, 0) for line in lines]
+    if over:
+        pytest.fail("imports inside functions; move them to the top of the module, or list them in LAZY with the "
+                    "reason:\n" + "\n".join(over), pytrace=False)
+
+
+def test_the_lists_name_only_imports_that_exist():
+    found = _function_level()
+    stale = sorted(key for key in LAZY if key not in found)
+    assert not stale, "listed but no longer imported inside that function; remove from the list:\n" + "\n".join(
+        map(str, stale))
+
+
+def test_at_most_a_dozen_lazy_imports_each_with_a_reason():
+    assert len(LAZY) <= 12, sorted(LAZY)
+    assert all(isinstance(reason, str) and len(reason.split()) >= 3 for reason in LAZY.values())
