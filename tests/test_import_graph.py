@@ -36,7 +36,7 @@ PENDING = {
     "florin.cli": 7,
     "florin.cli.commands": 19,
     "florin.cli.segment": 31,
-    "florin.cli.tune": 7,
+    "florin.cli.tune": 10,
     "florin.executors._mpi": 7,
     "florin.executors._processes": 1,
     "florin.io": 13,
@@ -56,8 +56,9 @@ PENDING = {
     "florin.preview": 7,
     "florin.registry": 8,
     "florin.tiling": 3,
-    "florin.tuning": 14,
-    "florin.tuning_report": 5,
+    "florin.tuning": 17,
+    "florin.tuning_classes": 4,
+    "florin.tuning_report": 6,
 }
 
 
