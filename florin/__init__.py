@@ -19,6 +19,10 @@ Executors (``Serial``, ``Multithread``, ``Multiprocess``, ``MPI`` and those of
 plugins) are looked up in the plugin registry, so ``florin.<Name>`` finds a
 plugin's executor the same way it finds the built-in ones.
 """
+import importlib
+import importlib.util
+
+from florin.errors import ParameterError
 
 __version__ = "0.1.0.dev0"
 
@@ -76,20 +80,15 @@ def operator(name):
 
 
 def __getattr__(name):
-    import importlib
-
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     if not name.startswith("_") and name.islower():
-        import importlib.util
-
         if importlib.util.find_spec(f"florin.{name}") is not None:  # florin.io, florin.conncomp, ...
             return importlib.import_module(f"florin.{name}")
     if name[:1].isupper():
         from florin.builtin import PARTS, install_hint
-        from florin.errors import ParameterError
         from florin.registry import get_registry
 
         try:

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import os
 import pprint
+
+from florin.builtin import _OPERATOR_MODULES, _STEPS, PARTS, builtin_catalog
 
 __all__ = ["builtin_catalog", "describe_format", "describe_operator", "live_catalog", "write_catalog"]
 
 
 def _origin(module: str) -> str | None:
     """The source file of ``module``, found without importing it or its parent packages."""
-    import importlib.machinery
 
     parts = module.split(".")
     try:
@@ -42,13 +44,6 @@ def _origin(module: str) -> str | None:
         return None
     origin = getattr(spec, "origin", None)
     return origin if origin and origin.endswith(".py") and os.path.exists(origin) else None
-
-
-def builtin_catalog():
-    """``(operators, formats)``: the rows of :mod:`florin._catalog`."""
-    from florin import _catalog
-
-    return _catalog.OPERATORS, _catalog.FORMATS
 
 
 def operator_signature(factory) -> str:
@@ -67,7 +62,6 @@ def operator_summary(factory) -> str:
 
 def live_catalog():
     """The catalog as the imported built-in modules give it (what :func:`write_catalog` writes)."""
-    from florin.builtin import _OPERATOR_MODULES, _STEPS, PARTS
     from florin.operators import Florinated
 
     operators = []

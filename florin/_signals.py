@@ -20,10 +20,14 @@ pools stopped. Two things could still go wrong, and are handled here:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import os
 import signal
 import sys
 import threading
+import time
+import warnings
 
 __all__ = ["Terminated", "deferred", "install", "received"]
 
@@ -45,8 +49,6 @@ def _exception(signum) -> KeyboardInterrupt:
 def _handler(signum, frame):
     global _pending, _deferred
     if _pending is None:
-        import warnings
-
         # Work stopped half-way leaves coroutines (zarr's) that were never awaited: expected, not news.
         warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     _pending = signum
@@ -60,7 +62,6 @@ def _unraisable(info):
     if isinstance(info.exc_value, KeyboardInterrupt) and _pending is not None:
         # Raised where it could not propagate: send the signal again in a moment (from another thread,
         # so that the main thread is back in ordinary code when its handler runs).
-        import _thread
 
         _thread.start_new_thread(_send_again, (_pending,))  # unlike threading's start(), does not wait
         return
@@ -72,9 +73,6 @@ def _unraisable(info):
 
 
 def _send_again(signum):
-    import os
-    import time
-
     time.sleep(0.01)
     os.kill(os.getpid(), signum)
 

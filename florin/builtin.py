@@ -18,9 +18,10 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
+from florin import _catalog
 from florin.hookspecs import hookimpl
 
-__all__ = ["PARTS", "PLUGINS", "Part", "complete_operators", "extras", "install_hint"]
+__all__ = ["PARTS", "PLUGINS", "Part", "builtin_catalog", "complete_operators", "extras", "install_hint"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ def _parts(kind):
     return [p for p in PARTS if p.kind == kind and _installed(p)]
 
 
+def builtin_catalog():
+    """``(operators, formats)``: the rows of :mod:`florin._catalog`."""
+    return _catalog.OPERATORS, _catalog.FORMATS
+
+
 def _resolve(where: str):
     module, _, attr = where.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -124,8 +130,6 @@ class Operators:
 
     @hookimpl(tryfirst=True)
     def florin_register_operators(self, registry):
-        from florin._metadata import builtin_catalog
-
         # By reference, from the catalog: nothing is imported until an operator is used.
         for row in builtin_catalog()[0]:
             registry.add_operator(row["name"], row["ref"], signature=row["signature"], summary=row["summary"])
@@ -173,8 +177,6 @@ class Formats:
 
     @hookimpl(tryfirst=True)
     def florin_register_formats(self, registry):
-        from florin._metadata import builtin_catalog
-
         rows = {row["ref"]: row for row in builtin_catalog()[1]}
         for part in _parts("format"):
             row = rows.get(part.where)
@@ -185,16 +187,17 @@ class Formats:
                 registry.add_format(_resolve(part.where))
 
 
+#: The modules of florin's commands, by reference like every built-in: each ``register(app)`` adds its commands.
+_COMMANDS = ("florin.cli.commands:register", "florin.cli.segment:register", "florin.cli.tune:register")
+
+
 class Commands:
     """Plugin ``florin.commands``: info, plugins, formats, ops, run, preview, segment, demo and tune."""
 
     @hookimpl(tryfirst=True)
     def florin_register_commands(self, app):
-        from florin.cli import commands, segment, tune
-
-        commands.register(app)
-        segment.register(app)
-        tune.register(app)
+        for where in _COMMANDS:
+            _resolve(where)(app)
 
 
 #: The built-in plugins, by plugin name, in registration order.

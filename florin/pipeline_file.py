@@ -44,10 +44,14 @@ import re
 import sys
 
 import numpy as np
+import tomli_w
 
 from florin import steps as _steps
 from florin.errors import MissingInputError, ParameterError, ParameterTypeError, PipelineError
 from florin.io.metadata import plain
+from florin.operators import Operator, florinate
+from florin.pipelines import Pipeline
+from florin.registry import get_registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +79,6 @@ def _executor_options(pipeline) -> dict:
 
 
 def _executor_name(pipeline) -> str:
-    from florin.registry import get_registry
-
     for name, cls in get_registry().executors.items():
         if type(pipeline) is cls:
             return name
@@ -87,10 +89,6 @@ def _executor_name(pipeline) -> str:
 
 
 def _step_dict(step) -> dict:
-    from florin.operators import Operator
-    from florin.pipelines import Pipeline
-    from florin.registry import get_registry
-
     if isinstance(step, Pipeline):
         return to_dict(step)
     spec = _steps.spec(step)
@@ -144,8 +142,6 @@ def to_toml(pipeline) -> str:
     >>> 'executor = "serial"' in text and 'op = "morphology.binary_opening"' in text
     True
     """
-    import tomli_w
-
     return _inline_short_arrays(tomli_w.dumps(to_dict(pipeline)))
 
 
@@ -169,8 +165,6 @@ def _inline_short_arrays(text: str, width: int = 80) -> str:
 
 
 def _build_step(entry, where):
-    from florin.registry import get_registry
-
     if not isinstance(entry, dict):
         raise ParameterError(f"{where}: a step must be a table, got {entry!r}")
     entry = dict(entry)
@@ -188,8 +182,6 @@ def _build_step(entry, where):
         except (ImportError, AttributeError, ValueError):
             raise ParameterError(f"{where}: cannot import {target!r}") from None
         if args or entry:
-            from florin.operators import florinate
-
             factory = florinate(factory)
         else:
             return factory
@@ -207,8 +199,6 @@ def _build_step(entry, where):
 
 def from_dict(data, *, where="pipeline"):
     """Build a pipeline from plain data (a parsed pipeline file)."""
-    from florin.registry import get_registry
-
     data = dict(data)
     executor = data.pop("executor", "serial")
     steps = data.pop("steps", None)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from skimage.segmentation import find_boundaries
 
+from florin.builtin import PARTS, install_hint
 from florin.errors import FlorinError, ParameterError
 from florin.io.atomic import atomic_path
 from florin.reconstruction import class_table
@@ -22,8 +24,6 @@ def _matplotlib():
     try:
         import matplotlib
     except ImportError:
-        from florin.builtin import PARTS, install_hint
-
         part = next(p for p in PARTS if p.kind == "command" and p.name == "preview")
         raise FlorinError(f"previews need {part.needs}: {install_hint(part)}") from None
     return matplotlib
@@ -89,8 +89,6 @@ def _panels(vol, labels, montage):
 
 def _overlay(lab, colors):
     """RGBA image of a 2-D label slice: a translucent fill and an opaque outline per label."""
-    from skimage.segmentation import find_boundaries
-
     lab = np.asarray(lab).astype(np.intp)
     rgba = np.zeros((*lab.shape, 4))
     idx = np.clip(lab, 0, len(colors) - 1).astype(np.intp)

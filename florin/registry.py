@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from florin import hookspecs
-from florin.builtin import extras
+from florin import __version__, hookspecs
+from florin._metadata import describe_format, describe_operator, operator_signature, operator_summary
+from florin.builtin import PARTS, PLUGINS, complete_operators, extras, install_hint
 from florin.errors import ParameterError, PluginError, UnknownFormatError
 
 __all__ = ["PluginInfo", "PluginWarning", "Registry", "get_registry", "plugin_manager", "reset_registry"]
@@ -263,8 +264,6 @@ class Registry:
             return
         meta = {"name": name, "extensions": extensions, "description": description}
         if name is None or extensions is None:
-            from florin._metadata import describe_format
-
             found = describe_format(fmt) or {}
             meta = {k: found.get(k) if v is None else v for k, v in meta.items()}
         if meta["name"] is None or meta["extensions"] is None:
@@ -293,8 +292,6 @@ class Registry:
     # -- lookup ---------------------------------------------------------------------------
     def describe_operator(self, name: str) -> tuple:
         """``(signature, summary)`` of operator ``name`` as ``florin ops`` shows them, importing only if need be."""
-        from florin._metadata import describe_operator, operator_signature, operator_summary
-
         entry = self.operators.entry(name)
         if not entry.resolved:
             meta = entry.meta if "signature" in entry.meta else describe_operator(entry.ref) or {}
@@ -313,8 +310,6 @@ class Registry:
     def operator(self, name: str):
         """The operator (or step) factory registered as ``name``."""
         if name not in self.operators:
-            from florin.builtin import complete_operators
-
             complete_operators(self, str(name))
         if name not in self.operators:
             raise ParameterError(_unknown("operator", name, self.operators, {}))
@@ -375,8 +370,6 @@ class Registry:
 
 
 def _unknown(kind, name, known, extras):
-    from florin.builtin import PARTS, install_hint
-
     close = difflib.get_close_matches(str(name).lower(), [k.lower() for k in known], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     hints = {p.name: install_hint(p) for p in PARTS if p.kind == kind}
@@ -509,9 +502,6 @@ def _check_pending(pm, registry) -> None:
 
 
 def _load_plugins(pm: pluggy.PluginManager, registry: Registry) -> None:
-    from florin import __version__
-    from florin.builtin import PLUGINS
-
     disabled = _disabled()
     for name in disabled:
         pm.set_blocked(name)

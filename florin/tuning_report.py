@@ -10,11 +10,13 @@ import base64
 import html
 import io
 import os
+import textwrap
 
 import numpy as np
 
-from florin.errors import ParameterError
+from florin.errors import OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
+from florin.tuning import _Region
 
 __all__ = ["report_figure", "save_report"]
 
@@ -48,7 +50,6 @@ def report_figure(report, *, slices=3):
     _matplotlib().use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from florin.tuning import _Region
 
     runs = list(getattr(report, "_runs", []))
     if len(runs) > slices:  # spread over the volume
@@ -105,8 +106,6 @@ def report_figure(report, *, slices=3):
 
 def _classes_lines(report, width) -> str:
     """The learned classes for the figure's title, wrapped at ``width`` characters (empty without classes)."""
-    import textwrap
-
     if not report.classes:
         return ""
     held = "" if report.heldout_class_accuracy is None else f", held-out {report.heldout_class_accuracy:.3f}"
@@ -127,8 +126,6 @@ def save_report(path, report, *, overwrite=False):
     overwrite : bool
         Replace an existing file.
     """
-    from florin.errors import OutputExistsError
-
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix not in _SUFFIXES:
         raise ParameterError(f"report: must end in .png or .html, got {os.fspath(path)!r}")

@@ -10,9 +10,14 @@ which remove the run's temporary outputs; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import warnings
 
 import typer
+
+from florin import _signals
+from florin.registry import call_hook
 
 try:  # typer >= 0.2x vendors its own click
     from typer import _click as click
@@ -56,7 +61,6 @@ def build_app() -> typer.Typer:
         level = logging.ERROR if quiet else (logging.INFO, logging.DEBUG)[min(verbose, 1)]
         logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
-    from florin.registry import call_hook
 
     call_hook("florin_register_commands", app=app)
     return app
@@ -69,9 +73,6 @@ def _exit_code(exc) -> int:
 
 def main(argv=None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    import warnings
-
-    from florin import _signals
 
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings(), _signals.install():  # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
@@ -88,9 +89,6 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    import signal
-
-    from florin import _signals
 
     rv = _run_app(argv)
     # typer turns Ctrl-C (and SIGTERM's Terminated, a KeyboardInterrupt) into a plain exit status 130.
@@ -110,9 +108,7 @@ def _run_app(argv) -> int:
         app = build_app()
         rv = app(args=argv, prog_name="florin", standalone_mode=False)
     except KeyboardInterrupt:
-        from florin._signals import received
-
-        if received() is None:  # not a signal (main() names those)
+        if _signals.received() is None:  # not a signal (main() names those)
             typer.echo("florin: interrupted", err=True)
         return 130
     except typer.Exit as exc:
@@ -134,9 +130,8 @@ def _run_app(argv) -> int:
     except Exception as exc:
         if debug:
             raise
-        from florin._signals import received
 
-        if received() is not None:
+        if _signals.received() is not None:
             # A signal arrived and something turned its KeyboardInterrupt into another error (a library's bare
             # `except:` around an import, say): the run was interrupted, and main() says so, in one line.
             return 130
