@@ -30,7 +30,8 @@ from scipy import ndimage as ndi
 
 from florin.errors import ParameterError
 
-__all__ = ["ClassBounds", "check_classes", "learn_bounds", "parse_classes", "parse_classes_text"]
+__all__ = ["ClassBounds", "check_classes", "feature_names", "fit_classes", "learn_bounds", "measure", "parse_classes",
+           "parse_classes_text"]
 
 CLEAR_GAP = 1.5
 """A shape bound that no accuracy needs is added only across a clear gap: the nearest other object at least this
@@ -190,53 +191,118 @@ class _Object:
 # --------------------------------------------------------------------------------------------
 # the predicted object matched to each annotated object, measured on a growing crop
 # --------------------------------------------------------------------------------------------
-def measure(objects, image, params, connectivity, feature_names):
+def feature_names(ndim) -> list[str]:
+    """The properties a class may be bounded on: area, the extents (depth, height, width), the mean intensity.
+
+    Examples
+    --------
+    >>> feature_names(2)
+    ['area', 'height', 'width', 'intensity_mean']
+    """
+    from florin.regions import extent_names
+
+    return ["area", *extent_names(("z", "y", "x")[-ndim:]), *INTENSITY_FEATURES]  # tune takes 2-D and 3-D volumes
+
+
+def measure(objects, image, params, connectivity, *, cache_bytes=256 << 20):
     """Set ``features`` of every object: those of its matched predicted object (None when there is none).
+
+    The features are :func:`feature_names`, with the values
+    ``conncomp.regionprops`` gives the object in a whole-volume run.
 
     The matched object is the predicted object (after opening and minimum size,
     as the tuned pipeline finds it) holding most of the annotated object's
-    voxels, at least half of them.
+    voxels, at least half of them. A crop computed for one annotated object
+    serves every later one inside it (the cross-sections of one vessel on
+    many painted slices are measured once); returns the voxels computed.
     """
-    from florin.conncomp import regionprops
-    from florin.tuning import _grow, _Region, declared_halo
+    from florin.tuning import _grow, declared_halo
 
     full = tuple(image.shape)
     halo = declared_halo(tuple(params["shape"]), int(params["opening"]), full)
     structure = ndi.generate_binary_structure(len(full), connectivity)
+    names = feature_names(len(full))
+    min_size = int(params.get("min_size", 0) or 0)
+    done: list[_Crop] = []  # most recent first
     computed = 0
     for obj in objects:
         obj.features = None
-        box = _grow(obj.box, tuple(max(4, (s.stop - s.start) // 2) for s in obj.box), full)
+        crop = next((c for c in done if c.holds(obj.box)), None)
+        if crop is None:
+            crop = _Crop(image, _grow(obj.box, tuple(max(4, (s.stop - s.start) // 2) for s in obj.box), full),
+                         halo, params, structure, names)
+            computed += crop.computed
+            done.insert(0, crop)
         while True:
-            outer = _grow(box, halo, full)
-            mask = _Region.mask(np.asarray(image[outer]), params["shape"], params["threshold"], params["polarity"],
-                                params["opening"])
-            inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer, strict=True))
-            computed += mask.size
-            comps, _ = ndi.label(mask[inner], structure)
-            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(obj.box, box, strict=True))
-            overlap = np.bincount(comps[local][obj.voxels], minlength=1)
-            overlap[0] = 0
-            best = int(overlap.argmax())
-            if best == 0 or 2 * overlap[best] < obj.voxels.sum():
+            best = crop.match(obj)
+            if best == 0:
                 break
-            matched = comps == best
-            grown, cut = [], False
-            for axis, (b, n) in enumerate(zip(box, full, strict=True)):
-                low = b.start > 0 and np.take(matched, 0, axis=axis).any()
-                high = b.stop < n and np.take(matched, -1, axis=axis).any()
-                step = max(8, b.stop - b.start)
-                grown.append(slice(b.start - step if low else b.start, b.stop + step if high else b.stop))
-                cut = cut or low or high
-            if cut:  # the object goes on beyond the crop: measure it on a larger one
-                box = _grow(tuple(grown), (0,) * len(full), full)
-                continue
-            if matched.sum() < int(params.get("min_size", 0) or 0):
-                break  # the tuned pipeline removes it
-            props = regionprops(matched.astype(np.uint8), intensity=np.asarray(image[box])).table
-            obj.features = {f: float(props[f][0]) for f in feature_names}
-            break
+            grown = crop.grown(best)
+            if grown is None:  # the whole object is inside the crop
+                if crop.sizes[best] >= min_size:  # else the tuned pipeline removes it
+                    obj.features = crop.features(best)
+                break
+            crop = _Crop(image, grown, halo, params, structure, names)
+            computed += crop.computed
+            done.insert(0, crop)
+        while len(done) > 1 and sum(c.comps.nbytes for c in done) > cache_bytes:
+            done.pop()
     return computed
+
+
+class _Crop:
+    """The predicted objects on one crop of the volume (exact: NDNT and opening computed with their halo)."""
+
+    def __init__(self, image, box, halo, params, structure, feature_names):
+        from florin.tuning import _grow, _Region
+
+        full = tuple(image.shape)
+        self.box, self.full = box, full
+        outer = _grow(box, halo, full)
+        mask = _Region.mask(np.asarray(image[outer]), params["shape"], params["threshold"], params["polarity"],
+                            params["opening"])
+        self.computed = mask.size
+        inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer, strict=True))
+        self.comps, n = ndi.label(mask[inner], structure)
+        self.sizes = np.bincount(self.comps.ravel(), minlength=n + 1)
+        self.sums = np.bincount(self.comps.ravel(), weights=np.asarray(image[box], np.float64).ravel(),
+                                minlength=n + 1)
+        self.boxes = ndi.find_objects(self.comps)
+        self.feature_names = feature_names
+        # the objects on each crop face inside the volume: cut, their full extent is unknown here
+        self.cut_low, self.cut_high = [], []
+        for axis, (b, size) in enumerate(zip(box, full, strict=True)):
+            self.cut_low.append(np.unique(np.take(self.comps, 0, axis=axis)) if b.start > 0 else np.zeros(0, int))
+            self.cut_high.append(np.unique(np.take(self.comps, -1, axis=axis)) if b.stop < size else np.zeros(0, int))
+
+    def features(self, label) -> dict:
+        """Area, extents and mean intensity of object ``label``, as ``conncomp.regionprops`` gives them."""
+        extents = [float(s.stop - s.start) for s in self.boxes[label - 1]]
+        area = float(self.sizes[label])
+        return dict(zip(self.feature_names, [area, *extents, float(self.sums[label] / area)], strict=True))
+
+    def holds(self, box) -> bool:
+        return all(c.start <= b.start and b.stop <= c.stop for b, c in zip(box, self.box, strict=True))
+
+    def match(self, obj) -> int:
+        """The predicted object holding most (at least half) of ``obj``'s voxels; 0 for none."""
+        local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(obj.box, self.box, strict=True))
+        overlap = np.bincount(self.comps[local][obj.voxels], minlength=1)
+        overlap[0] = 0
+        best = int(overlap.argmax())
+        return best if best and 2 * overlap[best] >= obj.voxels.sum() else 0
+
+    def grown(self, label):
+        """A larger box when object ``label`` is cut by a face of this crop (grown on those sides), else None."""
+        from florin.tuning import _grow
+
+        grown, cut = [], False
+        for b, low, high in zip(self.box, self.cut_low, self.cut_high, strict=True):
+            lo, hi = label in low, label in high
+            step = max(8, b.stop - b.start)
+            grown.append(slice(b.start - step if lo else b.start, b.stop + step if hi else b.stop))
+            cut = cut or lo or hi
+        return _grow(tuple(grown), (0,) * len(self.full), self.full) if cut else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,11 +477,9 @@ def fit_classes(objects, classes, image, params, connectivity):
     int
         Voxels computed.
     """
-    from florin.regions import extent_names
-
-    shape_names = ["area", *extent_names(("z", "y", "x")[-image.ndim:])]  # tune takes 2-D and 3-D volumes
-    names = shape_names + list(INTENSITY_FEATURES)
-    computed = measure(objects, image, params, connectivity, names)
+    names = feature_names(image.ndim)
+    shape_names = names[:-len(INTENSITY_FEATURES)]
+    computed = measure(objects, image, params, connectivity)
     class_names = list(classes)
     train = [o for o in objects if not o.heldout]
     for name in class_names:  # a class only held out: learn from its objects anyway

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from executor_helpers import assert_executors_agree
 
 import florin
 from florin.conncomp import regionprops
@@ -16,7 +17,14 @@ from florin.data import phantom
 from florin.errors import ParameterError
 from florin.pipeline_file import from_toml, to_toml
 from florin.tuning import build_pipeline, tune
-from florin.tuning_classes import check_classes, learn_bounds, measure, parse_classes, parse_classes_text
+from florin.tuning_classes import (
+    check_classes,
+    feature_names,
+    learn_bounds,
+    measure,
+    parse_classes,
+    parse_classes_text,
+)
 
 SPACE = {"shape": [[1, 3, 5], [9, 17, 33], [9, 17, 33]], "threshold": [0.1, 0.15, 0.2, 0.3], "opening": [0, 1],
          "min_size": [0, 40]}
@@ -100,8 +108,9 @@ def test_objects_are_measured_on_crops_as_the_whole_volume_run_measures_them(sam
     labels = np.zeros(sample.image.shape, np.uint8)
     labels[12] = sample.classes[12]
     _, objects = check_classes({"cell": 1, "vasculature": 2}, labels)
-    names = ["area", "depth", "height", "width", "intensity_mean"]
-    computed = measure(objects, sample.image, report.params, 1, names)
+    names = feature_names(3)
+    assert names == ["area", "depth", "height", "width", "intensity_mean"]
+    computed = measure(objects, sample.image, report.params, 1)
     assert 0 < computed
     whole = build_pipeline(report.params)(sample.image).values
     table = regionprops(whole, intensity=sample.image).table
@@ -142,6 +151,23 @@ def test_the_written_toml_round_trips_and_gives_the_python_result(sample, from_o
     # untiled, step by step: the same classes
     np.testing.assert_array_equal(build_pipeline(report.params, classes=report.classes)(sample.image).values,
                                   expected.values)
+
+
+def _with(pipeline, make):
+    """``pipeline`` with every (nested) pipeline run by ``make(*steps)``."""
+    steps = [_with(s, make) if isinstance(s, florin.Pipeline) else s for s in pipeline.steps]
+    return make(*steps)
+
+
+def test_the_written_toml_with_classes_runs_equal_under_every_executor(sample, from_objects, tmp_path):
+    pipeline, _ = from_objects
+    path = tmp_path / "classes.toml"
+    path.write_text(to_toml(pipeline))
+    # Serial, Multithread, Multiprocess, every plugin executor (florin-dask) and real MPI jobs, each equal to Serial
+    out = assert_executors_agree({"classes": (lambda make: _with(florin.Pipeline.from_toml(path), make), sample.image)},
+                                 tmp_path, mpi=("spmd-2", "spawn"))["classes"]
+    assert {"serial", "multithread", "multiprocess", "mpi-spmd-2", "mpi-spawn"} <= set(out)
+    np.testing.assert_array_equal(out["serial"].values, pipeline(sample.image).values)
 
 
 @pytest.mark.parametrize(
