@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.measure import label as label_regions
 
 from florin.errors import ParameterError
+from florin.regions import extent_names
+from florin.tuning import _grow, _Region, declared_halo
 
 __all__ = ["ClassBounds", "check_classes", "feature_names", "fit_classes", "learn_bounds", "measure", "parse_classes",
            "parse_classes_text"]
@@ -153,8 +156,6 @@ def check_classes(classes, labels, connectivity=1):
     list of _Object
         Every connected region of one named label value, with its class.
     """
-    from skimage.measure import label as label_regions
-
     classes = parse_classes(classes)
     named = np.array(sorted(v for values in classes.values() for v in values), np.int64)
     lab = np.asarray(labels)
@@ -199,8 +200,6 @@ def feature_names(ndim) -> list[str]:
     >>> feature_names(2)
     ['area', 'height', 'width', 'intensity_mean']
     """
-    from florin.regions import extent_names
-
     return ["area", *extent_names(("z", "y", "x")[-ndim:]), *INTENSITY_FEATURES]  # tune takes 2-D and 3-D volumes
 
 
@@ -216,8 +215,6 @@ def measure(objects, image, params, connectivity, *, cache_bytes=256 << 20):
     serves every later one inside it (the cross-sections of one vessel on
     many painted slices are measured once); returns the voxels computed.
     """
-    from florin.tuning import _grow, declared_halo
-
     full = tuple(image.shape)
     halo = declared_halo(tuple(params["shape"]), int(params["opening"]), full)
     structure = ndi.generate_binary_structure(len(full), connectivity)
@@ -254,8 +251,6 @@ class _Crop:
     """The predicted objects on one crop of the volume (exact: NDNT and opening computed with their halo)."""
 
     def __init__(self, image, box, halo, params, structure, feature_names):
-        from florin.tuning import _grow, _Region
-
         full = tuple(image.shape)
         self.box, self.full = box, full
         outer = _grow(box, halo, full)
@@ -294,8 +289,6 @@ class _Crop:
 
     def grown(self, label):
         """A larger box when object ``label`` is cut by a face of this crop (grown on those sides), else None."""
-        from florin.tuning import _grow
-
         grown, cut = [], False
         for b, low, high in zip(self.box, self.cut_low, self.cut_high, strict=True):
             lo, hi = label in low, label in high

@@ -54,7 +54,6 @@ PENDING = {
     "florin.registry": 2,
     "florin.tiling": 3,
     "florin.tuning": 17,
-    "florin.tuning_classes": 4,
     "florin.tuning_report": 3,
 }
 
