@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from florin.errors import ParameterError
 
@@ -124,8 +125,6 @@ def available_memory() -> int:
     """Bytes of memory available to this process: psutil's, else ``/proc/meminfo``; capped by its cgroup."""
     available = None
     try:
-        import psutil
-
         available = int(psutil.virtual_memory().available)
     except Exception:
         try:

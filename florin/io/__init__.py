@@ -8,16 +8,25 @@ same name (``florin.load`` / ``florin.save``).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from florin import _run
+from florin import _run, tilemeta
 from florin.errors import FlorinError, FormatError, InputFileError, MissingInputError, OutputExistsError, ParameterError
+from florin.io import ondisk
+from florin.io._blocks import copy_blocks
 from florin.io.atomic import atomic_path
+from florin.io.lazy import sources
+from florin.io.ondisk import OnDiskArray
+from florin.io.ondisk import create as _create
+from florin.registry import get_registry
 from florin.volume import as_volume
 
 __all__ = ["Format", "Load", "Save", "create", "load", "read", "save", "write"]
@@ -96,8 +105,6 @@ class _RegionWrite:
         self.open_region = open_region
 
     def __call__(self, path, volume, **options):
-        from florin.io._blocks import copy_blocks
-
         locator = self.create(path, volume.shape, volume.dtype, dims=volume.dims, attrs=dict(volume.attrs),
                               **options) or {}
         if volume.size:
@@ -114,8 +121,6 @@ class _RegionWrite:
 
 
 def _registry():
-    from florin.registry import get_registry
-
     return get_registry()
 
 
@@ -216,7 +221,6 @@ def write(path, volume, *, format=None, overwrite=False, **options) -> None:
     """
     if not _run.is_writer():
         return
-    from florin import tilemeta
 
     fmt = _format(path, format)
     _check_options(fmt.write, options, fmt, "writer")
@@ -256,10 +260,6 @@ def _check_dtype(fmt, dtype, path):
 def _with_errno(exc, tmp):
     """numpy reports a short write without its errno ("524288 requested and 261616 written"):
     when the disk has no room left for the rest, say so."""
-    import errno
-    import re
-    import shutil
-
     found = re.search(r"(\d+) requested and (\d+) written", str(exc)) if exc.errno is None else None
     if found is not None:
         missing = int(found.group(1)) - int(found.group(2))
@@ -279,8 +279,6 @@ def check_output(path, *, overwrite=False, volume=None, source=None) -> None:
     ``volume`` is lazily read from (or ``source``), and must not exist unless
     ``overwrite`` is true.
     """
-    from florin.io.lazy import sources
-
     real = os.path.realpath(os.fspath(path))
     state = _run.current()
     reads = [os.path.realpath(p) for p in sources(volume)] if volume is not None else []
@@ -359,8 +357,6 @@ class Save:
     run_token = None
 
     def __init__(self, path, *, format=None, overwrite=False, **options):
-        from florin.io.ondisk import OnDiskArray
-
         if isinstance(path, OnDiskArray):
             if format is not None or options:
                 raise ParameterError("save(out) with an array from florin.io.create takes no format or options")
@@ -377,8 +373,6 @@ class Save:
         self.out = None
 
     def __call__(self, data):
-        from florin import tilemeta
-        from florin.io import ondisk
         from florin.tiling import Tiles
 
         if isinstance(data, Tiles):
@@ -494,6 +488,4 @@ def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=Fa
 
     See :func:`florin.io.ondisk.create`.
     """
-    from florin.io.ondisk import create as _create
-
     return _create(path, shape, dtype, like=like, format=format, overwrite=overwrite, **options)

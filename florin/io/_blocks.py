@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import sys
 
 import numpy as np
 
@@ -120,10 +123,6 @@ def reserve(path) -> None:
 
 
 def _fallocate(fd, size) -> None:
-    import ctypes
-    import errno
-    import sys
-
     if not sys.platform.startswith("linux"):
         return  # pragma: no cover
     libc = ctypes.CDLL(None, use_errno=True)

@@ -8,6 +8,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from florin._signals import deferred
+
 __all__ = ["atomic_path", "remove_path"]
 
 
@@ -43,7 +45,6 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from florin._signals import deferred
 
     workdir = path.parent / f".{path.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
     tmp = workdir / path.name

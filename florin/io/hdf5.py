@@ -20,10 +20,12 @@ import errno
 import json
 import os
 import re
+import tempfile
 
 import h5py
 import numpy as np
 
+from florin._signals import deferred
 from florin.errors import InputFileError, ParameterError
 from florin.io import Format
 from florin.io._blocks import default_chunks
@@ -153,7 +155,6 @@ def _discard_and_close(f) -> None:
             if hasattr(os, "memfd_create"):
                 scratch = os.memfd_create("florin-discarded-hdf5")
             else:  # pragma: no cover - not Linux
-                import tempfile
 
                 with tempfile.TemporaryFile() as tmp:
                     scratch = os.dup(tmp.fileno())
@@ -183,8 +184,6 @@ def _writing(path, mode):
         yield f
         f.flush()  # a full disk fails here, while the file can still be closed
     except BaseException as exc:
-        from florin._signals import deferred
-
         with deferred():
             _discard_and_close(f)
         error = _os_error(exc) if isinstance(exc, Exception) else exc

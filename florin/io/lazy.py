@@ -31,6 +31,7 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from florin.errors import FlorinError, InputFileError
+from florin.volume import as_volume, default_dims
 
 __all__ = [
     "FileArray", "cached_handle", "close_handles", "is_lazy", "lazy_volume", "memmap_source", "read_raw", "sources",
@@ -145,8 +146,6 @@ def lazy_volume(array: FileArray, *, dims=None, coords=None, spacing=None, units
     >>> is_lazy(vol), vol[1:, 2].values.tolist()
     (True, [6, 10])
     """
-    from florin.volume import as_volume, default_dims
-
     dims = tuple(dims) if dims is not None else default_dims(len(array.shape))
     var = xr.Variable(dims, indexing.LazilyIndexedArray(array))
     vol = xr.DataArray(var, coords=coords, name=name)

@@ -45,6 +45,7 @@ import math
 import os
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -54,8 +55,13 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from florin import _run, tilemeta
+from florin._signals import deferred
 from florin.errors import FormatError, OutputBusyError, ParameterError, PipelineError
+from florin.io._blocks import copy_blocks
+from florin.io.atomic import _replace, remove_path
+from florin.registry import get_registry
 from florin.tiling import TileJoin, register_join
+from florin.volume import as_volume, default_dims
 
 __all__ = [
     "OnDiskArray", "WrittenJoin", "claim", "create", "file_lock", "join_written", "save_tile", "save_tiles",
@@ -98,8 +104,6 @@ def _format_of(name):
 
 
 def _writable_formats():
-    from florin.registry import get_registry
-
     return sorted(n for n, f in get_registry().formats.items() if f.create is not None)
 
 
@@ -198,8 +202,6 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
 
     def fill(self, volume) -> None:
         """Write a whole volume of this shape, block by block."""
-        from florin.io._blocks import copy_blocks
-
         if tuple(volume.shape) != self.shape:
             raise ParameterError(f"cannot write a {tuple(volume.shape)} volume into {self.target!r} of shape {self.shape}")
         copy_blocks(self, volume, self.dtype)
@@ -210,7 +212,6 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
         if self.committed:
             return self
         from florin.io import check_output
-        from florin.io.atomic import _replace, remove_path
         from florin.io.lazy import close_handles
 
         with file_lock(self.lock):
@@ -237,11 +238,7 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
 
     def abort(self) -> None:
         """Delete the temporary output (nothing is written under the target's name)."""
-        from florin.io.atomic import remove_path
-
         if not self.committed:
-            from florin._signals import deferred
-
             with deferred():
                 remove_path(self.workdir)
 
@@ -280,8 +277,6 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
 
 
 def _meta_of(like, shape, dtype):
-    from florin.volume import as_volume, default_dims
-
     if like is not None:
         like = as_volume(like)
         dims, attrs = like.dims, tilemeta.strip(dict(like.attrs))
@@ -355,14 +350,10 @@ def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=Fa
     workdir = target.parent / f".{target.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
     tmp = workdir / target.name
     try:
-        from florin._signals import deferred
-
         with deferred():  # Ctrl-C right after the folder is made still removes it
             workdir.mkdir()
         locator = fmt.create(tmp, shape, dtype, dims=dims, attrs=attrs, **options) or {}
     except BaseException as exc:
-        from florin.io.atomic import remove_path
-
         remove_path(workdir)
         if not isinstance(exc, Exception) or isinstance(exc, (FormatError, ParameterError)):
             raise
@@ -547,7 +538,6 @@ def tile_saves(steps):
     workdirs = []
 
     def start():
-        from florin._signals import deferred
         from florin.io import check_output
 
         tokens = {}
@@ -576,8 +566,6 @@ def tile_saves(steps):
 
 
 def _finish(claims, workdirs) -> None:
-    from florin._signals import deferred
-
     with deferred():  # a second Ctrl-C does not stop the cleanup half-way
         for workdir in workdirs:
             _remove_run_folder(workdir)
@@ -592,10 +580,6 @@ def _remove_run_folder(workdir: Path, wait=10.0) -> None:
     under it could let it add a file after the removal. Workers that take the
     lock later find the folder gone and write nothing.
     """
-    import time
-
-    from florin.io.atomic import remove_path
-
     if not workdir.is_dir():
         return
     fd = None

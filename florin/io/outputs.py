@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from florin import _run
 from florin.errors import OutputExistsError, OutputNotWritableError, ParameterError
+from florin.io import Load
 
 __all__ = ["check_outputs", "check_pipeline_outputs", "pipeline_saves"]
 
@@ -16,8 +18,6 @@ def pipeline_saves(pipeline) -> list:
     A step writes a file when it has a ``path`` and an ``overwrite`` attribute
     (:class:`florin.io.Save` and the CLI's objects table).
     """
-    from florin.io import Load
-
     found = []
     for step in getattr(pipeline, "steps", ()):
         if hasattr(step, "steps"):
@@ -81,8 +81,6 @@ def check_pipeline_outputs(pipeline) -> None:
     :func:`florin.io.create` were checked when it was created. Under MPI SPMD
     only the rank that writes checks.
     """
-    from florin import _run
-
     if not _run.is_writer():
         return
     saves = [s for s in pipeline_saves(pipeline) if getattr(s, "out", None) is None]

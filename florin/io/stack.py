@@ -20,12 +20,14 @@ import re
 
 import numpy as np
 import tifffile
+from PIL import Image
 
 from florin.errors import FormatError, InputFileError, ParameterError
 from florin.io import Format
 from florin.io._reader import stored_volume, volume_of
 from florin.io.lazy import FileArray
 from florin.io.metadata import from_json, to_json
+from florin.io.tiff import read_tiff
 from florin.volume import as_volume
 
 __all__ = ["FORMAT", "natural_key"]
@@ -54,8 +56,6 @@ def _slices(path):
 
 def _read_slice(path):
     if path.lower().endswith(".png"):
-        from PIL import Image
-
         with Image.open(path) as im:
             data = np.asarray(im)
             if im.mode == "I;16B":
@@ -67,8 +67,6 @@ def _read_slice(path):
 def _probe(path):
     """Shape, dtype and whether the last axis is colour samples, of one slice without reading its pixels."""
     if path.lower().endswith(".png"):
-        from PIL import Image
-
         with Image.open(path) as im:
             mode, size = im.mode, im.size
         dtypes = {"1": bool, "L": np.uint8, "P": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I": np.int32,
@@ -156,8 +154,6 @@ def read_stack(path, *, lazy=True):
         return vol
     vol = volume_of(data, dims=("z", "y", "x") if len(shape) == 3 else ("z", "y", "x", "c"))
     if files[0].lower().endswith((".tif", ".tiff")):
-        from florin.io.tiff import read_tiff
-
         first = read_tiff(os.path.join(path, files[0]))
         sp = dict(zip(first.dims, first.attrs.get("spacing", ()), strict=False))
         if sp:
@@ -200,8 +196,6 @@ def write_stack(path, volume, *, suffix=".tif", compression=None, prefix="slice_
         data = np.asarray(planes[i])
         name = os.path.join(path, f"{prefix}{i:0{width}d}{suffix}")
         if suffix == ".png":
-            from PIL import Image
-
             Image.fromarray(data).save(name)
         else:
             tifffile.imwrite(name, data.view(np.uint8) if data.dtype == bool else data,

@@ -13,6 +13,7 @@ they round-trip exactly. A lazy volume is written page by page.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -132,8 +133,6 @@ def _tifffile_errors(path):
     What tifffile logs in this thread meanwhile is held back: on an error only the
     error is raised (no log lines before it), otherwise it is passed on as logged.
     """
-    import logging
-
     held, thread = [], threading.get_ident()
 
     def _hold(record):

@@ -20,6 +20,7 @@ Reads are lazy: a worker opens the store and reads only the chunks of its tile.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,7 +28,9 @@ import threading
 
 import numpy as np
 import zarr
+from zarr.core.sync import _get_loop
 
+from florin._signals import deferred
 from florin.errors import FormatError, InputFileError, ParameterError
 from florin.io import Format
 from florin.io._blocks import copy_blocks, default_chunks
@@ -194,8 +197,6 @@ def _settled(timeout=10.0):
         yield
     except BaseException:
         if depth == 0:
-            from florin._signals import deferred
-
             with deferred():
                 _wait_for_zarr_tasks(timeout)
         raise
@@ -204,11 +205,7 @@ def _settled(timeout=10.0):
 
 
 def _wait_for_zarr_tasks(timeout) -> None:
-    import asyncio
-
     try:
-        from zarr.core.sync import _get_loop
-
         loop = _get_loop()
     except Exception:  # pragma: no cover - another zarr layout
         return
