@@ -939,7 +939,8 @@ def tune(volume, annotation=None, *, labels=None, classes=None, search=None, met
         value(s) of ``labels`` (``{'cell': [1, 2, 3], 'vasculature': 4}``), or
         label -> class name (``{1: 'cell', 4: 'vasculature'}``). An annotated
         object is a connected region of one named value (a label image of
-        object ids and one painted with one value per class both work). After
+        object ids and one painted with one value per class both work; values
+        not named only serve the segmentation's tuning). After
         the segmentation is tuned, the objects it finds on the annotated ones
         are measured (area and extents, as ``conncomp.regionprops``; the mean
         intensity where sizes cannot separate the classes) and one
