@@ -60,7 +60,7 @@ def main(out_dir="mpi-example-output"):
         florin.save(segmented_path, overwrite=True),
         # Find connected components
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(),
         # Classify the connected components by their volume and dimensions
         florin.MPI(
@@ -90,7 +90,7 @@ def main(out_dir="mpi-example-output"):
         morphology.binary_opening(),
         florin.join(),  # end of the tiled part (the MPI pipeline above ends it implicitly)
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(),
         florin.classify(florin.bounds_classifier("cell", **CELL), florin.bounds_classifier("vasculature")),
         florin.reconstruct(),

@@ -56,7 +56,7 @@ def main(out_dir="multithread-example-output"):
         florin.save(segmented_path, overwrite=True),
         # Find connected components
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(),
         # Classify the connected components by their volume and dimensions
         # (bounds fitted to the phantom's objects: florin.data.PHANTOM_CLASSES)

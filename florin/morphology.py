@@ -20,11 +20,12 @@ import skimage.morphology as skm
 from scipy import ndimage as ndi
 
 import florin.blockwise as blockwise
+from florin._checked import checked
 from florin._kernels import label as _klabel
 from florin._kernels import morphology as _km
 from florin._kernels import sizes as _ksizes
 from florin._kernels.label import label_dtype
-from florin.blockwise.sizes import _check_min_size
+from florin.blockwise.sizes import size_limit
 from florin.errors import ParameterError
 from florin.operators import florinate
 from florin.planner import source
@@ -257,6 +258,15 @@ opening = _make("opening", _opening, 2, False, "Greyscale opening.")
 closing = _make("closing", _closing, 2, False, "Greyscale closing.")
 
 
+def _size_params(what):
+    """The build-time check of a size filter's parameters (warns for ``min_size=``)."""
+
+    def check(params):
+        size_limit(params["max_size"], params["min_size"], what)
+
+    return check
+
+
 def _structure(ndim, connectivity):
     if not 1 <= connectivity <= ndim:
         raise ParameterError(f"connectivity must be between 1 and {ndim} for a {ndim}-D image, got {connectivity}")
@@ -269,34 +279,38 @@ _whole_volume = math.inf  # depends on whole objects: run after the join
 def _size_filter_blockwise(name):
     """The blockwise form of a size filter (:mod:`florin.blockwise`), for volumes above the memory budget."""
 
-    def run(image, *, allocate, blocks, map, min_size=64, connectivity=1, max_size=None):
+    def run(image, *, allocate, blocks, map, min_size=None, connectivity=1, max_size=None):
         vol = as_volume(image)
         out = allocate(vol.shape, vol.dtype)
         scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))
-        getattr(blockwise, name)(source(vol), out, blocks=blocks, min_size=min_size, connectivity=connectivity,
-                                 max_size=max_size, scratch=scratch, map=map)
+        limit = size_limit(max_size, min_size, f"{name}()", warn=False)  # warned when the step was built
+        getattr(blockwise, name)(source(vol), out, blocks=blocks, max_size=limit, connectivity=connectivity,
+                                 scratch=scratch, map=map)
         return like(out, vol)
 
     run.__name__ = run.__qualname__ = f"{name}_blockwise"
     return run
 
 
-@florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_objects"))
+@checked(check=_size_params("remove_small_objects()"), halo=_whole_volume, kind="label-merge",
+         blockwise=_size_filter_blockwise("remove_small_objects"))
 def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None):
-    """Remove objects with fewer than ``min_size`` voxels.
+    """Remove objects of at most ``max_size`` voxels (as scikit-image 0.26 names it).
 
     Parameters
     ----------
     image : array_like or xarray.DataArray
         A mask, or a label image (objects keep their labels).
     min_size : int, optional
-        Objects smaller than this are removed (FLoRIN's and scikit-image < 0.26
-        spelling). Default 64 when ``max_size`` is not given.
+        Deprecated (FLoRIN's and scikit-image < 0.26 name): objects smaller than
+        this are removed, i.e. ``max_size = min_size - 1``. Accepted with a
+        :class:`~florin.errors.FlorinDeprecationWarning`; given with
+        ``max_size`` it is a :class:`~florin.errors.ParameterError`.
     connectivity : int
         Neighbourhood for finding objects in a mask (1 = faces ... ndim = full).
     max_size : int, optional
-        scikit-image >= 0.26 spelling: remove objects of at most this size
-        (``min_size = max_size + 1``). Passing both is a ParameterError.
+        Objects of this many voxels or fewer are removed. Default 63 (FLoRIN's:
+        objects under 64 voxels go; scikit-image's default is 64).
 
     Returns
     -------
@@ -306,12 +320,12 @@ def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None)
     --------
     >>> import numpy as np
     >>> mask = np.zeros((6, 6), bool); mask[0, 0] = True; mask[2:5, 2:5] = True
-    >>> int(remove_small_objects(mask, min_size=2).values.sum())
+    >>> int(remove_small_objects(mask, max_size=1).values.sum())
     9
     """
     vol = as_volume(image)
     check_single_channel(vol, "remove_small_objects()")
-    min_size = _check_min_size(min_size, max_size)
+    min_size = size_limit(max_size, min_size, "remove_small_objects()", warn=False) + 1  # sizes below it go
     data = np.asarray(vol)
     if data.ndim == 0:
         raise ParameterError("image must have at least one dimension for remove_small_objects, got a 0-d array")
@@ -329,9 +343,10 @@ def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None)
     return like(_ksizes.remove_labels(data, small), vol)
 
 
-@florinate(halo=_whole_volume, kind="label-merge", blockwise=_size_filter_blockwise("remove_small_holes"))
+@checked(check=_size_params("remove_small_holes()"), halo=_whole_volume, kind="label-merge",
+         blockwise=_size_filter_blockwise("remove_small_holes"))
 def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
-    """Fill holes (background components) with fewer than ``min_size`` voxels.
+    """Fill holes (background components) of at most ``max_size`` voxels (as scikit-image 0.26 names it).
 
     Parameters
     ----------
@@ -339,13 +354,16 @@ def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
         A mask, or a label image: a filled hole takes the label of the object
         around it (the largest label bordering it), so labels are kept.
     min_size : int, optional
-        Holes smaller than this are filled. Default 64 when ``max_size`` is
-        not given.
+        Deprecated (FLoRIN's name): holes smaller than this are filled, i.e.
+        ``max_size = min_size - 1``. Accepted with a
+        :class:`~florin.errors.FlorinDeprecationWarning`; given with
+        ``max_size`` it is a :class:`~florin.errors.ParameterError`.
     connectivity : int
         Neighbourhood for finding holes (1 = faces ... ndim = full).
     max_size : int, optional
-        scikit-image >= 0.26 spelling (its ``area_threshold`` renamed): fill
-        holes of at most this size. Passing both is a ParameterError.
+        Holes of this many voxels or fewer are filled (scikit-image 0.26's name,
+        its ``area_threshold`` renamed). Default 63 (FLoRIN's: holes under 64
+        voxels; scikit-image's default is 64).
 
     Returns
     -------
@@ -355,12 +373,12 @@ def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
     --------
     >>> import numpy as np
     >>> mask = np.ones((5, 5), bool); mask[2, 2] = False
-    >>> bool(remove_small_holes(mask, min_size=2).values.all())
+    >>> bool(remove_small_holes(mask, max_size=1).values.all())
     True
     """
     vol = as_volume(image)
     check_single_channel(vol, "remove_small_holes()")
-    min_size = _check_min_size(min_size, max_size, "remove_small_holes")
+    min_size = size_limit(max_size, min_size, "remove_small_holes()", warn=False) + 1  # sizes below it are filled
     data = np.asarray(vol)
     if data.ndim == 0:
         raise ParameterError("image must have at least one dimension for remove_small_holes, got a 0-d array")

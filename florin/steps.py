@@ -59,7 +59,7 @@ Examples
 >>> from florin.morphology import binary_opening, remove_small_holes
 >>> steps.kind(binary_opening(), (8, 8)), steps.halo(binary_opening(), (8, 8))
 ('map', (2, 2))
->>> steps.kind(remove_small_holes(min_size=4), (8, 8))
+>>> steps.kind(remove_small_holes(max_size=3), (8, 8))
 'label-merge'
 >>> steps.kind(lambda image: image, (8, 8)), steps.name(abs)
 ('map', 'abs')

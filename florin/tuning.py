@@ -284,7 +284,8 @@ def build_pipeline(params, *, tile=None, connectivity=1, classes=None):
     else:
         steps += per_voxel
     if params.get("min_size", 0):
-        steps.append(morphology.remove_small_objects(min_size=int(params["min_size"]), connectivity=connectivity))
+        steps.append(morphology.remove_small_objects(max_size=int(params["min_size"]) - 1,
+                                                       connectivity=connectivity))
     steps.append(conncomp.label(connectivity=connectivity))
     pairs = [(c.name, c.bounds) if hasattr(c, "bounds") else tuple(c) for c in (classes or ())]
     pairs = [(name, bounds) for name, bounds in pairs if bounds is not None]

@@ -81,3 +81,38 @@ def test_min_size_and_max_size_together_is_an_error_and_max_size_is_min_size_min
         op(mask, min_size=2, max_size=1)
     np.testing.assert_array_equal(op(mask, max_size=1).values, op(mask, min_size=2).values)
     np.testing.assert_array_equal(op(mask).values, op(mask, min_size=64).values)
+
+
+@pytest.mark.parametrize("name", ["remove_small_objects", "remove_small_holes"])
+def test_max_size_is_the_name_and_min_size_a_deprecated_alias(name):
+    # Issue 16 item 5: named as scikit-image 0.26 names them (max_size: sizes at or below it go).
+    from florin import blockwise
+    from florin.errors import FlorinDeprecationWarning
+
+    mask = np.zeros((8, 8), bool)
+    mask[0, 0] = True
+    mask[2:4, 2:4] = True
+    mask[5:8, 5:8] = True
+    if name == "remove_small_holes":
+        mask = ~mask
+    op = getattr(morphology, name)
+    reference = getattr(skm, name)(mask, max_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns about nothing
+        np.testing.assert_array_equal(op(mask, max_size=4).values, reference)
+    with pytest.warns(FlorinDeprecationWarning, match=rf"{name}\(\): min_size=5 is deprecated; use max_size=4"):
+        step = op(min_size=5)  # warned when the step is built, where the call is written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(step(mask).values, reference)
+    out = np.zeros_like(mask)
+    with pytest.warns(FlorinDeprecationWarning, match="min_size=5 is deprecated"):
+        getattr(blockwise, name)(mask, out, blocks=[(slice(0, 4), slice(0, 8)), (slice(4, 8), slice(0, 8))],
+                                 min_size=5)
+    np.testing.assert_array_equal(out, reference)
+    # The default keeps FLoRIN's (objects under 64 voxels go), which is max_size=63.
+    big = np.zeros((10, 10), bool)
+    big[:8, :8] = True  # 64 voxels: kept by default, removed by scikit-image's default (64)
+    big[9, 9] = True
+    kept = morphology.remove_small_objects(big).values
+    assert kept.sum() == 64 and not skm.remove_small_objects(big).any()

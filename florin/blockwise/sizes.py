@@ -11,6 +11,7 @@ import contextlib
 import functools
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +20,61 @@ from scipy import ndimage as ndi
 from florin._kernels.label import label_dtype
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
-from florin.errors import ParameterError
+from florin.errors import FlorinDeprecationWarning, ParameterError
 
 __all__ = ["remove_small_holes", "remove_small_objects"]
 
 
-def _check_min_size(min_size, max_size, what="remove_small_objects"):
-    """The FLoRIN ``min_size`` (sizes below it go) from ``min_size`` or scikit-image's ``max_size`` (default 64)."""
-    if min_size is not None and max_size is not None:
-        raise ParameterError(
-            f"{what}(): pass min_size (sizes < min_size, FLoRIN) or max_size (sizes <= max_size, scikit-image >= 0.26), "
-            f"not both; got min_size={min_size!r}, max_size={max_size!r}"
-        )
-    if max_size is not None:
-        if not isinstance(max_size, int | np.integer) or isinstance(max_size, bool) or max_size < 0:
-            raise ParameterError(f"max_size must be an integer >= 0, got {max_size!r}")
-        min_size = int(max_size) + 1  # scikit-image >= 0.26 spelling: remove sizes <= max_size
-    if min_size is None:
-        min_size = 64
-    if not isinstance(min_size, int | np.integer) or isinstance(min_size, bool) or min_size < 0:
-        raise ParameterError(f"min_size must be an integer >= 0, got {min_size!r}")
-    return int(min_size)
+#: FLoRIN's default for the size filters: objects (holes) under 64 voxels go, i.e. ``max_size=63``.
+DEFAULT_MAX_SIZE = 63
+
+
+def _check_size(name, value):
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+        raise ParameterError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def size_limit(max_size, min_size, what, *, warn=True, stacklevel=6) -> int:
+    """The largest size a size filter removes (scikit-image 0.26's ``max_size``).
+
+    ``max_size`` is the name (sizes at or below it go; default
+    :data:`DEFAULT_MAX_SIZE`); ``min_size`` is its deprecated FLoRIN name (sizes
+    below it go), accepted with a :class:`~florin.errors.FlorinDeprecationWarning`
+    (unless ``warn`` is false: the warning was given when the step was built),
+    ``stacklevel`` frames up: at the caller's line.
+    Both given is a :class:`~florin.errors.ParameterError`.
+
+    Examples
+    --------
+    >>> size_limit(None, None, "remove_small_objects()")
+    63
+    >>> size_limit(None, 20, "remove_small_holes()", warn=False)
+    19
+    >>> size_limit(19, 20, "remove_small_holes()")
+    Traceback (most recent call last):
+    ...
+    florin.errors.ParameterError: remove_small_holes(): pass min_size (deprecated; ...) or max_size (...), not both; ...
+    """
+    if min_size is not None:
+        if max_size is not None:
+            raise ParameterError(
+                f"{what}: pass min_size (deprecated; sizes below it go) or max_size (scikit-image 0.26; sizes at or "
+                f"below it go), not both; got min_size={min_size!r}, max_size={max_size!r}"
+            )
+        _check_size("min_size", min_size)
+        limit = max(int(min_size) - 1, 0)  # min_size 0 and 1 both remove nothing, as max_size=0 does
+        if warn:
+            warnings.warn(
+                f"{what}: min_size={min_size} is deprecated; use max_size={limit} (sizes at or below max_size are "
+                "removed, as in scikit-image 0.26)",
+                FlorinDeprecationWarning,
+                stacklevel=stacklevel,
+            )
+        return limit
+    if max_size is None:
+        return DEFAULT_MAX_SIZE
+    _check_size("max_size", max_size)
+    return int(max_size)
 
 
 @contextlib.contextmanager
@@ -112,19 +147,21 @@ def _each_block(func, out, map, blocks):
         sink.apply(pending)
 
 
-def _prepare(image, out, blocks, connectivity, min_size, max_size, what):
+def _prepare(image, out, blocks, connectivity, max_size, min_size, what):
+    """Checked arguments, with the size limit as the smallest size that is kept."""
     shape = _check_arrays(image, out, what)
     dtype = np.dtype(image.dtype)
     if dtype.kind not in "biu":
         raise ParameterError(f"{what}: the input must be a boolean mask or an integer label image, got {dtype}")
     connectivity = _check_connectivity(connectivity, len(shape), what)
-    return shape, _normalize_blocks(blocks, shape), connectivity, _check_min_size(min_size, max_size)
+    kept = size_limit(max_size, min_size, what, stacklevel=4) + 1
+    return shape, _normalize_blocks(blocks, shape), connectivity, kept
 
 
 def remove_small_objects(
     image, out, *, blocks, min_size=None, connectivity=1, max_size=None, scratch=None, map=map
 ) -> None:
-    """Remove objects with fewer than ``min_size`` voxels, block by block.
+    """Remove objects of at most ``max_size`` voxels, block by block.
 
     Equal voxel for voxel to :func:`florin.morphology.remove_small_objects`
     of the whole volume.
@@ -139,12 +176,13 @@ def remove_small_objects(
         Sliceable array of the image's shape and dtype; receives the result.
     blocks : list of tuple of slice
         Boxes partitioning the volume (see :func:`florin.blockwise.label`).
-    min_size : int
-        Objects smaller than this are removed.
+    min_size : int, optional
+        Deprecated name (objects smaller than it are removed), as for
+        :func:`florin.morphology.remove_small_objects`.
     connectivity : int
         Neighbourhood for finding the objects of a mask (1 = faces ... ndim).
     max_size : int, optional
-        scikit-image >= 0.26 spelling: remove objects of at most this size.
+        Objects of this many voxels or fewer are removed (default 63).
     scratch : array_like, optional
         Integer array of the image's shape for the labels of a mask (as
         ``out`` of :func:`florin.blockwise.label`); a temporary memory map,
@@ -157,12 +195,12 @@ def remove_small_objects(
     >>> import numpy as np
     >>> mask = np.zeros((6, 6), bool); mask[0, 0] = True; mask[2:5, 2:5] = True
     >>> out = np.zeros_like(mask)
-    >>> remove_small_objects(mask, out, blocks=[(slice(0, 3), slice(0, 6)), (slice(3, 6), slice(0, 6))], min_size=2)
+    >>> remove_small_objects(mask, out, blocks=[(slice(0, 3), slice(0, 6)), (slice(3, 6), slice(0, 6))], max_size=1)
     >>> int(out.sum())
     9
     """
     what = "blockwise.remove_small_objects()"
-    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, min_size, max_size, what)
+    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
     if np.dtype(image.dtype) != bool:
         small = _small_ids(image, blocks, min_size, map)
         _each_block(functools.partial(_remove_block, Source(image), Source(image), small), out, map, blocks)
@@ -176,7 +214,7 @@ def remove_small_objects(
 def remove_small_holes(
     image, out, *, blocks, min_size=None, connectivity=1, max_size=None, scratch=None, map=map
 ) -> None:
-    """Fill holes (background components) with fewer than ``min_size`` voxels, block by block.
+    """Fill holes (background components) of at most ``max_size`` voxels, block by block.
 
     Equal voxel for voxel to :func:`florin.morphology.remove_small_holes` of
     the whole volume: in a label image a filled hole takes the largest label
@@ -190,12 +228,13 @@ def remove_small_holes(
         Sliceable array of the image's shape and dtype; receives the result.
     blocks : list of tuple of slice
         Boxes partitioning the volume (see :func:`florin.blockwise.label`).
-    min_size : int
-        Holes smaller than this are filled.
+    min_size : int, optional
+        Deprecated name (holes smaller than it are filled), as for
+        :func:`florin.morphology.remove_small_holes`.
     connectivity : int
         Neighbourhood for finding holes (1 = faces ... ndim).
     max_size : int, optional
-        scikit-image >= 0.26 spelling: fill holes of at most this size.
+        Holes of this many voxels or fewer are filled (default 63).
     scratch : array_like, optional
         Integer array of the image's shape for the hole labels; a temporary
         memory map, removed afterwards, when omitted.
@@ -207,12 +246,12 @@ def remove_small_holes(
     >>> import numpy as np
     >>> mask = np.ones((5, 5), bool); mask[2, 2] = False
     >>> out = np.zeros_like(mask)
-    >>> remove_small_holes(mask, out, blocks=[(slice(0, 5), slice(0, 2)), (slice(0, 5), slice(2, 5))], min_size=2)
+    >>> remove_small_holes(mask, out, blocks=[(slice(0, 5), slice(0, 2)), (slice(0, 5), slice(2, 5))], max_size=1)
     >>> bool(out.all())
     True
     """
     what = "blockwise.remove_small_holes()"
-    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, min_size, max_size, what)
+    shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
     with _scratch_labels(shape, scratch) as holes:
         _label_into(image, holes, blocks, connectivity, map, what, invert=True)
         fill = _small_ids(holes, blocks, min_size, map)

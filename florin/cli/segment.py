@@ -164,7 +164,7 @@ def build_segment_pipeline(
     if mask is not None:
         steps.append(florin.save(mask, overwrite=overwrite))
     steps += [
-        morphology.remove_small_objects(min_size=min_size, connectivity=connectivity),
+        morphology.remove_small_objects(max_size=max(min_size - 1, 0), connectivity=connectivity),
         conncomp.label(connectivity=connectivity),
     ]
     if not classes:
@@ -403,7 +403,7 @@ def demo(
         parallel(thresholding.ndnt(shape=(10, 64, 64), threshold=0.3), morphology.binary_opening()),
         florin.save(directory / "segmented.tiff", overwrite=True),
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(intensity="input"),
         parallel(florin.classify(*(florin.bounds_classifier(n, **b) for n, b in PHANTOM_CLASSES))),
         _SaveObjects(directory / "objects.csv", overwrite=True),
