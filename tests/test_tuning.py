@@ -51,8 +51,9 @@ def test_tuning_from_one_slice_comes_within_001_of_the_exhaustive_grid(sample):
     pipe, report = tune(sample.image, annotation, search=SPACE, budget=None, tile=None)
     assert grid.evaluations == grid.grid_size == SearchSpace.coerce(SPACE, sample.image.shape).size == 1080
     assert grid.stopped == "grid" and report.stopped == "converged"
-    assert report.evaluations <= grid.evaluations // 4  # a small fraction of the grid's evaluations
-    assert report.elapsed < grid.elapsed / 4  # and of its time (about 1/25 here)
+    # A small fraction of the grid's evaluations, hence of its time (counted, not timed: tests assert no timings;
+    # benchmarks/bench_tune.py reports the times).
+    assert report.evaluations <= grid.evaluations // 4
     assert report.score >= grid.score - 1e-9  # here it even finds the grid's best annotated score
     assert whole_dice(pipe, sample) >= whole_dice(grid_pipe, sample) - 0.01
     assert whole_dice(pipe, sample) > 0.95
@@ -108,11 +109,12 @@ def test_written_toml_round_trips_and_runs_equal_under_every_executor(sample, tm
     path.write_text(text)
     expected = build_pipeline(report.params)(sample.image).values  # untiled
     np.testing.assert_array_equal(florin.Pipeline.from_toml(path)(sample.image).values, expected)
-    # Serial, Multithread, Multiprocess, every plugin executor (florin-dask: CI installs it) and real MPI jobs
-    # (mpiexec -n 2, and a spawned MPIPoolExecutor), each exactly equal to Serial
+    # Serial, Multithread, Multiprocess and every plugin executor (florin-dask: CI installs it), each exactly equal
+    # to Serial. Real MPI jobs (mpiexec -n 2, a spawned MPIPoolExecutor) run a tuned TOML of the same steps plus
+    # classes in tests/test_tuning_classes.py (each launch costs ~30 s; once is enough).
     out = assert_executors_agree({"tuned": (lambda make: _with(florin.Pipeline.from_toml(path), make), sample.image)},
-                                 tmp_path, mpi=("spmd-2", "spawn"))["tuned"]
-    assert {"serial", "multithread", "multiprocess", "mpi-spmd-2", "mpi-spawn"} <= set(out)
+                                 tmp_path, mpi=())["tuned"]
+    assert {"serial", "multithread", "multiprocess"} <= set(out)
     if importlib.util.find_spec("florin_dask") is not None:
         assert "dask" in out
 
