@@ -442,8 +442,19 @@ def _regionprops_tile(vol, info, intensity):
     return out
 
 
+def _intensity_param(intensity, intensity_image):
+    """``intensity=``, or scikit-image's name for it, ``intensity_image=``; both given is a ParameterError."""
+    if intensity_image is None:
+        return intensity
+    if intensity is not None:
+        raise ParameterError(
+            "regionprops(): pass intensity= or intensity_image= (scikit-image's name for the same image), not both"
+        )
+    return intensity_image
+
+
 def _regionprops_params(params):
-    intensity = params["intensity"]
+    intensity = _intensity_param(params["intensity"], params["intensity_image"])
     if intensity is None or isinstance(intensity, str | os.PathLike) or hasattr(intensity, "shape"):
         return
     raise ParameterError(
@@ -451,14 +462,15 @@ def _regionprops_params(params):
     )
 
 
-def _regionprops_blockwise(image, *, allocate, blocks, map, intensity=None, slab=None):
+def _regionprops_blockwise(label_image, *, allocate, blocks, map, intensity=None, slab=None, intensity_image=None):
     """``regionprops`` block by block (:func:`florin.blockwise.regionprops`), for volumes above the memory budget."""
-    return blockwise.regionprops(as_volume(image), intensity, blocks=blocks, map=map)
+    intensity = _intensity_param(intensity, intensity_image)
+    return blockwise.regionprops(as_volume(label_image), intensity, blocks=blocks, map=map)
 
 
 @checked(check=_regionprops_params, per_item=False, takes_merged_tiles=True, kind="reduce",
          blockwise=_regionprops_blockwise)
-def regionprops(image, *, intensity=None, slab=None):
+def regionprops(label_image, *, intensity=None, slab=None, intensity_image=None):
     """Measure every labelled object of a label volume.
 
     The statistics are computed in one vectorized pass over the volume
@@ -470,20 +482,21 @@ def regionprops(image, *, intensity=None, slab=None):
 
     Parameters
     ----------
-    image : array_like or xarray.DataArray
-        Label volume (integers, 0 = background), e.g. from :func:`label`
-        (scikit-image's ``label_image``; the image comes first and positionally,
-        as for every florin operator).
+    label_image : array_like or xarray.DataArray
+        Label volume (integers, 0 = background), e.g. from :func:`label`; named
+        as in scikit-image, and like every florin operator's image it comes
+        first and positionally.
     intensity : None, array_like, xarray.DataArray, str or path-like
         Intensity image for ``intensity_mean``/``_min``/``_max``/``_sum``:
         an array of the labels' shape, a file to read, or ``'input'``: the
         volume the running pipeline started from (what ``florin.load()`` read
-        or the array the pipeline was called with). scikit-image calls the
-        array ``intensity_image``; florin keeps its own name because it also
-        takes a path or ``'input'``.
+        or the array the pipeline was called with).
     slab : int, optional
         First-axis slices measured at a time. Default: all at once for volumes
         in memory, about 2**26 voxels otherwise.
+    intensity_image : optional
+        scikit-image's name for ``intensity``, taking the same values; give one
+        of the two (both is a :class:`~florin.errors.ParameterError`).
 
     Returns
     -------
@@ -517,9 +530,10 @@ def regionprops(image, *, intensity=None, slab=None):
     0      1     2      2
     1      2     3      2
     """
-    vol = as_volume(image)
+    vol = as_volume(label_image)
     if vol.ndim == 0:
         raise ParameterError("regionprops() needs a label volume with at least one dimension")
+    intensity = _intensity_param(intensity, intensity_image)
     info = tilemeta.info_of(vol)
     if info is not None:
         return _regionprops_tile(vol, info, intensity)

@@ -250,3 +250,24 @@ def test_regionprops_on_unlabelled_tiles_is_explained(rng):
     labels = conncomp.label(rng.random((8, 8)) < 0.5)
     with pytest.raises(ParameterError, match="needs conncomp.label"):
         florin.Serial(florin.tile(shape=4), florin.Serial(conncomp.regionprops()))(labels)
+
+
+def test_scikit_image_names_label_image_and_intensity_image(tmp_path):
+    # Issue 16 item 5: regionprops takes scikit-image's names: the label image first (label_image), and
+    # intensity_image= as the same thing as florin's intensity= (which also takes a path or 'input').
+    import inspect
+
+    labels = np.array([[1, 1, 0, 2], [0, 1, 0, 2]])
+    image = np.array([[1.0, 3.0, 9.0, 4.0], [9.0, 5.0, 9.0, 6.0]])
+    assert next(iter(inspect.signature(conncomp.regionprops.func).parameters)) == "label_image"
+    by_florin = conncomp.regionprops(labels, intensity=image).to_dataframe()
+    by_skimage = conncomp.regionprops(labels, intensity_image=image).to_dataframe()
+    pd.testing.assert_frame_equal(by_florin, by_skimage)
+    assert by_skimage["intensity_mean"].tolist() == [3.0, 5.0]
+    # In a pipeline, 'input' is what the pipeline was called with, under either name.
+    got = florin.Serial(conncomp.label(), conncomp.regionprops(intensity_image="input"))(image)
+    want = florin.Serial(conncomp.label(), conncomp.regionprops(intensity="input"))(image)
+    pd.testing.assert_frame_equal(got.to_dataframe(), want.to_dataframe())
+    assert got.to_dataframe()["intensity_mean"].tolist() == [image.mean()]  # one object: every voxel is nonzero
+    with pytest.raises(ParameterError, match=r"regionprops\(\): pass intensity= or intensity_image=.*not both"):
+        conncomp.regionprops(intensity=image, intensity_image=image)
