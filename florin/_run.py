@@ -25,6 +25,8 @@ class RunState:
     input: object = None
     #: The run's memory budget and scratch directory (a :class:`florin.memory.Scratch`).
     scratch: object = None
+    #: The completion records of a resumable run (a :class:`florin.resume.Resume`), else None.
+    resume: object = None
 
     def set_input(self, volume) -> None:
         """Record the run's input volume (the first one only: nested loads do not replace it)."""
@@ -94,7 +96,9 @@ def run_state(*, memory=None, scratch=None):
     A new run gets a memory budget (``memory``: bytes or a size such as
     ``'2GiB'``; default :func:`florin.memory.default_budget`) and a scratch
     directory under ``scratch`` (default: the temporary directory), removed
-    when the run ends, whether it succeeded or failed.
+    when the run ends, whether it succeeded or failed. The records of a
+    resumable run (``state.resume``) are removed when it succeeded and kept
+    when it failed or was stopped.
     """
     state = _current.get()
     if state is not None:
@@ -106,11 +110,15 @@ def run_state(*, memory=None, scratch=None):
     if observer is not None:
         state.timings = observer.timings
     token = _current.set(state)
+    succeeded = False
     try:
         yield state, True
+        succeeded = True
     finally:
         _current.reset(token)
         state.scratch.close()
+        if state.resume is not None:
+            state.resume.close(keep=not succeeded)
 
 
 def budget() -> int | None:

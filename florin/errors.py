@@ -101,6 +101,10 @@ class OutputBusyError(FlorinError, BlockingIOError):
     """Another run is writing the same output right now (it holds the output's claim)."""
 
 
+class ResumeError(ParameterError):
+    """A run cannot resume from the partial run it was pointed at (another pipeline or input, lost records)."""
+
+
 class PluginError(FlorinError):
     """A plugin failed to load or registered a name that is already taken."""
 

@@ -222,13 +222,14 @@ def _scratch_map(data):
     mm = data
     while isinstance(mm, np.ndarray) and not isinstance(mm, np.memmap):
         mm = mm.base
-    if isinstance(mm, np.memmap) and mm.filename and "florin-scratch-" in os.fspath(mm.filename):
+    name = os.fspath(mm.filename) if isinstance(mm, np.memmap) and mm.filename else ""
+    if "florin-scratch-" in name or ".florin-partial" in name:  # a run's scratch, or a resumable run's records
         return mm
     return None
 
 
 def is_scratch(array) -> bool:
-    """Whether ``array`` (or the data of a DataArray) is a memory map of a scratch volume."""
+    """Whether ``array`` (or the data of a DataArray) is a memory map of a scratch volume (or a resumable run's)."""
     data = getattr(getattr(array, "variable", None), "_data", array)
     return _scratch_map(data) is not None
 

@@ -23,7 +23,7 @@ import xarray as xr
 from florin import _run, planner, tilemeta
 from florin import steps as _steps
 from florin.collection import Collection
-from florin.errors import FlorinError, MissingInputError, PipelineError
+from florin.errors import FlorinError, MissingInputError, ParameterError, ParameterTypeError, PipelineError
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
 
@@ -73,7 +73,7 @@ class Pipeline:
         _check_tiled_parts(self.steps)
 
     # -- running -------------------------------------------------------------------------
-    def __call__(self, data=_NO_DATA, *, memory=None, scratch=None):
+    def __call__(self, data=_NO_DATA, *, memory=None, scratch=None, resume=False):
         """Run the pipeline on ``data`` (a path, an array, a DataArray; omitted when the first step loads).
 
         Parameters
@@ -89,14 +89,25 @@ class Pipeline:
         scratch : str or path-like, optional
             Where the run's scratch directory is made (default: the temporary
             directory). It is removed when the run ends, also after a failure.
+        resume : bool or path-like
+            Keep per-tile completion records so that the same call after an
+            interruption continues where this one stopped and gives the same
+            output (see :mod:`florin.resume`): ``True`` keeps them in
+            ``NAME.florin-partial/`` beside the first output (or in
+            ``scratch``), a path names the folder. The folder is removed when
+            the run succeeds and kept when it fails or is stopped.
         """
-        if memory is not None or scratch is not None:
+        if memory is not None or scratch is not None or resume is not False:
             if _run.current() is not None:
-                raise PipelineError("memory= and scratch= are options of the outermost pipeline call only")
+                raise PipelineError("memory=, scratch= and resume= are options of the outermost pipeline call only")
+        if not isinstance(resume, bool | str | os.PathLike):
+            raise ParameterTypeError(f"resume must be True, False or a folder path, got {resume!r}")
         with _run.run_state(memory=memory, scratch=scratch) as (state, top_level):
             if top_level:
                 from florin.io.outputs import check_pipeline_outputs
 
+                if resume is not False:
+                    _start_resume(self, data, state, resume, scratch=scratch, budget_given=memory is not None)
                 check_pipeline_outputs(self)  # every output, before anything is computed
                 data = self._prepare_input(data, state)
                 if isinstance(data, xr.DataArray):
@@ -151,10 +162,20 @@ class Pipeline:
         """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
         from florin.io.ondisk import tile_saves
 
-        # Tile-by-tile saves write into this run's claimed temporary outputs, removed on any failure.
-        with tile_saves(list(steps)) as steps:
+        state = _run.current()
+        resume = getattr(state, "resume", None) if state is not None else None
+        part = resume.part(collection, steps) if resume is not None and isinstance(collection, Tiles) else None
+        if part is not None:
+            committed = part.committed_result(like=collection.volume)
+            if committed is not None:
+                return committed  # an earlier run of this resumed one committed this part's output
+        # Tile-by-tile saves write into this run's claimed temporary outputs, removed on any failure
+        # (kept for the next run when it resumes).
+        with tile_saves(list(steps), part=part) as steps:
             runner = _ItemRunner(steps, type(collection).resolve)
             items = collection.items()
+            if part is not None:
+                items = part.select(items, collection.infos)
             label = f"{type(self).__name__} over {len(items)} {type(collection).__name__.lower()}"
             with _run.progress_task(len(items), label) as tick, _run.mapping(collection.item_nbytes()):
                 if self.in_process:
@@ -162,7 +183,10 @@ class Pipeline:
                 else:
                     pairs = _ticked(self._pairs(runner, items), tick)
                 with contextlib.closing(pairs):  # a failed join stops the work still running
-                    rebuilt = collection.rebuild_stream(pairs)
+                    if part is not None:
+                        rebuilt = collection.rebuild_stream(pairs, records=part)
+                    else:
+                        rebuilt = collection.rebuild_stream(pairs)
         for step in steps:
             hook = _steps.after_map(step)
             if hook is not None:
@@ -359,6 +383,19 @@ class _ItemRunner:
                     origin=info.origin,
                 ) from None
         return result
+
+
+def _start_resume(pipeline, data, state, resume, *, scratch, budget_given) -> None:
+    """Open the records of a resumable run (``resume=True`` or a folder) and keep the first run's budget."""
+    from florin import resume as _resume
+
+    if _run._agreement is not None:
+        raise ParameterError("resume= is not available under MPI in SPMD mode (mpiexec ... with florin.MPI); "
+                             "run without it")
+    folder = _resume.partial_folder(pipeline, scratch=scratch) if resume is True else resume
+    state.resume = _resume.Resume.start(pipeline, data, folder, budget=state.scratch.budget, no_data=_NO_DATA)
+    if not budget_given:
+        state.scratch.budget = state.resume.budget  # the same plan as the interrupted run
 
 
 def _fits_after(previous, step) -> bool:

@@ -23,8 +23,8 @@ from florin.errors import ParameterTypeError, PipelineError, TilingError
 from florin.volume import as_volume
 
 __all__ = [
-    "Tile", "TileJoin", "TileRef", "Tiles", "core_of", "is_lazy", "join", "join_kind", "join_stream", "register_join",
-    "tile", "tile_infos", "unregister_join", "wrap_joined",
+    "Tile", "TileJoin", "TileRef", "Tiles", "core_of", "is_lazy", "join", "join_kind", "join_kind_named", "join_stream",
+    "register_join", "tile", "tile_infos", "unregister_join", "wrap_joined",
 ]
 
 
@@ -263,17 +263,18 @@ class Tiles(Collection):
     def rebuild(self, results):
         return self.rebuild_stream(enumerate(results))
 
-    def rebuild_stream(self, pairs):
+    def rebuild_stream(self, pairs, *, records=None):
         """Join tile results as they arrive: each core goes into the destination at once.
 
         The destination is in memory, or an on-disk scratch volume when the
         joined volume exceeds the run's memory budget (see :mod:`florin.memory`),
-        which the next steps then read lazily.
+        which the next steps then read lazily. ``records`` are the completion
+        records of a resumable run (see :func:`join_stream`).
         """
         from florin.memory import sealed
 
         joined = join_stream((result for _, result in pairs), infos=self.infos, like=self.volume,
-                             allocate=_destination())
+                             allocate=_destination(), records=records)
         return sealed(joined)
 
     def __repr__(self):
@@ -297,6 +298,12 @@ class TileJoin:
     complete), so a kind must not depend on the order: :meth:`add` gets each
     result once, and :meth:`finish` returns the joined datum.
 
+    A kind that declares :attr:`resumable` lets an interrupted run continue
+    (``resume=True``, see :mod:`florin.resume`): after :meth:`add` and
+    :meth:`flush` a tile is recorded as done, and the resumed run hands the
+    tiles recorded earlier to :meth:`restore` instead of computing them again
+    (its destination, made by ``allocate``, is then the first run's).
+
     Parameters
     ----------
     first : xarray.DataArray
@@ -315,6 +322,8 @@ class TileJoin:
 
     #: Shown in messages.
     name = "array"
+    #: Whether a resumed run may :meth:`restore` the tiles an earlier run recorded instead of computing them.
+    resumable = True
 
     @classmethod
     def claims(cls, tile) -> bool:
@@ -334,6 +343,27 @@ class TileJoin:
         self.out[info.core_slices] = np.asarray(core_of(tile, info))
         if self._covered is not None:
             self._covered += math.prod(info.core_shape)
+
+    def restore(self, info) -> None:
+        """Account for the tile ``info`` whose core an earlier, interrupted run wrote into the destination."""
+        if self.out is None:
+            self.out = self.allocate(info.full_shape, self.first.dtype)
+        if self._covered is not None:
+            self._covered += math.prod(info.core_shape)
+
+    def flush(self) -> None:
+        """Make what :meth:`add` wrote durable (on disk) before the tile is recorded as done."""
+        flush = getattr(self.out, "flush", None)
+        if callable(flush):
+            flush()
+
+    def committed(self) -> dict | None:
+        """After :meth:`finish`: what it committed, as JSON with the ``outputs`` (paths) among it, or None.
+
+        A resumed run does not write those outputs again; a kind that commits
+        outputs also defines ``reopen(record, like=)``, giving the result again.
+        """
+        return None
 
     def finish(self):
         """The joined datum."""
@@ -383,6 +413,14 @@ def unregister_join(kind) -> None:
         _JOINS.remove(kind)
 
 
+def join_kind_named(name):
+    """The registered result kind called ``name`` (a :class:`TileJoin` subclass), or None."""
+    for kind in [*_JOINS, TileJoin]:
+        if kind.name == name:
+            return kind
+    return None
+
+
 def join_kind(tile) -> type:
     """The result kind (a :class:`TileJoin` subclass) that claims ``tile``."""
     for kind in _JOINS:
@@ -426,7 +464,7 @@ def _tile_info(t):
     return info
 
 
-def join_stream(results, *, infos=None, like=None, out=None, allocate=None):
+def join_stream(results, *, infos=None, like=None, out=None, allocate=None, records=None):
     """Join tile results as they arrive (an iterable, in any order); see :func:`join`.
 
     Each result is handed to its kind's joiner and can be dropped right after,
@@ -434,26 +472,43 @@ def join_stream(results, *, infos=None, like=None, out=None, allocate=None):
     is the geometry of every tile (default: the results', which are then
     gathered first). ``allocate(shape, dtype)`` makes the destination
     (default: in memory).
+
+    ``records`` (a :class:`florin.resume.Part`) are the completion records of
+    a resumable run: when the kind is :attr:`~TileJoin.resumable`, its
+    destination is kept with the records, the tiles they name
+    (``records.restored``, which the results do not include) are restored,
+    and each tile is recorded only once the joiner added and flushed it.
     """
     if infos is None:
         results = list(results)
         infos = sorted((_tile_info(t) for t in results), key=lambda i: i.index)
-    joiner, first_kind = None, None
+    joiner, first_kind, recording = None, None, False
     for t in results:
         info = _tile_info(t)
         kind = join_kind(t)
         if joiner is None:
             first_kind = kind
-            joiner = kind(t, infos=infos, like=like, out=out, allocate=allocate)
+            if records is not None:
+                records.check_kind(kind)
+                recording = kind.resumable and out is None
+            joiner = kind(t, infos=infos, like=like, out=out, allocate=records.allocate if recording else allocate)
+            for done in records.restored if recording else ():
+                joiner.restore(done)
         elif kind is not first_kind:
             raise PipelineError(
                 f"join got tiles of different kinds ({first_kind.name} and {kind.name}, the tile at origin "
                 f"{info.origin}); every tile of a tiled pipeline must end with the same steps"
             )
         joiner.add(t, info)
+        if recording:
+            joiner.flush()
+            records.record(info)
     if joiner is None:
         raise PipelineError("join() got no tiles")
-    return joiner.finish()
+    result = joiner.finish()
+    if records is not None:
+        records.finished(first_kind, joiner.committed() if recording else None)
+    return result
 
 
 def join(tiles=None, *, like=None, out=None):

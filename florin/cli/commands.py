@@ -138,6 +138,20 @@ def with_executor(pipeline, name: str | None, workers: int | None = None):
 
 MEMORY_HELP = "Memory budget of the run, e.g. 512MiB, 2GiB, 1.5G (default: a quarter of the available memory)."
 SCRATCH_HELP = "Directory for on-disk intermediates above the budget (default: the temporary directory); removed after."
+RESUME_HELP = ("Keep per-tile completion records (NAME.florin-partial beside the first output, or in --scratch) and "
+               "continue an interrupted run from them; removed when the run succeeds.")
+
+
+def resumed_outputs(outputs, scratch) -> set:
+    """Real paths among ``outputs`` that an interrupted resumable run committed (``--resume``: not refused)."""
+    from florin.resume import FOLDER_SUFFIX, committed_outputs
+
+    found = set()
+    for out in filter(None, outputs):
+        out = Path(out)
+        folder = (Path(scratch) if scratch is not None else out.parent) / (out.name + FOLDER_SUFFIX)
+        found |= committed_outputs(folder)
+    return found
 
 
 def run_options(memory, scratch) -> dict:
@@ -165,6 +179,7 @@ def run(
                                help="Input format (see `florin formats`; default: from the extension)."),
     memory: str = typer.Option(None, "--memory", "-m", metavar="SIZE", help=MEMORY_HELP),
     scratch: Path = typer.Option(None, "--scratch", metavar="DIR", help=SCRATCH_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ):
     """Run a pipeline file on INPUT."""
     from florin.io import write
@@ -182,14 +197,21 @@ def run(
     if overwrite:
         for step in saves:  # --overwrite applies to the pipeline's own save steps too
             step.overwrite = True
+    if resume:
+        from florin.resume import partial_folder
+
+        # Beside the first save (or in --scratch), else beside -o.
+        budget["resume"] = partial_folder(pipe, scratch=scratch, output=output)
+    done = resumed_outputs([step.path for step in saves], scratch) if resume else set()
     if output is not None:
         from florin.registry import get_registry
 
         get_registry().format_for_path(output)  # fail before running on an unknown extension
         if os.path.exists(output) and not overwrite:
             raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
-    # Every output is checked before anything is computed.
-    check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves]
+    # Every output is checked before anything is computed (those a resumed run committed are not written again).
+    check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves
+                   if os.path.realpath(step.path) not in done]
                   + ([("-o", output)] if output is not None else []), overwrite=overwrite)
     if input is not None and format is not None:
         from florin.io import read

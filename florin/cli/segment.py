@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from florin.cli.commands import MEMORY_HELP, SCRATCH_HELP, run_options
+from florin.cli.commands import MEMORY_HELP, RESUME_HELP, SCRATCH_HELP, resumed_outputs, run_options
 from florin.errors import MissingInputError, ParameterError
 
 __all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
@@ -114,10 +114,14 @@ class _SaveObjects:
 
     def __call__(self, regions):
         from florin.errors import OutputExistsError
+        from florin.resume import already_written, written
 
+        if already_written(self.path):
+            return regions  # the run this one resumes wrote it
         if self.path.exists() and not self.overwrite:
             raise OutputExistsError(f"output {os.fspath(self.path)!r} already exists; pass --overwrite to replace it")
         regions.to_csv(self.path)
+        written(self.path)
         return regions
 
 
@@ -217,6 +221,7 @@ def segment(
                                    "(options given explicitly win) and print them."),
     memory: str = typer.Option(None, "--memory", "-m", metavar="SIZE", help=MEMORY_HELP),
     scratch: Path = typer.Option(None, "--scratch", metavar="DIR", help=SCRATCH_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
@@ -227,17 +232,19 @@ def segment(
 
     if not input.exists():
         raise MissingInputError(f"input {os.fspath(input)!r} does not exist")
+    # With --resume, outputs that the interrupted run committed are not written again (nor refused).
+    done = resumed_outputs((output, mask, objects), scratch) if resume else set()
     for out in filter(None, (output, mask, objects)):
         if out.exists() and os.path.samefile(out, input):
             raise ParameterError(f"output {os.fspath(out)!r} is the input; choose another path")
-        if out.exists() and not overwrite:
+        if out.exists() and not overwrite and os.path.realpath(out) not in done:
             raise ParameterError(f"output {os.fspath(out)!r} already exists; pass --overwrite to replace it")
     for out in filter(None, (output, mask)):
         get_registry().format_for_path(out)
     from florin.io.outputs import check_outputs
 
-    check_outputs([(name, out) for name, out in (("-o", output), ("--mask", mask), ("--objects", objects)) if out],
-                  overwrite=overwrite)
+    check_outputs([(name, out) for name, out in (("-o", output), ("--mask", mask), ("--objects", objects))
+                   if out and os.path.realpath(out) not in done], overwrite=overwrite)
     if objects is not None and objects.suffix.lower() != ".csv":
         raise ParameterError(f"--objects must be a .csv file, got {os.fspath(objects)!r}")
     if polarity is not None and polarity not in ("dark", "bright"):
@@ -272,6 +279,8 @@ def segment(
         min_size=min_size, connectivity=connectivity, classes=rules, objects=objects, mask=mask, overwrite=overwrite,
         input_format=format,
     )
+    if resume:
+        budget["resume"] = True  # NAME.florin-partial beside the first output (the mask, else -o), or in --scratch
     start = time.perf_counter()
     result = _run_with_report(pipeline, input, **budget)
     logging.getLogger("florin").info(f"segmented {tuple(vol.shape)} in {time.perf_counter() - start:.2f} s -> {output}")
@@ -298,7 +307,7 @@ def _auto_parameters(vol, shape, threshold, polarity, min_size):
 
 
 def _run_with_report(pipeline, data, **options):
-    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch)."""
+    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch, resume)."""
     from florin import _run
 
     progress = _progress()

@@ -38,11 +38,13 @@ temporary folder.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
 import math
 import os
+import pickle
 import socket
 import threading
 import time
@@ -65,7 +67,7 @@ from florin.volume import as_volume, default_dims
 
 __all__ = [
     "OnDiskArray", "WrittenJoin", "claim", "create", "file_lock", "join_written", "save_tile", "save_tiles",
-    "tile_saves",
+    "tile_saves", "tile_workdir",
 ]
 
 _MARKER = ".florin-output.json"
@@ -256,12 +258,7 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
         """The output as a lazy volume (dims, spacing and attrs as written)."""
         from florin.io import read
 
-        vol = read(self.path, format=self.format, **self.locator)
-        if like is not None:
-            coords = {k: v for k, v in like.coords.items() if set(v.dims) <= set(like.dims)}
-            vol = xr.DataArray(xr.Variable(like.dims, vol.variable._data), coords=coords,
-                               attrs=dict(vol.attrs), name=like.name)
-        return vol
+        return _like(read(self.path, format=self.format, **self.locator), like)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -274,6 +271,15 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
     def __repr__(self):
         status = "committed" if self.committed else "pending"
         return f"<OnDiskArray {self.target!r} ({self.format}, {status}): shape={self.shape}, dtype={self.dtype}>"
+
+
+def _like(vol, like):
+    """``vol`` (read from an output) with the dims, coords and name of ``like``, if given."""
+    if like is None:
+        return vol
+    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= set(like.dims)}
+    return xr.DataArray(xr.Variable(like.dims, vol.variable._data), coords=coords, attrs=dict(vol.attrs),
+                        name=like.name)
 
 
 def _meta_of(like, shape, dtype):
@@ -423,7 +429,7 @@ def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
     if token is None:
         raise PipelineError(f"save({os.fspath(save.path)!r}) got a tile outside a run of a tiled pipeline; "
                             "put it in the pipeline that maps over the tiles", operator="save", origin=info.origin)
-    workdir = _tile_workdir(target, token)
+    workdir = tile_workdir(target, token)
     if not workdir.is_dir():  # never recreated: the run that owns it failed or was stopped and removed it
         raise PipelineError(f"the temporary output of {os.fspath(target)!r} is gone ({os.fspath(workdir)!r}): "
                             "its run was stopped", operator="save", origin=info.origin)
@@ -449,7 +455,8 @@ def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
                        overwrite=save.overwrite, lock=lock, workdir=workdir)
 
 
-def _tile_workdir(target: Path, token: str) -> Path:
+def tile_workdir(target: Path, token: str) -> Path:
+    """The temporary folder of the run with ``token`` that writes ``target`` tile by tile."""
     return target.parent / f".{target.name}.florin-tiles-{token}.tmp"
 
 
@@ -516,7 +523,7 @@ def _tile_save_steps(steps) -> list:
 
 
 @contextlib.contextmanager
-def tile_saves(steps):
+def tile_saves(steps, *, part=None):
     """Run the tile-by-tile saves among ``steps`` as saves of one run; yield the steps to map.
 
     For each such save: claim its target (:func:`claim`; a run that holds it
@@ -529,6 +536,10 @@ def tile_saves(steps):
 
     Under MPI in SPMD mode rank 0 claims and makes the folders and every rank
     gets the same tokens (see :func:`florin._run.agree`).
+
+    In a resumable run (``part``: the tiled part's :class:`florin.resume.Part`)
+    the tokens, and so the temporary outputs, are the interrupted run's, and
+    they are kept when this run fails too.
     """
     saves = _tile_save_steps(steps)
     if not saves:
@@ -546,9 +557,11 @@ def tile_saves(steps):
                 for save in saves:
                     claims.append(claim(save.path))
                     check_output(save.path, overwrite=save.overwrite)
-                    token = uuid.uuid4().hex[:12]
-                    workdir = _tile_workdir(Path(save.path), token)
-                    workdir.mkdir()
+                kept = part.save_tokens(saves, _new_token) if part is not None else {}
+                for save in saves:
+                    token = kept.get(id(save)) or _new_token()
+                    workdir = tile_workdir(Path(save.path), token)
+                    workdir.mkdir(exist_ok=id(save) in kept)
                     workdirs.append(workdir)
                     tokens[id(save)] = token
         except BaseException:
@@ -556,13 +569,19 @@ def tile_saves(steps):
             raise
         return [tokens[id(save)] for save in saves]
 
+    failed = True
     try:
         tokens = _run.agree(start)
         if not workdirs:  # another rank made them
-            workdirs[:] = [_tile_workdir(Path(save.path), token) for save, token in zip(saves, tokens, strict=True)]
+            workdirs[:] = [tile_workdir(Path(save.path), token) for save, token in zip(saves, tokens, strict=True)]
         yield _bound(steps, dict(zip(map(id, saves), tokens, strict=True)))
+        failed = False
     finally:
-        _finish(claims, workdirs)
+        _finish(claims, [] if failed and part is not None else workdirs)
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def _finish(claims, workdirs) -> None:
@@ -655,10 +674,21 @@ class WrittenJoin(TileJoin):
     """
 
     name = "written tiles"
+    #: An interrupted run's temporary output keeps the tiles it recorded; a resumed run writes the others.
+    resumable = True
 
     @classmethod
     def claims(cls, tile) -> bool:
         return _sink_of(tile) is not None
+
+    @classmethod
+    def reopen(cls, record, *, like=None):
+        """The result of a join that an earlier run committed (``record`` from :meth:`committed`)."""
+        from florin.io import read
+
+        vol = _like(read(record["outputs"][0], format=record["format"], **record["locator"]), like)
+        vol.attrs = pickle.loads(base64.b64decode(record["attrs"]))
+        return vol
 
     def __init__(self, first, *, infos, like=None, out=None, allocate=None):
         super().__init__(first, infos=infos, like=like, out=out, allocate=allocate)
@@ -671,9 +701,21 @@ class WrittenJoin(TileJoin):
         sink = _sink_of(tile)
         if (sink.target, sink.tmp) != (self.sink.target, self.sink.tmp):
             raise PipelineError(f"tiles were saved to different outputs: {sorted({self.sink.target, sink.target})}")
+        self.restore(info)
+
+    def restore(self, info) -> None:
         self.covered += math.prod(info.core_shape)
         self.count += 1
         self.origins.add(tuple(info.origin))
+
+    def flush(self) -> None:
+        from florin.resume import fsync_file
+
+        fsync_file(self.sink.tmp)  # written (and closed) by a worker: on disk before the tile is recorded
+
+    def committed(self):
+        attrs = base64.b64encode(pickle.dumps(tilemeta.strip(dict(self.first.attrs)))).decode()
+        return {"outputs": [self.sink.target], "format": self.sink.format, "locator": self.sink.locator, "attrs": attrs}
 
     def finish(self):
         sink = self.sink

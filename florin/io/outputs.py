@@ -77,13 +77,17 @@ def check_pipeline_outputs(pipeline) -> None:
 
     Each must not exist unless its step has ``overwrite=True``, its folder must
     be writable, and no two may share a path, so that a run never writes its
-    first output and then fails on the second. Saves into an array from
+    first output and then fails on the second. A resumed run does not check
+    the outputs its interrupted run committed (they are not written again). Saves into an array from
     :func:`florin.io.create` were checked when it was created. Under MPI SPMD
     only the rank that writes checks.
     """
     if not _run.is_writer():
         return
-    saves = [s for s in pipeline_saves(pipeline) if getattr(s, "out", None) is None]
+    state = _run.current()
+    resume = getattr(state, "resume", None) if state is not None else None
+    saves = [s for s in pipeline_saves(pipeline) if getattr(s, "out", None) is None
+             and not (resume is not None and resume.is_committed(s.path))]
     if saves:
         check_outputs([(f"save step {step!r}", step.path, bool(step.overwrite)) for step in saves],
                       how="pass overwrite=True")
