@@ -121,6 +121,12 @@ def run_state(*, memory=None, scratch=None):
             state.resume.close(keep=not succeeded)
 
 
+def resuming():
+    """The completion records of the resumable run in progress (a :class:`florin.resume.Resume`), or None."""
+    state = current()
+    return state.resume if state is not None else None
+
+
 def budget() -> int | None:
     """The memory budget of the run in progress (bytes), or None outside a run."""
     state = current()

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from florin import _run, planner, tilemeta
+from florin import resume as _resume
 from florin import steps as _steps
 from florin.collection import Collection
 from florin.errors import FlorinError, MissingInputError, ParameterError, ParameterTypeError, PipelineError
@@ -162,8 +163,7 @@ class Pipeline:
         """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
         from florin.io.ondisk import tile_saves
 
-        state = _run.current()
-        resume = getattr(state, "resume", None) if state is not None else None
+        resume = _run.resuming()
         part = resume.part(collection, steps) if resume is not None and isinstance(collection, Tiles) else None
         if part is not None:
             committed = part.committed_result(like=collection.volume)
@@ -387,8 +387,6 @@ class _ItemRunner:
 
 def _start_resume(pipeline, data, state, resume, *, scratch, budget_given) -> None:
     """Open the records of a resumable run (``resume=True`` or a folder) and keep the first run's budget."""
-    from florin import resume as _resume
-
     if _run._agreement is not None:
         raise ParameterError("resume= is not available under MPI in SPMD mode (mpiexec ... with florin.MPI); "
                              "run without it")
@@ -506,4 +504,11 @@ def _call_step(step, datum, pipeline=None):
 
     if isinstance(step, Pipeline):
         return _timed(step, lambda: step.run(datum))
-    return _timed(step, thunk)
+    output = _steps.output(step)
+    resume = _run.resuming() if output is not None and tilemeta.info_of(datum) is None else None
+    if resume is not None and resume.is_committed(output):
+        return datum  # the run this one resumes committed it, unchanged since: not written again
+    result = _timed(step, thunk)
+    if resume is not None:
+        resume.committed(output)
+    return result

@@ -34,7 +34,6 @@ scratch behind, as before.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -43,17 +42,21 @@ from pathlib import Path
 
 import numpy as np
 
+from florin import _run
 from florin import steps as _steps
 from florin.errors import OutputBusyError, ParameterError, PipelineError, ResumeError
+from florin.io.atomic import fsync_file, remove_path
+from florin.io.lazy import sources
+from florin.io.ondisk import tile_workdir
+from florin.io.outputs import pipeline_saves
+from florin.tiling import join_kind_named
 
 try:  # POSIX advisory locks
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
 
-__all__ = [
-    "FOLDER_SUFFIX", "Part", "Resume", "already_written", "committed_outputs", "fsync_file", "partial_folder", "written",
-]
+__all__ = ["FOLDER_SUFFIX", "Part", "Resume", "committed_outputs", "partial_folder"]
 
 #: The records of an interrupted run live in ``NAME + FOLDER_SUFFIX``.
 FOLDER_SUFFIX = ".florin-partial"
@@ -63,8 +66,6 @@ LAYOUT = 1
 
 def _output_paths(pipeline) -> list[Path]:
     """The files ``pipeline``'s save steps write, in run order."""
-    from florin.io.outputs import pipeline_saves
-
     found = []
     for step in pipeline_saves(pipeline):
         out = getattr(step, "out", None)
@@ -125,8 +126,6 @@ def _file_fingerprint(path) -> dict:
 
 def _array_fingerprint(data) -> dict:
     """A lazy volume by its files, an in-memory one by a hash of its voxels."""
-    from florin.io.lazy import sources
-
     files = sources(data)
     if files:
         return {"files": [_file_fingerprint(p) for p in files]}
@@ -162,16 +161,6 @@ def _atomic_json(path: Path, value) -> None:
     fsync_file(path.parent)  # the rename too
 
 
-def fsync_file(path) -> None:
-    """Flush a file (written by any process) to disk; a folder (a Zarr store): its own entries only."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _read_json(path: Path, default=None):
     try:
         return json.loads(path.read_text())
@@ -190,28 +179,6 @@ def committed_outputs(folder) -> set[str]:
     """Real paths of the outputs that the interrupted run kept in ``folder`` committed, unchanged since."""
     records = _read_json(Path(folder) / "committed.json", {}) or {}
     return {path for path, record in records.items() if isinstance(record, dict) and _matches(record)}
-
-
-def _running():
-    from florin import _run
-
-    state = _run.current()
-    return getattr(state, "resume", None) if state is not None else None
-
-
-def already_written(path) -> bool:
-    """Whether the run in progress resumes one that committed ``path`` (unchanged since): do not write it again."""
-    resume = _running()
-    return resume is not None and resume.is_committed(path)
-
-
-def written(path) -> None:
-    """Record that the run in progress committed ``path`` (when it is resumable)."""
-    from florin import _run
-
-    resume = _running()
-    if resume is not None and _run.is_writer():
-        resume.committed(path)
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -276,7 +243,9 @@ class Resume:
         return os.path.realpath(os.fspath(path)) in committed_outputs(self.folder)
 
     def committed(self, path) -> None:
-        """Record that this run committed ``path``."""
+        """Record that this run committed ``path`` (on the process that writes outputs)."""
+        if not _run.is_writer():
+            return
         records = _read_json(self.folder / "committed.json", {}) or {}
         records[os.path.realpath(os.fspath(path))] = _file_fingerprint(path)
         _atomic_json(self.folder / "committed.json", records)
@@ -318,8 +287,6 @@ class Part:
         self._allocated = 0
 
     def _reset(self) -> None:
-        from florin.io.atomic import remove_path
-
         for workdir in self._save_workdirs():
             remove_path(workdir)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -335,8 +302,6 @@ class Part:
 
     # -- tile-by-tile saves ----------------------------------------------------------------------
     def _save_workdirs(self) -> list[Path]:
-        from florin.io.ondisk import tile_workdir
-
         tokens = _read_json(self.folder / "saves.json", {}) or {}
         return [tile_workdir(Path(path), token) for path, token in tokens.items()]
 
@@ -345,8 +310,6 @@ class Part:
 
         When a save's temporary output of the first run is gone, the tiles recorded so far are forgotten.
         """
-        from florin.io.ondisk import tile_workdir
-
         tokens = _read_json(self.folder / "saves.json", {}) or {}
         keys = [os.path.realpath(os.fspath(save.path)) for save in saves]
         if set(tokens) != set(keys) or not all(tile_workdir(Path(k), tokens[k]).is_dir() for k in keys):
@@ -421,8 +384,6 @@ class Part:
         record = _read_json(self.folder / "result.json")
         if not isinstance(record, dict) or not all(self.run.is_committed(p) for p in record.get("outputs", ())):
             return None
-        from florin.tiling import join_kind_named
-
         kind = join_kind_named(record.get("kind"))
         reopen = getattr(kind, "reopen", None)
         return reopen(record, like=like) if callable(reopen) else None

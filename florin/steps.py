@@ -48,6 +48,10 @@ this module is the only place that reads them (and knows their defaults):
     ``classify``'s warning when no object matched a bounded class.
 ``reads_paths`` (default False)
     The step reads the pipeline's raw input itself (``load``: paths or arrays).
+``path`` and ``overwrite``
+    The step writes the file ``path`` (``save``, the CLI's objects table):
+    its output is checked before the run, and a resumed run does not write
+    it again when the interrupted run committed it (:mod:`florin.resume`).
 ``to_spec()``
     The step as a pipeline-file table (:mod:`florin.pipeline_file`).
 
@@ -76,8 +80,8 @@ from florin.errors import ParameterError
 
 __all__ = [
     "KINDS", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
-    "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "params", "per_item", "reads_paths", "spec",
-    "takes_merged_tiles",
+    "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "output", "params", "per_item", "reads_paths",
+    "spec", "takes_merged_tiles",
 ]
 
 #: The ways a step can run over the blocks of a volume (see the module docstring).
@@ -142,6 +146,13 @@ def takes_merged_tiles(step) -> bool:
 def reads_paths(step) -> bool:
     """Whether ``step`` reads the pipeline's raw input (a path or an array) itself."""
     return bool(getattr(step, "reads_paths", False))
+
+
+def output(step):
+    """The file ``step`` writes (it has ``path`` and ``overwrite``, and is no ``load``), or None."""
+    if reads_paths(step) or not hasattr(step, "overwrite"):
+        return None
+    return getattr(step, "path", None)
 
 
 def halo(step, full_shape) -> tuple:

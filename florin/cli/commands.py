@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import runpy
+import traceback
 from pathlib import Path
 
 import typer
@@ -97,9 +99,6 @@ def _load_pipeline(path: Path):
 
 def _run_pipeline_script(path: Path) -> dict:
     """Run a ``.py`` pipeline file; an error in it is an :class:`InputFileError` with its file, line and message."""
-    import runpy
-    import traceback
-
     name = os.fspath(path)
     try:
         return runpy.run_path(name, run_name="florin_pipeline")
@@ -142,16 +141,21 @@ RESUME_HELP = ("Keep per-tile completion records (NAME.florin-partial beside the
                "continue an interrupted run from them; removed when the run succeeds.")
 
 
-def resumed_outputs(outputs, scratch) -> set:
-    """Real paths among ``outputs`` that an interrupted resumable run committed (``--resume``: not refused)."""
-    from florin.resume import FOLDER_SUFFIX, committed_outputs
+def resumed_outputs(outputs, scratch, *, pipeline=None, output=None):
+    """For ``--resume``: the real paths among ``outputs`` that an interrupted run committed (not refused).
+
+    With ``pipeline``: ``(its records folder, those paths)``; see :func:`florin.resume.partial_folder`.
+    """
+    from florin.resume import FOLDER_SUFFIX, committed_outputs, partial_folder
 
     found = set()
     for out in filter(None, outputs):
         out = Path(out)
         folder = (Path(scratch) if scratch is not None else out.parent) / (out.name + FOLDER_SUFFIX)
         found |= committed_outputs(folder)
-    return found
+    if pipeline is None:
+        return found
+    return partial_folder(pipeline, scratch=scratch, output=output), found
 
 
 def run_options(memory, scratch) -> dict:
@@ -197,12 +201,9 @@ def run(
     if overwrite:
         for step in saves:  # --overwrite applies to the pipeline's own save steps too
             step.overwrite = True
-    if resume:
-        from florin.resume import partial_folder
-
-        # Beside the first save (or in --scratch), else beside -o.
-        budget["resume"] = partial_folder(pipe, scratch=scratch, output=output)
-    done = resumed_outputs([step.path for step in saves], scratch) if resume else set()
+    done = set()
+    if resume:  # the records beside the first save (or in --scratch), else beside -o
+        budget["resume"], done = resumed_outputs([step.path for step in saves], scratch, pipeline=pipe, output=output)
     if output is not None:
         from florin.registry import get_registry
 

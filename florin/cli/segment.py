@@ -114,14 +114,10 @@ class _SaveObjects:
 
     def __call__(self, regions):
         from florin.errors import OutputExistsError
-        from florin.resume import already_written, written
 
-        if already_written(self.path):
-            return regions  # the run this one resumes wrote it
         if self.path.exists() and not self.overwrite:
             raise OutputExistsError(f"output {os.fspath(self.path)!r} already exists; pass --overwrite to replace it")
         regions.to_csv(self.path)
-        written(self.path)
         return regions
 
 
@@ -307,7 +303,7 @@ def _auto_parameters(vol, shape, threshold, polarity, min_size):
 
 
 def _run_with_report(pipeline, data, **options):
-    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch, resume)."""
+    """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch...)."""
     from florin import _run
 
     progress = _progress()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from florin._signals import deferred
 
-__all__ = ["atomic_path", "remove_path"]
+__all__ = ["atomic_path", "fsync_file", "remove_path"]
 
 
 def remove_path(path) -> None:
@@ -21,6 +21,16 @@ def remove_path(path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def fsync_file(path) -> None:
+    """Flush a file (written by any process) to disk; of a folder (a Zarr store), its own entries only."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

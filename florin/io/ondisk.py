@@ -60,7 +60,7 @@ from florin import _run, tilemeta
 from florin._signals import deferred
 from florin.errors import FormatError, OutputBusyError, ParameterError, PipelineError
 from florin.io._blocks import copy_blocks
-from florin.io.atomic import _replace, remove_path
+from florin.io.atomic import _replace, fsync_file, remove_path
 from florin.registry import get_registry
 from florin.tiling import TileJoin, register_join
 from florin.volume import as_volume, default_dims
@@ -161,9 +161,7 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
 
     def _lazy_array(self):
         if self._lazy is None or self._lazy[0] != self.path:
-            from florin.io import read
-
-            vol = read(self.path, format=self.format, **self.locator)
+            vol = _read(self.path, self.format, self.locator)
             self._lazy = (self.path, vol.variable._data)
         return self._lazy[1]
 
@@ -256,9 +254,7 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
 
     def volume(self, like=None):
         """The output as a lazy volume (dims, spacing and attrs as written)."""
-        from florin.io import read
-
-        return _like(read(self.path, format=self.format, **self.locator), like)
+        return _like(_read(self.path, self.format, self.locator), like)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -271,6 +267,12 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
     def __repr__(self):
         status = "committed" if self.committed else "pending"
         return f"<OnDiskArray {self.target!r} ({self.format}, {status}): shape={self.shape}, dtype={self.dtype}>"
+
+
+def _read(path, format, locator):
+    from florin.io import read  # florin.io imports this module
+
+    return read(path, format=format, **locator)
 
 
 def _like(vol, like):
@@ -684,9 +686,7 @@ class WrittenJoin(TileJoin):
     @classmethod
     def reopen(cls, record, *, like=None):
         """The result of a join that an earlier run committed (``record`` from :meth:`committed`)."""
-        from florin.io import read
-
-        vol = _like(read(record["outputs"][0], format=record["format"], **record["locator"]), like)
+        vol = _like(_read(record["outputs"][0], record["format"], record["locator"]), like)
         vol.attrs = pickle.loads(base64.b64decode(record["attrs"]))
         return vol
 
@@ -709,8 +709,6 @@ class WrittenJoin(TileJoin):
         self.origins.add(tuple(info.origin))
 
     def flush(self) -> None:
-        from florin.resume import fsync_file
-
         fsync_file(self.sink.tmp)  # written (and closed) by a worker: on disk before the tile is recorded
 
     def committed(self):

@@ -84,8 +84,7 @@ def check_pipeline_outputs(pipeline) -> None:
     """
     if not _run.is_writer():
         return
-    state = _run.current()
-    resume = getattr(state, "resume", None) if state is not None else None
+    resume = _run.resuming()
     saves = [s for s in pipeline_saves(pipeline) if getattr(s, "out", None) is None
              and not (resume is not None and resume.is_committed(s.path))]
     if saves:
