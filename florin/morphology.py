@@ -276,24 +276,31 @@ def _structure(ndim, connectivity):
 _whole_volume = math.inf  # depends on whole objects: run after the join
 
 
-def _size_filter_blockwise(name):
-    """The blockwise form of a size filter (:mod:`florin.blockwise`), for volumes above the memory budget."""
+def _size_filter_blockwise(name, image, allocate, blocks, map, min_size, connectivity, max_size):
+    """The blockwise form of size filter ``name`` (:mod:`florin.blockwise`), for volumes above the memory budget."""
+    vol = as_volume(image)
+    out = allocate(vol.shape, vol.dtype)
+    scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))
+    limit = size_limit(max_size, min_size, f"{name}()", warn=False)  # warned when the step was built
+    getattr(blockwise, name)(source(vol), out, blocks=blocks, max_size=limit, connectivity=connectivity,
+                             scratch=scratch, map=map)
+    return like(out, vol)
 
-    def run(image, *, allocate, blocks, map, min_size=None, connectivity=1, max_size=None):
-        vol = as_volume(image)
-        out = allocate(vol.shape, vol.dtype)
-        scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))
-        limit = size_limit(max_size, min_size, f"{name}()", warn=False)  # warned when the step was built
-        getattr(blockwise, name)(source(vol), out, blocks=blocks, max_size=limit, connectivity=connectivity,
-                                 scratch=scratch, map=map)
-        return like(out, vol)
 
-    run.__name__ = run.__qualname__ = f"{name}_blockwise"
-    return run
+def _remove_small_objects_blockwise(image, *, allocate, blocks, map, min_size=None, connectivity=1, max_size=None):
+    """``remove_small_objects`` block by block (:func:`florin.blockwise.remove_small_objects`)."""
+    return _size_filter_blockwise("remove_small_objects", image, allocate, blocks, map, min_size, connectivity,
+                                  max_size)
+
+
+def _remove_small_holes_blockwise(image, *, allocate, blocks, map, min_size=None, connectivity=1, max_size=None):
+    """``remove_small_holes`` block by block (:func:`florin.blockwise.remove_small_holes`)."""
+    return _size_filter_blockwise("remove_small_holes", image, allocate, blocks, map, min_size, connectivity,
+                                  max_size)
 
 
 @checked(check=_size_params("remove_small_objects()"), halo=_whole_volume, kind="label-merge",
-         blockwise=_size_filter_blockwise("remove_small_objects"))
+         blockwise=_remove_small_objects_blockwise)
 def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None):
     """Remove objects of at most ``max_size`` voxels (as scikit-image 0.26 names it).
 
@@ -344,7 +351,7 @@ def remove_small_objects(image, *, min_size=None, connectivity=1, max_size=None)
 
 
 @checked(check=_size_params("remove_small_holes()"), halo=_whole_volume, kind="label-merge",
-         blockwise=_size_filter_blockwise("remove_small_holes"))
+         blockwise=_remove_small_holes_blockwise)
 def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
     """Fill holes (background components) of at most ``max_size`` voxels (as scikit-image 0.26 names it).
 
