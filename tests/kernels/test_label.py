@@ -143,7 +143,7 @@ def masks_1_to_4d(draw):
 @settings(max_examples=60, deadline=None)
 @given(masks_1_to_4d())
 def test_property_label(case):
-    # the tiled half of this property is tested on the merge pipelines run: tests/objects/test_conncomp_label.py
+    # the tiled half of this property is tested on the merge pipelines run: tests/test_conncomp_label.py
     mask, connectivity = case
     assert_same_as_scipy(mask, connectivity)
 

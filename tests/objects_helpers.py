@@ -1,4 +1,4 @@
-"""Helpers shared by the objects tests (labeling, regions, classification)."""
+"""Helpers shared by the tests of labels, regions and classification (conncomp, classification, reconstruction)."""
 
 from __future__ import annotations
 
