@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from executor_helpers import in_process_executors
 
 import florin
 import florin.conncomp as conncomp
@@ -141,12 +142,13 @@ def _computed(tmp_path):
     return found
 
 
-EXECUTORS = [florin.Serial, lambda *s: florin.Multithread(*s, workers=2), lambda *s: florin.Multiprocess(*s, workers=2)]
+EXECUTORS = {"serial": florin.Serial, **in_process_executors()}  # Multithread, Multiprocess, Dask when installed
 
 
 @pytest.mark.parametrize("inside", [False, True], ids=["joined", "saved-in-tiles"])
-@pytest.mark.parametrize("executor", EXECUTORS, ids=["serial", "multithread", "multiprocess"])
-def test_a_failing_tile_is_never_recorded_and_the_resumed_run_computes_it(tmp_path, volume, executor, inside):
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_a_failing_tile_is_never_recorded_and_the_resumed_run_computes_it(tmp_path, volume, name, inside):
+    executor = EXECUTORS[name]
     data = np.load(volume)
     reference = _counting_pipeline(tmp_path / "ref", florin.Serial, inside=inside)
     (tmp_path / "ref").mkdir()
@@ -156,9 +158,12 @@ def test_a_failing_tile_is_never_recorded_and_the_resumed_run_computes_it(tmp_pa
     with pytest.raises(PipelineError, match="tile 6 failed"):
         pipe(data, resume=True)
     folder = tmp_path / "mask.h5.florin-partial" if inside else tmp_path / "mask.npy.florin-partial"
-    recorded = {int(i) for i in (folder / "part-000" / "done.log").read_text().split()}
+    log = folder / "part-000" / "done.log"  # none when no result reached the join (an executor returning a list)
+    recorded = {int(i) for i in log.read_text().split()} if log.exists() else set()
     first = _computed(tmp_path)
     assert 6 in first and 6 not in recorded and recorded <= set(first) - {6}
+    if name == "serial":
+        assert recorded == set(range(6))  # every tile before the failing one
     (tmp_path / "fail").unlink()
     pipe(data, resume=True)
     second = _computed(tmp_path)
@@ -267,6 +272,15 @@ def test_segment_resume_continues_after_a_failure_without_rewriting_committed_ou
         np.testing.assert_array_equal(np.load(tmp_path / name), np.load(tmp_path / ref))
     assert (tmp_path / "objects.csv").read_text() == (tmp_path / "ref.csv").read_text()
     assert not folder.exists()
+
+
+def test_resume_is_refused_under_mpi_spmd(tmp_path, monkeypatch):
+    from florin import _run
+
+    monkeypatch.setattr(_run, "_agreement", lambda thunk: thunk())  # what florin.MPI installs in SPMD mode
+    with pytest.raises(ParameterError, match="not available under MPI in SPMD mode"):
+        florin.Serial(florin.save(tmp_path / "out.npy"))(np.zeros(3), resume=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_cli_help_names_resume(capsys):
