@@ -22,6 +22,7 @@ plugin's executor the same way it finds the built-in ones.
 import importlib
 import importlib.util
 
+from florin.builtin import PARTS, install_hint
 from florin.errors import ParameterError
 
 __version__ = "0.1.0.dev0"
@@ -88,7 +89,6 @@ def __getattr__(name):
         if importlib.util.find_spec(f"florin.{name}") is not None:  # florin.io, florin.conncomp, ...
             return importlib.import_module(f"florin.{name}")
     if name[:1].isupper():
-        from florin.builtin import PARTS, install_hint
         from florin.registry import get_registry
 
         try:

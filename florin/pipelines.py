@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import time
 
+import cloudpickle
 import numpy as np
 import xarray as xr
 
@@ -24,7 +26,18 @@ from florin import _run, planner, tilemeta
 from florin import resume as _resume
 from florin import steps as _steps
 from florin.collection import Collection
-from florin.errors import FlorinError, MissingInputError, ParameterError, ParameterTypeError, PipelineError
+from florin.errors import (
+    FlorinError,
+    InputFileError,
+    MissingInputError,
+    ParameterError,
+    ParameterTypeError,
+    PipelineError,
+)
+from florin.io import read
+from florin.io.atomic import atomic_path
+from florin.io.ondisk import tile_saves
+from florin.io.outputs import check_pipeline_outputs
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
 
@@ -105,8 +118,6 @@ class Pipeline:
             raise ParameterTypeError(f"resume must be True, False or a folder path, got {resume!r}")
         with _run.run_state(memory=memory, scratch=scratch) as (state, top_level):
             if top_level:
-                from florin.io.outputs import check_pipeline_outputs
-
                 if resume is not False:
                     _start_resume(self, data, state, resume, scratch=scratch, budget_given=memory is not None)
                 check_pipeline_outputs(self)  # every output, before anything is computed
@@ -161,8 +172,6 @@ class Pipeline:
 
     def map_collection(self, steps, collection: Collection):
         """Map ``steps`` over the items of ``collection`` and rebuild it from the results as they arrive."""
-        from florin.io.ondisk import tile_saves
-
         resume = _run.resuming()
         part = resume.part(collection, steps) if resume is not None and isinstance(collection, Tiles) else None
         if part is not None:
@@ -265,8 +274,6 @@ class Pipeline:
                 "or start it with florin.load('volume.tif')"
             )
         if isinstance(data, str | os.PathLike):
-            from florin.io import read
-
             state.add_input(data)
             return read(data)
         if isinstance(data, Collection):
@@ -279,9 +286,6 @@ class Pipeline:
 
         Run it elsewhere with ``python -m florin run PATH INPUT``.
         """
-        import cloudpickle
-
-        from florin.io.atomic import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             cloudpickle.dump(self, f)
@@ -289,11 +293,7 @@ class Pipeline:
     @staticmethod
     def from_file(path) -> Pipeline:
         """Load a pipeline written by :meth:`dump`."""
-        import pickle
 
-        import cloudpickle  # noqa: F401  (registers what cloudpickle-made pickles need)
-
-        from florin.errors import InputFileError
 
         try:
             with open(path, "rb") as f:

@@ -17,9 +17,10 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from florin import tilemeta
+from florin import _run, tilemeta
 from florin.collection import Collection
 from florin.errors import ParameterTypeError, PipelineError, TilingError
+from florin.memory import sealed
 from florin.volume import as_volume
 
 __all__ = [
@@ -271,8 +272,6 @@ class Tiles(Collection):
         which the next steps then read lazily. ``records`` are the completion
         records of a resumable run (see :func:`join_stream`).
         """
-        from florin.memory import sealed
-
         joined = join_stream((result for _, result in pairs), infos=self.infos, like=self.volume,
                              allocate=_destination(), records=records)
         return sealed(joined)
@@ -449,8 +448,6 @@ def _allocate_in_memory(shape, dtype):
 
 def _destination():
     """How the implicit join of the running pipeline allocates: within the run's memory budget."""
-    from florin import _run
-
     return _run.allocate
 
 

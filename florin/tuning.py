@@ -31,8 +31,19 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import blob_log
+from skimage.filters import threshold_otsu
+from skimage.measure import label as label_regions
+from skimage.transform import rescale
 
+import florin
+import florin.conncomp as conncomp
+import florin.morphology as morphology
+import florin.thresholding as thresholding
+from florin._kernels.ndnt import ndnt_mask
 from florin.errors import AnnotationError, ParameterError
+from florin.morphology import _binary_opening
+from florin.volume import as_volume
 
 __all__ = [
     "SearchSpace",
@@ -204,9 +215,6 @@ def auto_tile(params, volume_shape) -> tuple[int, ...]:
 
 def _per_voxel_steps(params) -> list:
     """NDNT and the opening of a parameter set: the steps that run tile by tile."""
-    import florin.morphology as morphology
-    import florin.thresholding as thresholding
-
     shape = tuple(int(s) for s in params["shape"])
     steps = [thresholding.ndnt(shape=shape, threshold=float(params["threshold"]), polarity=params["polarity"])]
     if params.get("opening", 0):
@@ -228,8 +236,6 @@ def declared_halo(shape, opening, full_shape) -> tuple[int, ...]:
     >>> declared_halo((9, 33, 33), 2, (48, 192, 192))
     (8, 20, 20)
     """
-    import florin
-
     params = {"shape": shape, "threshold": 0.25, "polarity": "dark", "opening": opening}
     return tuple(int(h) for h in florin.Serial(*_per_voxel_steps(params)).halo(tuple(full_shape)))
 
@@ -273,10 +279,6 @@ def build_pipeline(params, *, tile=None, connectivity=1, classes=None):
     >>> pipe(image).attrs["classes"]
     {'1': 'dot', '2': 'blob'}
     """
-    import florin
-    import florin.conncomp as conncomp
-    import florin.morphology as morphology
-
     per_voxel = _per_voxel_steps(params)
     steps = [florin.load()]
     if tile is not None:
@@ -570,9 +572,6 @@ class _Region:
     @staticmethod
     def mask(image, shape, threshold, polarity, opening):
         """The NDNT (+ opening) mask of ``image``, exact where the halo is inside it."""
-        from florin._kernels.ndnt import ndnt_mask
-        from florin.morphology import _binary_opening
-
         mask = ndnt_mask(image, shape, threshold, polarity == "bright", threads=1)
         if opening:
             footprint = opening_footprint(opening, image.ndim)
@@ -1012,8 +1011,6 @@ def tune(volume, annotation=None, *, labels=None, classes=None, search=None, met
     >>> pipeline(p.image).attrs["classes"]
     {'1': 'cell', '2': 'vasculature'}
     """
-    from florin.volume import as_volume
-
     _check_metric(metric)
     if strategy not in ("coarse-to-fine", "grid"):
         raise ParameterError(f"strategy: must be 'coarse-to-fine' or 'grid', got {strategy!r}")
@@ -1042,7 +1039,6 @@ def tune(volume, annotation=None, *, labels=None, classes=None, search=None, met
         annotation = check_annotation(annotation, vol.shape)
         instances = None if labels is None else np.where(annotation == FOREGROUND, check_labels(labels, vol.shape), 0)
     if instances is not None and metric == "object_f1":  # an object: a connected region of one label value
-        from skimage.measure import label as label_regions
 
         instances = label_regions(instances, background=0, connectivity=connectivity)
     objects = None
@@ -1141,11 +1137,6 @@ def estimate_parameters(volume, *, max_pixels=256 * 256) -> dict:
         ``shape``, ``threshold``, ``polarity``, ``opening``, ``min_size``, and the
         estimates ``radius`` (voxels per axis) and ``skewness``.
     """
-    from skimage.feature import blob_log
-    from skimage.filters import threshold_otsu
-    from skimage.transform import rescale
-
-    from florin.volume import as_volume
 
     vol = as_volume(volume)
     slices = _sample_slices(vol)
@@ -1209,7 +1200,6 @@ def _extent_ratio(vol, polarity, radius_yx):
     high = slab - ndi.uniform_filter(slab, size, mode="reflect")
     if polarity == "dark":
         high = -high
-    from skimage.filters import threshold_otsu
 
     if np.ptp(high) == 0:
         return 1.0

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from florin.errors import InputFileError, MissingInputError, ParameterError
+from florin.registry import EXTRAS, get_registry
 
 __all__ = ["register"]
 
@@ -39,8 +40,6 @@ def info(
 
 def plugins():
     """List plugins with their version, what each registers, and failures."""
-    from florin.registry import get_registry
-
     reg = get_registry()
     for plugin in reg.plugins.values():
         version = f" {plugin.version}" if plugin.version else ""
@@ -56,8 +55,6 @@ def plugins():
 
 def formats():
     """List the file formats that can be read and written."""
-    from florin.registry import EXTRAS, get_registry
-
     reg = get_registry()
     rows = [(name, " ".join(extensions), description)
             for name, (extensions, description) in ((n, reg.format_info(n)) for n in reg.formats)]
@@ -72,8 +69,6 @@ def formats():
 
 def ops():
     """List operators and steps with their parameters and defaults."""
-    from florin.registry import get_registry
-
     reg = get_registry()
     for name in sorted(reg.operators):
         signature, summary = reg.describe_operator(name)
@@ -119,7 +114,6 @@ def _run_pipeline_script(path: Path) -> dict:
 def with_executor(pipeline, name: str | None, workers: int | None = None):
     """Rebuild ``pipeline`` with every (nested) pipeline run by executor ``name``."""
     from florin.pipelines import Pipeline
-    from florin.registry import get_registry
 
     if name is None:
         return pipeline
@@ -205,8 +199,6 @@ def run(
     if resume:  # the records beside the first save (or in --scratch), else beside -o
         budget["resume"], done = resumed_outputs([step.path for step in saves], scratch, pipeline=pipe, output=output)
     if output is not None:
-        from florin.registry import get_registry
-
         get_registry().format_for_path(output)  # fail before running on an unknown extension
         if os.path.exists(output) and not overwrite:
             raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")

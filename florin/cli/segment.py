@@ -12,10 +12,17 @@ from pathlib import Path
 
 import typer
 
-from florin.cli.commands import MEMORY_HELP, RESUME_HELP, SCRATCH_HELP, resumed_outputs, run_options
-from florin.errors import MissingInputError, ParameterError
+import florin
+from florin.cli.commands import MEMORY_HELP, RESUME_HELP, SCRATCH_HELP, resumed_outputs, run_options, with_executor
+from florin.errors import MissingInputError, OutputExistsError, ParameterError
+from florin.registry import get_registry
 
 __all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def parse_ints(text, name):
@@ -54,8 +61,6 @@ def parse_class(spec: str):
     >>> parse_class("cell:area=100..300,depth=..25,width=40").bounds
     {'area': (100, 300), 'depth': (None, 25), 'width': (None, 40)}
     """
-    import florin
-
     name, _, body = spec.partition(":")
     name = name.strip()
     if not name:
@@ -78,14 +83,6 @@ def parse_class(spec: str):
 
 
 def _classes_from_file(path: Path):
-    import sys as _sys
-
-    if _sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    import florin
-
     if not path.exists():
         raise MissingInputError(f"classes file {os.fspath(path)!r} does not exist")
     try:
@@ -113,8 +110,6 @@ class _SaveObjects:
         self.path, self.overwrite = Path(path), overwrite
 
     def __call__(self, regions):
-        from florin.errors import OutputExistsError
-
         if self.path.exists() and not self.overwrite:
             raise OutputExistsError(f"output {os.fspath(self.path)!r} already exists; pass --overwrite to replace it")
         regions.to_csv(self.path)
@@ -146,11 +141,9 @@ def build_segment_pipeline(
     Without classes the output is the instance label volume, with classes the
     class-label volume.
     """
-    import florin
     import florin.conncomp as conncomp
     import florin.morphology as morphology
     import florin.thresholding as thresholding
-    from florin.cli.commands import with_executor
 
     per_voxel = [
         thresholding.ndnt(shape=shape, threshold=threshold, polarity=polarity),
@@ -221,7 +214,6 @@ def segment(
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
     from florin.io import read
-    from florin.registry import get_registry
     from florin.volume import check_single_channel
 
     budget = run_options(memory, scratch)
@@ -333,8 +325,6 @@ def _progress():
 
 
 def _report_timings(timings):
-    import logging
-
     log = logging.getLogger("florin")
     if timings:
         # Names padded and numbers right-aligned to the widest of each, so the decimal points line up.
@@ -381,11 +371,9 @@ def demo(
     """Generate a phantom, run the seed's weak-classification pipeline on it and report accuracy."""
     import numpy as np
 
-    import florin
     import florin.conncomp as conncomp
     import florin.morphology as morphology
     import florin.thresholding as thresholding
-    from florin.cli.commands import with_executor
     from florin.data import PHANTOM_CLASSES, phantom
     from florin.preview import preview_title, save_preview
     from florin.reconstruction import class_table

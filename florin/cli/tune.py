@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import typer
 
+from florin.cli.segment import parse_ints
 from florin.errors import MissingInputError, ParameterError
+from florin.registry import get_registry
 
 __all__ = ["register"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def tune(
@@ -43,7 +52,6 @@ def tune(
     The written file runs unchanged with `florin run PIPELINE.toml VOLUME -o out.tif`. With --classes it also
     classifies the objects (bounds learned from the named --labels objects) and writes the class-label volume.
     """
-    from florin.cli.segment import parse_ints
     from florin.io import read
     from florin.pipeline_file import to_toml
     from florin.tuning import tune as tune_volume
@@ -99,10 +107,6 @@ def read_classes(spec: str) -> dict:
     >>> read_classes("cell=1-3;vasculature=4")
     {'cell': [1, 2, 3], 'vasculature': [4]}
     """
-    import json
-
-    import tomllib
-
     from florin.tuning_classes import parse_classes_text
 
     path = Path(spec)
@@ -123,7 +127,5 @@ def read_classes(spec: str) -> dict:
 
 def register(app: typer.Typer) -> None:
     """Add ``tune`` to ``app``."""
-    from florin.registry import get_registry
-
     app.command(name="tune")(tune)
     get_registry().note_command("tune")

@@ -7,6 +7,9 @@ import contextlib
 import os
 import sys
 import threading
+import time
+
+import cloudpickle
 
 from florin import _run
 from florin.errors import WorkerError
@@ -54,8 +57,6 @@ def _mpi():
     from mpi4py import MPI as mpi
 
     if not _mpi_state.get("configured"):
-        import cloudpickle
-
         mpi.pickle.__init__(cloudpickle.dumps, cloudpickle.loads)
         _mpi_state["configured"] = True
     return mpi
@@ -333,8 +334,6 @@ def _idle_until_all_arrive(comm):
     barrier, leaving the cores to the ranks still working (which matters when
     ranks share cores).
     """
-    import time
-
     request = comm.Ibarrier()
     delay = 1e-4
     while not request.Test():

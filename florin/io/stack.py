@@ -21,6 +21,7 @@ import re
 import numpy as np
 import tifffile
 from PIL import Image
+from xarray.core import indexing
 
 from florin.errors import FormatError, InputFileError, ParameterError
 from florin.io import Format
@@ -162,8 +163,6 @@ def read_stack(path, *, lazy=True):
 
 
 def _all(ndim):
-    from xarray.core import indexing
-
     return indexing.BasicIndexer((slice(None),) * ndim)
 
 
