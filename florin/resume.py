@@ -176,9 +176,29 @@ def _matches(record: dict) -> bool:
 
 
 def committed_outputs(folder) -> set[str]:
-    """Real paths of the outputs that the interrupted run kept in ``folder`` committed, unchanged since."""
+    """Real paths of the outputs that the interrupted run kept in ``folder`` committed, unchanged since.
+
+    Also those a join was committing when the run stopped, if the rename into place happened (see
+    :meth:`Part.finishing`).
+    """
     records = _read_json(Path(folder) / "committed.json", {}) or {}
-    return {path for path, record in records.items() if isinstance(record, dict) and _matches(record)}
+    found = {path for path, record in records.items() if isinstance(record, dict) and _matches(record)}
+    return found | {os.path.realpath(path) for _, path, _ in _pending_commits(folder)}
+
+
+def _pending_commits(folder):
+    """``(part folder, output, its temporary folder)`` of joins that renamed an output into place but were
+    stopped before recording it: the output exists and its temporary file is gone."""
+    for part in sorted(Path(folder).glob("part-*")):
+        record = _read_json(part / "result.json")
+        if not isinstance(record, dict) or not record.get("pending"):
+            continue
+        tokens = _read_json(part / "saves.json", {}) or {}
+        for path in record.get("outputs", ()):
+            token = tokens.get(os.path.realpath(path))
+            workdir = tile_workdir(Path(path), token) if token else None
+            if workdir is not None and os.path.exists(path) and not (workdir / Path(path).name).exists():
+                yield part, path, workdir
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -227,10 +247,20 @@ class Resume:
                     )
                 manifest["budget"] = int(earlier.get("budget") or budget)
                 resume.resumed = True
+                resume._adopt_pending()
         except BaseException:
             resume.close(keep=True)
             raise
         return resume
+
+    def _adopt_pending(self) -> None:
+        """Record the outputs a join had renamed into place when the run stopped (and remove what it left)."""
+        for part, path, workdir in list(_pending_commits(self.folder)):
+            self.committed(path)
+            record = _read_json(part / "result.json")
+            record.pop("pending", None)
+            _atomic_json(part / "result.json", record)
+            remove_path(workdir)
 
     @property
     def budget(self) -> int:
@@ -365,6 +395,15 @@ class Part:
         self._log.write(f"{int(info.index)}\n")
         self._log.flush()
         os.fsync(self._log.fileno())
+
+    def finishing(self, kind, record=None) -> None:
+        """The join of ``kind`` is about to commit what ``record`` names (see :meth:`finished`).
+
+        Kept as pending: when the run stops between the commit and :meth:`finished`, the resumed run
+        finds the output in place and its temporary file gone, and takes it as committed.
+        """
+        if record:
+            _atomic_json(self.folder / "result.json", {**record, "kind": kind.name, "pending": True})
 
     def finished(self, kind, record=None) -> None:
         """The join of ``kind`` is done; ``record`` (JSON, or None) says what it committed, its ``outputs`` among it.

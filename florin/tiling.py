@@ -357,7 +357,7 @@ class TileJoin:
             flush()
 
     def committed(self) -> dict | None:
-        """After :meth:`finish`: what it committed, as JSON with the ``outputs`` (paths) among it, or None.
+        """What :meth:`finish` commits, as JSON with the ``outputs`` (paths) among it, or None.
 
         A resumed run does not write those outputs again; a kind that commits
         outputs also defines ``reopen(record, like=)``, giving the result again.
@@ -502,9 +502,12 @@ def join_stream(results, *, infos=None, like=None, out=None, allocate=None, reco
             records.record(info)
     if joiner is None:
         raise PipelineError("join() got no tiles")
+    committed = joiner.committed() if recording else None
+    if committed:
+        records.finishing(first_kind, committed)
     result = joiner.finish()
     if records is not None:
-        records.finished(first_kind, joiner.committed() if recording else None)
+        records.finished(first_kind, committed)
     return result
 
 

@@ -198,6 +198,34 @@ def test_outputs_the_interrupted_run_committed_are_not_written_again(tmp_path, v
     np.testing.assert_array_equal(result.values, expected.values)
 
 
+def test_a_run_stopped_right_after_a_tiled_save_renamed_its_output_resumes(tmp_path, volume, monkeypatch):
+    from florin import resume
+
+    data = np.load(volume)
+    real = resume.Part.finished
+
+    def stop(self, kind, record=None):
+        if record:  # the output is in place, its record not yet written: the process dies here
+            raise KeyboardInterrupt
+        return real(self, kind, record)
+
+    monkeypatch.setattr(resume.Part, "finished", stop)
+    pipe = _counting_pipeline(tmp_path, florin.Serial, inside=True)
+    with pytest.raises(KeyboardInterrupt):
+        pipe(data, resume=True)
+    assert (tmp_path / "mask.h5").exists() and sorted(_computed(tmp_path)) == list(range(N_TILES))
+    monkeypatch.setattr(resume.Part, "finished", real)
+    pipe(data, resume=True)
+    assert _computed(tmp_path) == []  # the saved tiles were taken as they are
+    expected = _counting_pipeline(tmp_path / "ref", florin.Serial, inside=True)
+    (tmp_path / "ref").mkdir()
+    expected(data)
+    for name in ("mask.h5", "labels.npy"):
+        np.testing.assert_array_equal(florin.io.read(tmp_path / name).values,
+                                      florin.io.read(tmp_path / "ref" / name).values)
+    assert not [p.name for p in tmp_path.iterdir() if ".florin-" in p.name]
+
+
 @pytest.mark.parametrize("inside", [False, True], ids=["joined", "saved-in-tiles"])
 def test_a_failing_tile_without_resume_leaves_no_scratch_and_no_records(tmp_path, volume, inside, monkeypatch):
     from florin import memory
