@@ -30,23 +30,23 @@ def test_wrappers_match_scikit_image_and_keep_labels(name, rng):
 
 def test_remove_small_objects_seed_min_size_spelling(rng):
     mask = rng.random((30, 30)) > 0.7
-    out = morphology.remove_small_objects(min_size=3)(mask).values
+    out = morphology.remove_small_objects(max_size=2)(mask).values
     try:
         expected = skm.remove_small_objects(mask, max_size=2)  # scikit-image >= 0.26
     except TypeError:
-        expected = skm.remove_small_objects(mask, min_size=3)
+        expected = skm.remove_small_objects(mask, max_size=2)
     np.testing.assert_array_equal(out, expected)
 
 
 def test_remove_small_holes_on_masks_and_labels():
     mask = np.ones((7, 7), bool)
     mask[3, 3] = False
-    assert morphology.remove_small_holes(mask, min_size=20).values.all()
+    assert morphology.remove_small_holes(mask, max_size=19).values.all()
     labels = np.zeros((7, 9), np.int32)
     labels[1:6, 1:4] = 4
     labels[3, 2] = 0
     labels[1:6, 5:8] = 7
-    out = morphology.remove_small_holes(labels, min_size=20).values
+    out = morphology.remove_small_holes(labels, max_size=19).values
     assert out[3, 2] == 4 and set(np.unique(out)) == {0, 4, 7}
 
 
@@ -54,7 +54,7 @@ def test_remove_small_objects_keeps_labels():
     labels = np.zeros((5, 5), np.uint16)
     labels[0, 0] = 3
     labels[2:5, 2:5] = 9
-    assert set(np.unique(morphology.remove_small_objects(labels, min_size=2).values)) == {0, 9}
+    assert set(np.unique(morphology.remove_small_objects(labels, max_size=1).values)) == {0, 9}
 
 
 def test_bad_min_size_is_a_parameter_error():

@@ -199,10 +199,10 @@ def test_whole_volume_steps_above_the_budget_run_blockwise_by_their_kind(tmp_pat
         return florin.Serial(
             florin.tile(shape=(4, 20, 20)),
             florin.Serial(thresholding.ndnt(shape=(3, 9, 9), threshold=0.1), morphology.binary_opening()),
-            morphology.remove_small_objects(min_size=5, connectivity=2),
+            morphology.remove_small_objects(max_size=4, connectivity=2),
             morphology.binary_dilation(),  # a map step on a scratch volume: tiled with its halo
             conncomp.label(connectivity=2),
-            morphology.remove_small_holes(min_size=6),
+            morphology.remove_small_holes(max_size=5),
         )
 
     expected = build()(vol)
@@ -239,7 +239,7 @@ def test_executors_agree_with_serial_under_a_tiny_budget(tmp_path):
             florin.tile(shape=(4, 20, 20)),
             make(thresholding.ndnt(shape=(3, 9, 9), threshold=0.1), morphology.binary_opening()),
             conncomp.label(),
-            morphology.remove_small_objects(min_size=4),
+            morphology.remove_small_objects(max_size=3),
         ), TINY)
 
     def labels_merged_in_scratch(make):
@@ -252,7 +252,7 @@ def test_executors_agree_with_serial_under_a_tiny_budget(tmp_path):
     cases = {"joined": (joined_then_planned, vol), "regions": (labels_merged_in_scratch, vol)}
     out = assert_executors_agree(cases, tmp_path, mpi=("spmd-2", "spawn"))
     plain = florin.Serial(florin.tile(shape=(4, 20, 20)), florin.Serial(thresholding.ndnt(shape=(3, 9, 9), threshold=0.1),
-                          morphology.binary_opening()), conncomp.label(), morphology.remove_small_objects(min_size=4))
+                          morphology.binary_opening()), conncomp.label(), morphology.remove_small_objects(max_size=3))
     np.testing.assert_array_equal(out["joined"]["serial"].values, plain(vol).values)
 
 

@@ -144,10 +144,10 @@ def test_whole_volume_step_after_tiles_joins_them_first(volume):
         florin.tile(shape=(6, 16, 16), stride=(6, 8, 8)),
         thresholding.ndnt(shape=(5, 9, 9)),
         morphology.binary_opening(),
-        morphology.remove_small_objects(min_size=30),
+        morphology.remove_small_objects(max_size=29),
     )
     whole = morphology.remove_small_objects(
-        morphology.binary_opening(thresholding.ndnt(volume, shape=(5, 9, 9))), min_size=30
+        morphology.binary_opening(thresholding.ndnt(volume, shape=(5, 9, 9))), max_size=29
     )
     np.testing.assert_array_equal(flat(volume).values, whole.values)
 

@@ -22,8 +22,8 @@ from florin.tiling import TileJoin, join, register_join, tile, unregister_join
 def test_declared_kinds_of_the_builtin_steps():
     shape = (8, 8)
     assert steps.kind(conncomp.label(), shape) == "label-merge"
-    assert steps.kind(morphology.remove_small_objects(min_size=3), shape) == "label-merge"
-    assert steps.kind(morphology.remove_small_holes(min_size=3), shape) == "label-merge"
+    assert steps.kind(morphology.remove_small_objects(max_size=2), shape) == "label-merge"
+    assert steps.kind(morphology.remove_small_holes(max_size=2), shape) == "label-merge"
     assert steps.kind(conncomp.regionprops(), shape) == "reduce"
     assert steps.kind(florin.reconstruct(), shape) == "lookup"
     assert steps.kind(morphology.binary_opening(), shape) == "map"
@@ -34,8 +34,8 @@ def _alloc(shape, dtype):
     return np.zeros(shape, dtype)
 
 
-@pytest.mark.parametrize("op", [conncomp.label(connectivity=2), morphology.remove_small_objects(min_size=4),
-                                morphology.remove_small_holes(min_size=3, connectivity=2)], ids=lambda op: op.name)
+@pytest.mark.parametrize("op", [conncomp.label(connectivity=2), morphology.remove_small_objects(max_size=3),
+                                morphology.remove_small_holes(max_size=2, connectivity=2)], ids=lambda op: op.name)
 def test_declared_blockwise_forms_equal_the_steps(op):
     mask = florin.as_volume(np.random.default_rng(2).random((7, 9, 8)) < 0.45)
     blocks = [(slice(a, min(a + 3, 7)), slice(0, 9), slice(0, 8)) for a in range(0, 7, 3)]

@@ -47,7 +47,7 @@ def seed_pipeline(out_dir, executor=None, *, spy=None):
         *(tiled if executor is None else [executor(*tiled)]),
         florin.save(out_dir / "segmented.tiff", overwrite=True),
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(),
         classify if executor is None else executor(classify),
     ]
@@ -140,7 +140,7 @@ def test_labeling_inside_the_tiled_pipeline_gives_the_same_classes(small):
         florin.load(),
         florin.tile(shape=(10, 64, 64), stride=(10, 32, 32)),
         ThreadMap(thresholding.ndnt(shape=(10, 64, 64), threshold=0.3), morphology.binary_opening(), conncomp.label()),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(intensity="input"),
         ThreadMap(classifiers()),
         florin.reconstruct(),

@@ -101,10 +101,10 @@ def test_label(tmp_path, pool_map, mask, kind):
 @pytest.mark.parametrize("labelled", [False, True])
 def test_size_filters(tmp_path, pool_map, mask, blockwise_filter, in_memory, labelled):
     image = conncomp.label(mask).values.astype(np.int32) if labelled else mask
-    expected = in_memory(image, min_size=6, connectivity=1).values
+    expected = in_memory(image, max_size=5, connectivity=1).values
     out = np.zeros_like(image)
     src = _memmap(tmp_path / "image.npy", image)
-    blockwise_filter(src, out, blocks=BLOCKS, min_size=6, connectivity=1, map=pool_map)
+    blockwise_filter(src, out, blocks=BLOCKS, max_size=5, connectivity=1, map=pool_map)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -151,8 +151,8 @@ def test_florin_executor_maps(tmp_path, mask, executor):
         assert blockwise.label(mask, out, blocks=BLOCKS, connectivity=3, map=ex.map) == expected.max()
         np.testing.assert_array_equal(out, expected)
     out = np.zeros_like(mask)
-    blockwise.remove_small_holes(mask, out, blocks=BLOCKS, min_size=5, map=ex.map)
-    np.testing.assert_array_equal(out, morphology.remove_small_holes(mask, min_size=5).values)
+    blockwise.remove_small_holes(mask, out, blocks=BLOCKS, max_size=4, map=ex.map)
+    np.testing.assert_array_equal(out, morphology.remove_small_holes(mask, max_size=4).values)
     step = florin.classify(florin.bounds_classifier("small", area=4), florin.bounds_classifier("big"))
     regions = step(blockwise.regionprops(expected, blocks=BLOCKS, map=ex.map))
     classes = np.zeros(mask.shape, np.uint8)

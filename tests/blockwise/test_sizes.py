@@ -40,8 +40,8 @@ def test_memmap_input_output_and_scratch(tmp_path):
     out = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=bool, shape=shape)
     scratch = np.lib.format.open_memmap(tmp_path / "scratch.npy", mode="w+", dtype=np.uint32, shape=shape)
     blocks = [i.core_slices for i in tiling.tile_infos(shape, (3, 4, 5))]
-    blockwise.remove_small_holes(image, out, blocks=blocks, min_size=20, connectivity=2, scratch=scratch)
-    expected = morphology.remove_small_holes(np.asarray(image), min_size=20, connectivity=2).values
+    blockwise.remove_small_holes(image, out, blocks=blocks, max_size=19, connectivity=2, scratch=scratch)
+    expected = morphology.remove_small_holes(np.asarray(image), max_size=19, connectivity=2).values
     np.testing.assert_array_equal(out, expected)
 
 

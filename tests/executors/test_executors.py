@@ -67,7 +67,7 @@ def seed_full(make_tiles, make_objects, out_dir):
         ),
         florin.save(os.path.join(out_dir, "segmented.tiff"), overwrite=True),
         conncomp.label(),
-        morphology.remove_small_holes(min_size=20),
+        morphology.remove_small_holes(max_size=19),
         conncomp.regionprops(),
         make_objects(
             florin.classify(
