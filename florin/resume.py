@@ -207,7 +207,7 @@ class Resume:
 
     def __init__(self, folder: Path, manifest: dict, lock_fd):
         self.folder, self.manifest, self._lock_fd = folder, manifest, lock_fd
-        self._parts = 0
+        self._parts = []
         self.resumed = False
 
     @classmethod
@@ -283,16 +283,19 @@ class Resume:
     # -- tiled parts ---------------------------------------------------------------------------
     def part(self, tiles, steps) -> Part:
         """The records of the next tiled part of the run (``steps`` mapped over ``tiles``)."""
-        index, self._parts = self._parts, self._parts + 1
         key = hashlib.sha256(json.dumps(
             [repr(list(tiles.infos)), [_describe_step(s) for s in steps]], sort_keys=True, default=repr
         ).encode()).hexdigest()
-        return Part(self, self.folder / f"part-{index:03d}", key)
+        part = Part(self, self.folder / f"part-{len(self._parts):03d}", key)
+        self._parts.append(part)
+        return part
 
     def close(self, *, keep: bool) -> None:
         """End the run: remove the folder (success) or keep it for the next run (``keep``); release the lock."""
         if self._lock_fd is None:
             return
+        for part in self._parts:
+            part.close()
         try:
             if not keep:
                 shutil.rmtree(self.folder, ignore_errors=True)
@@ -410,13 +413,17 @@ class Part:
 
         The outputs are recorded as committed, and the record kept for :meth:`committed_result`.
         """
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self.close()
         if record:
             for path in record.get("outputs", ()):
                 self.run.committed(path)
             _atomic_json(self.folder / "result.json", {**record, "kind": kind.name})
+
+    def close(self) -> None:
+        """Stop recording (the join finished, or the run ended)."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def committed_result(self, like):
         """The result of this part when an earlier run committed it (its outputs unchanged since), else None."""

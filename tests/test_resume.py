@@ -311,6 +311,40 @@ def test_resume_is_refused_under_mpi_spmd(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+FLAKY = """
+import pathlib
+
+import florin
+from florin import tilemeta
+
+FLAG = pathlib.Path({flag!r})
+
+
+def flaky(tile):
+    if tilemeta.info_of(tile).index == 3 and FLAG.exists():
+        raise OSError("the node went down")
+    return -tile
+
+
+pipeline = florin.Serial(florin.load(), florin.tile(shape=(4, 32, 32)), florin.Serial(flaky))
+"""
+
+
+def test_run_resume_without_save_steps_keeps_its_records_beside_the_output(tmp_path, volume, capsys):
+    script = tmp_path / "p.py"
+    script.write_text(FLAKY.format(flag=str(tmp_path / "down")))
+    (tmp_path / "down").touch()
+    args = ["-q", "run", str(script), str(volume), "-o", str(tmp_path / "out.npy"), "--resume"]
+    assert main(args) == 1
+    assert "the node went down" in capsys.readouterr().err
+    folder = tmp_path / "out.npy.florin-partial"
+    assert {int(i) for i in (folder / "part-000" / "done.log").read_text().split()} == {0, 1, 2}
+    (tmp_path / "down").unlink()
+    assert main(args) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), -np.load(volume))
+    assert not folder.exists()
+
+
 def test_the_cli_help_names_resume(capsys):
     for command in ("run", "segment"):
         assert main([command, "--help"]) == 0
