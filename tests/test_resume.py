@@ -227,14 +227,15 @@ def test_a_run_stopped_right_after_a_tiled_save_renamed_its_output_resumes(tmp_p
 
 
 @pytest.mark.parametrize("inside", [False, True], ids=["joined", "saved-in-tiles"])
-def test_a_failing_tile_without_resume_leaves_no_scratch_and_no_records(tmp_path, volume, inside, monkeypatch):
+@pytest.mark.parametrize("name", ["serial", "multiprocess"])
+def test_a_failing_tile_without_resume_leaves_no_scratch_and_no_records(tmp_path, volume, name, inside, monkeypatch):
     from florin import memory
 
     made = []
     real = memory.Scratch.allocate
     monkeypatch.setattr(memory.Scratch, "allocate", lambda self, *a, **k: made.append(1) or real(self, *a, **k))
     scratch = tmp_path / "scratch"
-    pipe = _counting_pipeline(tmp_path, florin.Serial, fail_at=6, inside=inside)
+    pipe = _counting_pipeline(tmp_path, EXECUTORS[name], fail_at=6, inside=inside)
     (tmp_path / "fail").touch()
     with pytest.raises(PipelineError, match="tile 6 failed"):
         pipe(np.load(volume), memory="64KiB", scratch=scratch)
