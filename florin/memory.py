@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import xarray as xr
 
 from florin.errors import ParameterError
 
@@ -241,8 +242,6 @@ def sealed(volume):
     (each worker reads its own tile), so the next steps read the scratch volume
     lazily.
     """
-    import xarray as xr
-
     labels = getattr(volume, "labels", None)  # regions measured at the join carry their label volume
     if not isinstance(volume, xr.DataArray) and isinstance(labels, xr.DataArray):
         volume.labels = sealed(labels)

@@ -43,7 +43,7 @@ from florin.volume import as_volume, like
 
 __all__ = ["Pipeline", "Serial"]
 
-_NO_DATA = object()
+_NO_DATA = _steps.NO_DATA
 
 
 class Pipeline:

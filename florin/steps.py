@@ -79,13 +79,16 @@ import numpy as np
 from florin.errors import ParameterError
 
 __all__ = [
-    "KINDS", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
+    "KINDS", "NO_DATA", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
     "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "output", "params", "per_item", "reads_paths",
     "spec", "takes_merged_tiles",
 ]
 
 #: The ways a step can run over the blocks of a volume (see the module docstring).
 KINDS = ("map", "label-merge", "reduce", "lookup", "whole")
+
+#: What a pipeline called without data passes its first step (a load step then reads its own path).
+NO_DATA = object()
 
 
 def check_kind(value, *, where="kind"):

@@ -16,6 +16,7 @@ import numpy as np
 
 from florin.errors import OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
+from florin.preview import _matplotlib
 from florin.tuning import _Region
 
 __all__ = ["report_figure", "save_report"]
@@ -45,8 +46,6 @@ def report_figure(report, *, slices=3):
     the best result: agreeing foreground green, false foreground red, missed
     foreground blue, prediction on unlabeled voxels yellow.
     """
-    from florin.preview import _matplotlib
-
     _matplotlib().use("Agg", force=False)
     import matplotlib.pyplot as plt
 

@@ -60,14 +60,11 @@ PENDING = {
     "florin.cli.commands": 13,
     "florin.cli.segment": 17,
     "florin.cli.tune": 6,
-    "florin.io": 2,
     "florin.io.lazy": 2,
     "florin.io.ondisk": 8,
-    "florin.memory": 1,
     "florin.pipelines": 2,
     "florin.tiling": 1,
     "florin.tuning": 2,
-    "florin.tuning_report": 1,
 }
 
 

@@ -27,6 +27,8 @@ from florin.io.lazy import sources
 from florin.io.ondisk import OnDiskArray
 from florin.io.ondisk import create as _create
 from florin.registry import get_registry
+from florin.steps import NO_DATA
+from florin.tiling import Tiles
 from florin.volume import as_volume
 
 __all__ = ["Format", "Load", "Save", "create", "load", "read", "save", "write"]
@@ -308,9 +310,7 @@ class Load:
             _format(path or "", format)  # unknown format names fail when the pipeline is built
 
     def __call__(self, data=None):
-        from florin.pipelines import _NO_DATA
-
-        if data is _NO_DATA:
+        if data is NO_DATA:
             data = None
         if self.path is not None and data is not None:
             raise ParameterError(
@@ -373,8 +373,6 @@ class Save:
         self.out = None
 
     def __call__(self, data):
-        from florin.tiling import Tiles
-
         if isinstance(data, Tiles):
             if self.out is not None or _format(self.path, self.format).create is not None:
                 ondisk.save_tiles(self, data)  # tile by tile: never the whole volume in memory
