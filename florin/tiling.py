@@ -322,7 +322,12 @@ class TileJoin:
     #: Shown in messages.
     name = "array"
     #: Whether a resumed run may :meth:`restore` the tiles an earlier run recorded instead of computing them.
+    #: A subclass is not, unless it says so itself (its own ``add`` may keep what ``restore`` does not).
     resumable = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.resumable = bool(cls.__dict__.get("resumable", False))
 
     @classmethod
     def claims(cls, tile) -> bool:

@@ -350,3 +350,19 @@ def test_the_cli_help_names_resume(capsys):
     for command in ("run", "segment"):
         assert main([command, "--help"]) == 0
         assert "--resume" in capsys.readouterr().out
+
+
+def test_a_join_kind_resumes_only_when_its_own_class_says_so():
+    from florin.conncomp import LabelJoin
+    from florin.io.ondisk import WrittenJoin
+    from florin.tiling import TileJoin
+
+    class Plugin(TileJoin):  # its add() may keep state that TileJoin.restore() knows nothing of
+        name = "plugin"
+
+    class Declared(TileJoin):
+        name = "declared"
+        resumable = True
+
+    assert TileJoin.resumable and WrittenJoin.resumable and Declared.resumable
+    assert not Plugin.resumable and not LabelJoin.resumable
