@@ -366,3 +366,19 @@ def test_a_join_kind_resumes_only_when_its_own_class_says_so():
 
     assert TileJoin.resumable and WrittenJoin.resumable and Declared.resumable
     assert not Plugin.resumable and not LabelJoin.resumable
+
+
+def test_a_serial_run_resumes_under_multiprocess(tmp_path, volume):
+    data = np.load(volume)
+    (tmp_path / "fail").touch()
+    with pytest.raises(PipelineError, match="tile 6 failed"):
+        _counting_pipeline(tmp_path, florin.Serial, fail_at=6, inside=True)(data, resume=True)
+    assert sorted(_computed(tmp_path)) == list(range(7))
+    (tmp_path / "fail").unlink()
+    _counting_pipeline(tmp_path, EXECUTORS["multiprocess"], fail_at=6, inside=True)(data, resume=True)
+    assert sorted(_computed(tmp_path)) == list(range(6, N_TILES))  # the executor is not part of the records
+    (tmp_path / "ref").mkdir()
+    _counting_pipeline(tmp_path / "ref", florin.Serial, inside=True)(data)
+    for name in ("mask.h5", "labels.npy"):
+        np.testing.assert_array_equal(florin.io.read(tmp_path / name).values,
+                                      florin.io.read(tmp_path / "ref" / name).values)
