@@ -37,7 +37,7 @@ import florin.morphology as morphology
 import florin.thresholding as thresholding
 from florin import tilemeta
 
-COUNT, KILL_AT, WHERE = {count!r}, {kill_at!r}, {where!r}
+COUNT, KILL_AT, WHERE, SIGNAL = {count!r}, {kill_at!r}, {where!r}, signal.{signal}
 
 
 def counted(tile):
@@ -46,7 +46,7 @@ def counted(tile):
         f.write(f"{{index}}\\n")
     if index == KILL_AT:
         time.sleep(1.0)  # the tiles already done reach the join (and its records) first
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        os.killpg(os.getpgrp(), SIGNAL)
     return tile
 
 
@@ -68,14 +68,14 @@ def volume(tmp_path_factory):
     return path
 
 
-def _florin_run(tmp_path, volume, name, *, where, executor, kill_at=None, resume=True):
+def _florin_run(tmp_path, volume, name, *, where, executor, kill_at=None, resume=True, sig="SIGKILL"):
     """Run the counting pipeline with `florin run` in a new process group; (return code, tiles computed)."""
     out = tmp_path / name
     out.mkdir(exist_ok=True)
     mask = out / ("mask.h5" if where == "inside" else "mask.npy")
     count = out / "count"
     script = tmp_path / f"{name}-{kill_at}.py"
-    script.write_text(PIPELINE.format(count=str(count), kill_at=kill_at, where=where, mask=str(mask),
+    script.write_text(PIPELINE.format(count=str(count), kill_at=kill_at, where=where, signal=sig, mask=str(mask),
                                       labels=str(out / "labels.npy")))
     before = count.read_text().split() if count.exists() else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
@@ -382,3 +382,19 @@ def test_a_serial_run_resumes_under_multiprocess(tmp_path, volume):
     for name in ("mask.h5", "labels.npy"):
         np.testing.assert_array_equal(florin.io.read(tmp_path / name).values,
                                       florin.io.read(tmp_path / "ref" / name).values)
+
+
+def test_a_run_stopped_by_sigterm_keeps_its_records_and_resumes(tmp_path, volume):
+    """SIGTERM (a batch system's wall time): exit 143, temporary outputs and records kept for --resume."""
+    proc, first, out, mask = _florin_run(tmp_path, volume, "out", where="inside", executor="serial", kill_at=9,
+                                         sig="SIGTERM")
+    assert proc.returncode == 143 and "florin: terminated" in proc.stderr
+    folder = partial_folder(florin.Serial(florin.save(mask)))
+    assert {int(i) for i in (folder / "part-000" / "done.log").read_text().split()} == set(range(9))
+    assert [p for p in out.iterdir() if ".florin-tiles-" in p.name]  # the saved tiles are kept
+    proc, second, out, mask = _florin_run(tmp_path, volume, "out", where="inside", executor="serial")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(second) == list(range(9, N_TILES))
+    ref = florin.Serial(thresholding.ndnt(shape=(3, 9, 9)), morphology.binary_opening())(np.load(volume))
+    np.testing.assert_array_equal(florin.io.read(mask).values, ref.values)
+    assert not folder.exists()
