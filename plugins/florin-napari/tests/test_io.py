@@ -89,6 +89,42 @@ def test_hdf5_dataset_chooser(make_napari_viewer, phantom, tmp_path, monkeypatch
     np.testing.assert_array_equal(np.asarray(layer.data), phantom.values)
 
 
+def test_the_dataset_chooser_asks_in_an_interactive_session(make_napari_viewer, phantom, tmp_path, monkeypatch):
+    """With a visible window a dialog lists the datasets (HDF5) or variables (NetCDF) and an 'all' entry."""
+    import xarray as xr
+    from qtpy.QtWidgets import QApplication, QInputDialog
+
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["raw"] = phantom.values
+        f["grp/smooth"] = phantom.values // 2
+    dims = ("z", "y", "x")
+    xr.Dataset({"raw": (dims, phantom.values), "smooth": (dims, phantom.values // 2)}).to_netcdf(tmp_path / "two.nc")
+
+    class Window:  # the session's visible main window
+        def isVisible(self):
+            return True
+
+    asked, answers = [], []
+
+    def get_item(parent, title, label, items, current, editable):
+        asked.append((label, list(items)))
+        return answers.pop(0)
+
+    monkeypatch.setattr(QApplication, "activeWindow", staticmethod(lambda: Window()))
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(get_item))
+    viewer = make_napari_viewer()
+    for name, keys, raw in (("two.h5", ["/grp/smooth", "/raw"], "/raw"), ("two.nc", ["raw", "smooth"], "raw")):
+        path = tmp_path / name
+        answers[:] = [(raw, True), ("all 2 datasets", True), ("", False)]
+        [layer] = _open(viewer, path)
+        assert asked[-1] == (name, ["all 2 datasets", *keys])
+        np.testing.assert_array_equal(np.asarray(layer.data), phantom.values)
+        assert len(_open(viewer, path)) == 2
+        assert _reader.read_layers(str(path)) == []  # cancelled: nothing opens
+    monkeypatch.setenv("FLORIN_NAPARI_NO_DIALOG", "1")  # scripts can turn the dialog off
+    assert len(_open(viewer, tmp_path / "two.h5")) == 2 and len(asked) == 6
+
+
 def test_slice_folder(make_napari_viewer, phantom, tmp_path):
     import tifffile
 
@@ -121,7 +157,7 @@ def test_image_and_labels_round_trip_keeping_the_scale(make_napari_viewer, phant
     image = viewer.add_image(phantom.values, scale=SPACING, name="img", units=("um",) * 3,
                              axis_labels=("z", "y", "x"))
     labels = viewer.add_labels(labels_volume.values, scale=SPACING, name="cells", units=("um",) * 3)
-    for name in ["out.tif", "out.npy", "out.h5", "out.nc", "out.zarr", "out.ome.zarr"]:
+    for name in ["out.tif", "out.ome.tif", "out.npy", "out.h5", "out.nc", "out.zarr", "out.ome.zarr"]:
         _round_trip(viewer, image, labels, phantom, labels_volume, tmp_path, name)
 
 

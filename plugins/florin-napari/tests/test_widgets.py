@@ -46,9 +46,10 @@ def test_preview_is_the_whole_volume_ndnt_on_the_current_slice(viewer, phantom, 
     assert settings == NDNTSettings(shape=(5, 17, 17), threshold=0.3, polarity="dark", opening=True)
     whole = _whole(phantom, settings)
     widget.preview.value = True
-    for z in (0, 7, 15):
-        viewer.dims.set_point(0, z * SPACING[0])
-        widget.request_preview()
+    for z in (0, 15, 7):
+        requested = widget._generation
+        viewer.dims.set_point(0, z * SPACING[0])  # moving the slider requests the preview of the new slice
+        assert widget._generation > requested
         _wait(qtbot, widget)
         layer = viewer.layers[PREVIEW_NAME]
         assert layer.data.shape == (1, 64, 80)
@@ -92,15 +93,18 @@ def test_isotropic_lock_keeps_the_physical_extent(viewer):
     assert widget.settings().shape == (3, 64, 64)
 
 
-@pytest.mark.parametrize("executor", ["serial", "multithread"])
+@pytest.mark.parametrize("executor", ["serial", "multithread", "multiprocess"])
 def test_apply_equals_the_whole_volume_ndnt_under_each_executor(viewer, phantom, qtbot, executor):
     widget = NDNTWidget(viewer)
     _configure(widget)
     widget.exec_controls.executor.value = executor
+    progress = []
+    widget.progress.changed.connect(progress.append)
     widget.apply()
     _wait(qtbot, widget)
     result = viewer.layers["phantom NDNT"]
     np.testing.assert_array_equal(result.data.astype(bool), _whole(phantom, widget.settings()))
+    assert [p for p in progress if p] == list(range(1, 9))  # the bar moved chunk by chunk
     assert widget.progress.value == widget.progress.max == 8
     assert tuple(result.scale) == SPACING
 
@@ -195,6 +199,59 @@ def test_every_preview_plane_equals_the_whole_volume_result(phantom, shape, open
         np.testing.assert_array_equal(preview_plane(image, settings, (z, 0, 0)), whole[z])
 
 
+@pytest.mark.parametrize(("dtype", "shape", "polarity", "threshold"), [
+    (np.int8, (5, 17, 17), "dark", 0.3),  # negative values (the phantom wraps)
+    (np.uint8, (3, 9, 9), "bright", 0.05),
+    ("bool", (7, 9, 9), "dark", 0.2),
+    (np.int32, (9, 33, 33), "bright", 0.1),
+    (np.uint32, (5, 17, 17), "dark", 30),  # too wide to sum exactly: NDNT on the context; a percentage
+    (np.float64, (1, 9, 9), "dark", 0.3),  # a one-plane z window: plane by plane for floats too
+    (np.uint16, (41, 3, 200), "dark", 0.25)])  # windows larger than the volume
+def test_every_preview_plane_of_each_dtype_equals_the_whole_volume_result(phantom, dtype, shape, polarity, threshold):
+    from florin_napari._core import preview_plane
+
+    values = phantom.values
+    image = values > np.median(values) if dtype == "bool" else values.astype(dtype)
+    for opening in (False, True):
+        settings = NDNTSettings(shape=shape, threshold=threshold, opening=opening, polarity=polarity)
+        whole = np.asarray(florin.Serial(*settings.steps())(image))
+        for z in range(image.shape[0]):
+            np.testing.assert_array_equal(preview_plane(image, settings, (z, 0, 0)), whole[z], err_msg=f"z={z}")
+
+
+def test_the_ndnt_piece_computes_only_the_planes_the_opening_needs(phantom, monkeypatch):
+    """NDNT computes the 5 mask planes the opening needs, each from two planes, not the 19 planes of the context."""
+    from florin_napari._core import preview_pieces
+
+    import florin.thresholding
+
+    kernel_inputs = []
+    original = florin.thresholding.ndnt_mask
+    monkeypatch.setattr(florin.thresholding, "ndnt_mask",
+                        lambda image, *args, **kw: kernel_inputs.append(image.shape) or original(image, *args, **kw))
+    settings = NDNTSettings(shape=(15, 17, 17), threshold=0.3, opening=True)  # z halo 7 + opening 2
+    pieces = preview_pieces(phantom.values, settings, (8, 0, 0))
+    assert list(pieces) == ["read"] + ["ndnt"] * 5 + ["binary_opening"]  # a superseded preview stops between them
+    assert kernel_inputs == [(2, 64, 80)] * 5
+    # a float image: its window sums are not exact, so NDNT runs on its z-context (planes 0..15), one piece
+    kernel_inputs.clear()
+    assert list(preview_pieces(phantom.values.astype(np.float32), settings, (8, 0, 0))) == [
+        "read", "ndnt", "binary_opening"]
+    assert kernel_inputs == [(16, 64, 80)]
+
+
+def test_the_z_context_is_read_in_pieces(phantom, monkeypatch):
+    from florin_napari import _core
+
+    monkeypatch.setattr(_core, "_READ_BYTES", 3 * 64 * 80 * 2)  # three planes of the phantom per read
+    settings = NDNTSettings(shape=(5, 17, 17), threshold=0.3, opening=True)
+    # a volume that is read (a florin volume, as the reader's layers have); a numpy array's planes are a view
+    pieces = _core.preview_pieces(phantom, settings, (8, 0, 0))
+    assert list(pieces)[:4] == ["read"] * 3 + ["ndnt"]  # planes 4..12: 3 + 3 + 3
+    np.testing.assert_array_equal(_core.preview_plane(phantom, settings, (8, 0, 0)), _whole(phantom, settings)[8])
+    assert list(_core.preview_pieces(phantom.values, settings, (8, 0, 0)))[:2] == ["read", "ndnt"]
+
+
 def test_preview_reads_only_the_z_context(phantom):
     from florin_napari._core import preview_plane
 
@@ -284,6 +341,21 @@ def test_3d_view_previews_a_small_volume_whole_and_2d_images_work(make_napari_vi
     np.testing.assert_array_equal(viewer.layers[PREVIEW_NAME].data.astype(bool), expected)
 
 
+def test_3d_view_of_a_large_volume_previews_the_current_slice(viewer, phantom, qtbot, monkeypatch):
+    from florin_napari import _widgets
+
+    monkeypatch.setattr(_widgets, "PREVIEW_3D_VOXELS", phantom.size - 1)  # the phantom is "large"
+    widget = NDNTWidget(viewer)
+    _configure(widget)
+    widget.preview.value = True
+    viewer.dims.ndisplay = 3
+    _wait(qtbot, widget)
+    z = int(round(viewer.dims.point[0] / SPACING[0]))
+    layer = viewer.layers[PREVIEW_NAME]
+    assert layer.data.shape == (1, 64, 80)
+    np.testing.assert_array_equal(layer.data[0].astype(bool), _whole(phantom, widget.settings())[z])
+
+
 def test_preview_of_a_lazy_layer_reads_its_z_context_in_one_read(phantom, monkeypatch):
     """A layer the reader made (dask, a chunk per plane): the context is one read of the volume, not 9 dask tasks."""
     from florin_napari import _layers
@@ -307,12 +379,13 @@ def test_a_superseded_preview_stops_between_pieces(viewer, qtbot, monkeypatch):
 
     from florin_napari import _widgets
 
-    started, pieces = threading.Event(), {}
+    started, pieces, on_gui_thread = threading.Event(), {}, []
     original = _widgets.preview_pieces
 
     def slow(image, settings, index=()):
         key = settings.threshold
         pieces[key] = 0
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
         for _ in range(200):  # 200 pieces of 10 ms: far longer than the test takes to supersede it
             started.set()
             time.sleep(0.01)
@@ -329,4 +402,79 @@ def test_a_superseded_preview_stops_between_pieces(viewer, qtbot, monkeypatch):
     widget.controls.threshold.value = 0.1  # supersedes it
     _wait(qtbot, widget)
     assert pieces[0.3] < 200  # stopped early, not run to its end and dropped
+    assert on_gui_thread == [False]  # computed in a worker thread
     assert widget.applied == [widget._generation]
+
+
+def test_kernels_warm_up_off_the_gui_thread_after_the_first_preview(viewer, qtbot, monkeypatch):
+    """The widget shows its first preview, then loads the other previews' kernels in a worker thread (not waited on)."""
+    import threading
+
+    from florin_napari import _widgets
+
+    release, events = threading.Event(), []
+
+    def blocked_warm_up(dtype):  # stands for the warm-up, until the test releases it
+        events.append(("starts", threading.current_thread() is threading.main_thread(), np.dtype(dtype)))
+        while not release.wait(0.01):
+            yield
+        events.append(("ends",))
+
+    monkeypatch.setattr(_widgets, "warm_up", blocked_warm_up)
+    monkeypatch.setattr(_widgets, "is_warm", lambda dtype: False)
+    widget = NDNTWidget(viewer)  # returns while the warm-up is still to come: the GUI thread never waits for it
+    qtbot.waitUntil(lambda: bool(events), timeout=TIMEOUT)
+    assert events == [("starts", False, np.dtype(np.uint16))]  # in a worker thread, for the image's dtype
+    assert widget.applied  # after the first preview was shown
+    widget.controls.threshold.value = 0.1  # a preview during the warm-up does not wait for it
+    qtbot.waitUntil(lambda: widget.applied[-1] == widget._generation, timeout=TIMEOUT)
+    assert len(events) == 1 and widget.busy
+    release.set()
+    _wait(qtbot, widget)
+    assert events[-1] == ("ends",)
+    # closing the widget stops a running warm-up at its next piece
+    release.clear()
+    events.clear()
+    other = NDNTWidget(viewer)
+    qtbot.waitUntil(lambda: bool(events), timeout=TIMEOUT)
+    other.native.deleteLater()
+    qtbot.waitUntil(lambda: not other.busy, timeout=TIMEOUT)
+    assert other.closed and events == [("starts", False, np.dtype(np.uint16))]
+
+
+_LOADED_KERNELS = """
+import gc
+import numpy as np
+from numba.core.dispatcher import Dispatcher
+from florin_napari._core import NDNTSettings, preview_plane, warm_up
+
+def loaded():  # florin's numba kernels and the signatures loaded (or compiled) in this process
+    return {(d.py_func.__module__, d.py_func.__qualname__, sig) for d in gc.get_objects()
+            if isinstance(d, Dispatcher) and d.py_func.__module__.startswith("florin") for sig in d.overloads}
+
+for dtype in ("uint16", "float32"):
+    before = loaded()
+    for _ in warm_up(dtype):
+        pass
+    warm = loaded()
+    assert warm > before, dtype  # the warm-up loaded kernels
+    volume = np.random.default_rng(0).integers(0, 250, (40, 160, 160)).astype(dtype)
+    for shape in ((1, 65, 65), (2, 65, 65), (3, 65, 65), (5, 65, 65), (9, 33, 33), (65, 65, 65), (3, 3, 3)):
+        for opening in (False, True):
+            for polarity in ("dark", "bright"):
+                for z in (0, 20):
+                    preview_plane(volume, NDNTSettings(shape, 0.3, polarity, opening), (z, 0, 0))
+    for opening in (False, True):
+        preview_plane(volume[5], NDNTSettings((65, 65), 0.3, "dark", opening))
+    assert loaded() == warm, sorted(loaded() - warm)  # no preview loaded another kernel
+print("ok")
+"""
+
+
+def test_the_warm_up_loads_every_kernel_a_preview_runs():
+    """In a fresh process, after the warm-up no preview (z windows of 1 to 65 planes, opening, polarity) loads a kernel."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LOADED_KERNELS], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -33,13 +34,16 @@ __all__ = [
     "SegmentSettings",
     "apply_ndnt",
     "default_shape",
+    "is_warm",
     "isotropic_shape",
+    "ndnt_plane",
     "parse_rules",
     "preview_pieces",
     "preview_plane",
     "rules_text",
     "run_segment",
     "settings_from_toml",
+    "warm_up",
 ]
 
 
@@ -112,7 +116,7 @@ def preview_plane(image, settings: NDNTSettings, index=()) -> np.ndarray:
 
 
 def preview_pieces(image, settings: NDNTSettings, index=()):
-    """:func:`preview_plane` in pieces: a generator that yields after each piece (the read, each step).
+    """:func:`preview_plane` in pieces: a generator that yields after each piece.
 
     A caller that stops iterating stops the computation there (napari's
     ``thread_worker`` quits a generator at its next yield); the plane is the
@@ -120,10 +124,18 @@ def preview_pieces(image, settings: NDNTSettings, index=()):
 
     For a 3-D (or N-D) ``image`` only the planes within the steps' halos of
     plane ``index[-3]`` are read (NDNT's half window plus the opening's
-    reach), and each step computes only the planes the next one needs (the
-    opening runs on ``4r + 1`` planes of the mask, not the whole context), so
-    the plane equals the same plane of the whole-volume result exactly. A 2-D
-    image is computed whole.
+    reach), and each step computes only the planes the next one needs: NDNT
+    the ``2r + 1`` mask planes the opening of reach ``r`` needs (one without
+    the opening), the opening its one plane. The plane equals the same plane of
+    the whole-volume result exactly. A 2-D image is computed whole.
+
+    The pieces are small, so a superseded preview stops soon: the z-context is
+    read a few megabytes at a time, and NDNT computes one mask plane per piece
+    (:func:`ndnt_plane`: for a bool or integer image from the sum of its
+    window's planes, two planes of work, not the ``2h + 1`` planes of its
+    window). A float image's NDNT planes are one piece, NDNT on the z-context
+    (a float window sum is not exact, so it is left to NDNT), and so are those
+    of a one-plane z window (the context is then the planes needed).
 
     Parameters
     ----------
@@ -156,14 +168,137 @@ def preview_pieces(image, settings: NDNTSettings, index=()):
     halos = [int(florin.Serial(step).halo(tuple(volume.shape))[0]) for step in steps]
     ranges, lo, hi = [], z, z + 1
     for halo in reversed(halos):
-        ranges.append((lo, hi))
+        ranges.insert(0, (lo, hi))
         lo, hi = max(0, lo - halo), min(n, hi + halo)
-    data, offset = np.asarray(volume[lo:hi]), lo  # the z-context: all that is read
-    yield "read"
-    for step, (a, b) in zip(steps, reversed(ranges), strict=True):
+    context = yield from _read_planes(volume, lo, hi)  # the z-context: all that is read
+    (a, b), later = ranges[0], ranges[1:]
+    if int(settings.shape[0]) // 2 == 0 or not _summable(context.dtype, n, settings.shape, volume.shape):
+        # NDNT on the context, one piece: a one-plane z window (the context is the planes needed), or a float image
+        data = np.asarray(steps[0](context))[a - lo : b - lo]
+        yield "ndnt"
+    else:
+        data = np.empty((b - a, *volume.shape[1:]), bool)
+        window = None
+        for k, plane in enumerate(range(a, b)):
+            data[k], window = ndnt_plane(context, plane - lo, settings, n_planes=n, offset=lo, window=window)
+            yield "ndnt"
+    offset = a
+    for step, (a, b) in zip(steps[1:], later, strict=True):
         data, offset = np.asarray(step(data))[a - offset : b - offset], a
         yield getattr(step, "name", "step")
     return data[0]
+
+
+#: The preview reads its z-context about this many bytes at a time (a superseded preview stops between reads).
+_READ_BYTES = 8 * 2**20
+
+
+def _read_planes(volume, lo, hi):
+    """``volume[lo:hi]`` as one numpy array, read a few planes at a time: a generator yielding after each read.
+
+    A numpy ``volume`` is not read: its planes are a view.
+    """
+    if isinstance(volume, np.ndarray):
+        yield "read"
+        return volume[lo:hi]
+    plane_bytes = int(np.prod(volume.shape[1:], dtype=np.int64)) * np.dtype(volume.dtype).itemsize
+    step = max(1, _READ_BYTES // max(1, plane_bytes))
+    out = None
+    for start in range(lo, hi, step):
+        part = np.asarray(volume[start : min(hi, start + step)])
+        if out is None:
+            out = np.empty((hi - lo, *part.shape[1:]), part.dtype)
+        out[start - lo : start - lo + len(part)] = part
+        yield "read"
+    return out
+
+
+def _summable(dtype, n, shape, volume_shape) -> bool:
+    """Whether :func:`ndnt_plane` decides NDNT on ``dtype`` exactly (bool or integer sums within NDNT's bounds)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biu":
+        return False
+    if dtype.kind == "b":
+        vmax = 1
+    else:
+        info = np.iinfo(dtype)
+        vmax = max(abs(int(info.min)), int(info.max))
+    m = min(n, 2 * (int(shape[0]) // 2) + 1)
+    area = 1
+    for s, size in zip(shape[1:], volume_shape[1:], strict=True):
+        area *= min(2 * (int(s) // 2) + 2, int(size))
+    # NDNT decides integers exactly while (largest value) x (window + 1 per axis) < 2**61
+    return 2 * m * vmax * 2 * area < 2**61
+
+
+def ndnt_plane(context, k, settings: NDNTSettings, *, n_planes=None, offset=0, window=None):
+    """NDNT of plane ``k`` of a bool or integer ``context`` (its z window inside it), from the sum of its window.
+
+    With a z window of one plane (``h = 0``) it is NDNT on that plane, for any
+    dtype. Otherwise, with ``h`` the z half window, the window of plane ``z`` is the ``m`` planes
+    ``max(0, z - h) .. min(n - 1, z + h)`` of the volume (``n`` planes), its box
+    sum the 2-D box sum of ``S``, the sum of those planes, and its count ``m``
+    times the 2-D count. Plane 0 of ``ndnt`` on the two planes
+    ``(m I, 2 S - m I)``, with window ``(3, sy, sx)``, compares ``2 m I`` times
+    its 2-D count with the 2-D box sum of ``2 S``: NDNT's decision on plane
+    ``z`` scaled by 2, which leaves it unchanged. Integer images are decided
+    exactly (:func:`_summable` keeps the sums within NDNT's exact range), so the
+    plane is exactly the whole-volume NDNT's.
+
+    Parameters
+    ----------
+    context : numpy.ndarray
+        Planes ``offset .. offset + len(context) - 1`` of the volume, holding
+        plane ``offset + k``'s z window.
+    k : int
+        The plane, in ``context``.
+    settings : NDNTSettings
+    n_planes : int, optional
+        Planes of the whole volume (where windows are clipped); default the context's.
+    offset : int
+        The volume plane of ``context[0]``.
+    window : tuple, optional
+        What the call for the plane before returned: its sum ``S`` is rolled
+        to this plane (a plane added and one taken away) instead of summed
+        again, and its buffers are reused.
+
+    Returns
+    -------
+    (numpy.ndarray, tuple)
+        The plane's boolean mask, and its ``window`` for the next call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).integers(0, 1000, (9, 16, 16), np.uint16)
+    >>> settings = NDNTSettings(shape=(5, 7, 7), threshold=0.2)
+    >>> mask, _ = ndnt_plane(image, 4, settings)
+    >>> bool((mask == np.asarray(thresholding.ndnt(image, shape=(5, 7, 7), threshold=0.2))[4]).all())
+    True
+    """
+    n = len(context) + offset if n_planes is None else int(n_planes)
+    shape = tuple(int(s) for s in settings.shape)
+    h, z = shape[0] // 2, offset + int(k)
+    if h == 0:  # the window is the plane itself (any dtype)
+        mask = thresholding.ndnt(context[z - offset : z - offset + 1], shape=shape, threshold=settings.threshold,
+                                 polarity=settings.polarity)
+        return np.asarray(mask)[0], None
+    lo, hi = max(0, z - h), min(n, z + h + 1)
+    wide = np.int32 if np.dtype(context.dtype).itemsize <= 2 and 2 * min(n, 2 * h + 1) * 2**16 < 2**31 else np.int64
+    if window is not None and window[0] == z - 1 and window[3].dtype == wide:
+        _, old_lo, old_hi, total, pair = window
+        if old_lo < lo:
+            total -= context[old_lo - offset]
+        if hi > old_hi:
+            total += context[hi - 1 - offset]
+    else:
+        total = context[lo - offset : hi - offset].sum(axis=0, dtype=wide)
+        pair = np.empty((2, *total.shape), wide)
+    np.multiply(context[z - offset], hi - lo, out=pair[0], dtype=wide)  # m I
+    np.multiply(total, 2, out=pair[1])
+    pair[1] -= pair[0]  # 2 S - m I
+    mask = thresholding.ndnt(pair, shape=(3, *shape[1:]), threshold=settings.threshold, polarity=settings.polarity)
+    return np.asarray(mask)[0], (z, lo, hi, total, pair)
 
 
 def _tiled(steps, shape, executor, workers):
@@ -215,6 +350,51 @@ def apply_ndnt(image, settings: NDNTSettings, *, executor="serial", workers=None
         out[a:b] = np.asarray(pipeline(block))[a - lo : b - lo]
         yield i + 1, chunks
     return out
+
+
+# -- warm-up -----------------------------------------------------------------------------------
+#: Settings whose previews load every kernel a preview runs: z windows of one plane (NDNT on the plane), of a few
+#: planes and of many (a float image's NDNT in its direct and rolling-plane modes, on one thread and on several),
+#: and the opening.
+_WARM_SETTINGS = tuple(NDNTSettings(shape=shape, threshold=0.25, opening=opening)
+                       for shape, opening in (((1, 5, 5), True), ((3, 5, 5), False), ((9, 9, 9), False),
+                                              ((33, 9, 9), False)))
+_warm: set = set()
+_warm_lock = threading.Lock()
+
+
+def warm_up(dtype):
+    """Load (or compile) the kernels the previews of a ``dtype`` image run, once per process: a generator.
+
+    numba loads a kernel from its on-disk cache (or compiles it) the first
+    time it runs in a process, which made the first preview take ~0.3 s
+    instead of ~0.05 s. This previews a small volume of ``dtype`` with
+    :data:`_WARM_SETTINGS`, so that every later preview finds its kernels
+    loaded; it yields after each piece (a widget closing stops it) and
+    returns at once for a dtype already warm.
+
+    Examples
+    --------
+    >>> for _ in warm_up("uint16"):
+    ...     pass
+    >>> is_warm("uint16")
+    True
+    """
+    key = np.dtype(dtype).str
+    if is_warm(key):
+        return
+    image = (np.arange(24 * 48 * 48).reshape(24, 48, 48) * 7919 % 251).astype(dtype)
+    for settings in _WARM_SETTINGS:
+        yield from preview_pieces(image, settings, (12, 0, 0))
+    yield from preview_pieces(image[12], replace(_WARM_SETTINGS[0], shape=(5, 5)))  # a 2-D image
+    with _warm_lock:
+        _warm.add(key)
+
+
+def is_warm(dtype) -> bool:
+    """Whether :func:`warm_up` has run for ``dtype`` in this process."""
+    with _warm_lock:
+        return np.dtype(dtype).str in _warm
 
 
 # -- segmentation ------------------------------------------------------------------------------

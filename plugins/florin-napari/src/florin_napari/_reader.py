@@ -54,9 +54,10 @@ def choose_datasets(path: str, names: list[str]) -> list[str]:
     """The datasets of a multi-dataset file to open (the dataset chooser).
 
     In an interactive napari session (a visible main window) a dialog lists the
-    datasets with an "all datasets" entry; otherwise every dataset is opened.
-    Replace this function (``florin_napari._reader.choose_datasets = ...``) to
-    choose differently.
+    datasets with an "all datasets" entry (cancelling opens none); otherwise,
+    or with the environment variable ``FLORIN_NAPARI_NO_DIALOG`` set, every
+    dataset is opened. Replace this function
+    (``florin_napari._reader.choose_datasets = ...``) to choose differently.
     """
     try:
         from qtpy.QtWidgets import QApplication, QInputDialog

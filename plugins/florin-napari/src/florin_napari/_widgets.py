@@ -26,10 +26,12 @@ from florin_napari._core import (
     SegmentSettings,
     apply_ndnt,
     default_shape,
+    is_warm,
     isotropic_shape,
     preview_pieces,
     run_segment,
     settings_from_toml,
+    warm_up,
 )
 from florin_napari._layers import layer_units
 
@@ -238,8 +240,12 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
     current slice changes: only the slice's z-context (NDNT's half window plus
     the opening's footprint) is read, so it equals that slice of the
     whole-volume result. A newer request supersedes (quits) a running one,
-    which stops after its current piece (:func:`~florin_napari._core.preview_pieces`). In the 3-D view, volumes up to
-    :data:`PREVIEW_3D_VOXELS` voxels are previewed whole. *Apply* runs the
+    which stops after its current piece
+    (:func:`~florin_napari._core.preview_pieces`). After the first preview of an
+    image, the kernels of its other previews are loaded off the GUI thread
+    (:func:`~florin_napari._core.warm_up`), so later previews do not pay numba's
+    first-call load. In the 3-D view, volumes up to :data:`PREVIEW_3D_VOXELS`
+    voxels are previewed whole. *Apply* runs the
     whole volume under the chosen executor, chunk by chunk, with a progress bar.
     """
 
@@ -258,6 +264,8 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
         self._generation = 0
         self._worker = None
         self._apply_worker = None
+        self._warm_worker = None
+        self._warming = set()  # dtypes whose warm-up this widget started
         self.applied = []  # generations whose preview was shown (the newest request wins)
         self.image.changed.connect(self._image_changed)
         for widget in (self.controls.threshold, self.controls.polarity, self.controls.opening, self.preview):
@@ -271,7 +279,28 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
 
     # -- parameters ----------------------------------------------------------------------------
     def _image_set(self):
-        self.request_preview()
+        if self.request_preview() is None:
+            self._warm_up()
+
+    def _warm_up(self, *_):
+        """Load the kernels of the image's previews off the GUI thread (:func:`~florin_napari._core.warm_up`).
+
+        Called when a preview has been shown (the kernels it needed loaded as
+        it ran), or at once without a preview; once per dtype.
+        """
+        layer = self.layer
+        if self.closed or layer is None:
+            return None
+        dtype = np.dtype(_data(layer).dtype)
+        if dtype in self._warming or is_warm(dtype):
+            return None
+        self._warming.add(dtype)
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(warm_up, start_thread=False)(dtype)
+        worker.errored.connect(self._show_error)
+        self._warm_worker = worker
+        return self._start(worker)
 
     def settings(self) -> NDNTSettings:
         return self.controls.settings()
@@ -345,6 +374,7 @@ class NDNTWidget(_OnImage, _PipelineFiles, _Workers, Container):
             self._viewer.layers.selection.active = layer
         self.applied.append(generation)
         self.status.value = f"preview: {int(mask.sum())} foreground voxels"
+        self._warm_up()  # the other previews' kernels, now that this one is shown
 
     # -- apply ---------------------------------------------------------------------------------
     def apply(self, *_):
