@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import mmap
 import numbers
 
 import numpy as np
@@ -94,14 +93,11 @@ def tile_infos(full_shape, shape, stride=None, halo=0) -> list[tilemeta.TileInfo
 
 
 def is_lazy(volume) -> bool:
-    """Whether ``volume`` is file-backed, so a worker can read a tile itself.
+    """Whether ``volume`` is file-backed, so a worker can read a tile itself (:func:`florin.io.lazy.is_lazy`).
 
-    True for volumes that florin's lazy readers return (decided by
-    ``florin.io.lazy.is_lazy`` when that module exists), for xarray lazily
-    indexed backend arrays, and for read-only memory-mapped numpy data
-    (``np.load(..., mmap_mode='r')``). For such volumes executors ship a
-    :class:`TileRef` (the volume as a file reference plus the tile's geometry)
-    instead of the tile's voxels, and the worker reads only its own slice.
+    For such volumes executors ship a :class:`TileRef` (the volume as a file
+    reference plus the tile's geometry) instead of the tile's voxels, and the
+    worker reads only its own slice.
 
     Examples
     --------
@@ -109,43 +105,14 @@ def is_lazy(volume) -> bool:
     >>> is_lazy(as_volume(np.zeros((2, 2))))
     False
     """
-    if not isinstance(volume, xr.DataArray):
-        return False
-    try:
-        from florin.io.lazy import is_lazy as io_is_lazy
-    except ImportError:
-        io_is_lazy = None
-    if io_is_lazy is not None:
-        try:
-            if io_is_lazy(volume):
-                return True
-        except Exception:  # a reader's check must never break tiling
-            pass
-    if _memmap_source(volume) is not None:
-        return True
-    data = getattr(volume.variable, "_data", None)
-    for _ in range(8):  # xarray wraps backend arrays: CopyOnWrite(MemoryCached(LazilyIndexed(Backend)))
-        if isinstance(data, xr.backends.BackendArray):
-            return True
-        data = getattr(data, "array", None)
-        if data is None or isinstance(data, np.ndarray):
-            return False
-    return False
+    return _io_lazy().is_lazy(volume)
 
 
-def _memmap_source(volume):
-    """(filename, file offset, strides) of read-only memory-mapped volume data, else None."""
-    data = getattr(volume.variable, "_data", None)
-    if not isinstance(data, np.ndarray):
-        return None
-    # The memmap that numpy created over the mmap: its first byte is at file offset ``mm.offset``.
-    mm = data
-    while isinstance(mm, np.ndarray) and not isinstance(mm.base, mmap.mmap):
-        mm = mm.base
-    if not isinstance(mm, np.memmap) or mm.mode != "r" or not mm.filename:
-        return None
-    start = data.__array_interface__["data"][0] - mm.__array_interface__["data"][0]
-    return mm.filename, int(mm.offset) + int(start), tuple(data.strides)
+def _io_lazy():
+    """:mod:`florin.io.lazy`, imported when first used: florin.io imports this module (through io.ondisk)."""
+    from florin.io import lazy
+
+    return lazy
 
 
 class TileRef:
@@ -167,7 +134,7 @@ class TileRef:
         return tilemeta.attach(self.volume[self.info.read_slices].load(), self.info)
 
     def __reduce__(self):
-        source = _memmap_source(self.volume)
+        source = _io_lazy().memmap_source(self.volume)
         if source is None:
             return (TileRef, (self.volume, self.info))  # lazy volumes pickle as file references
         filename, offset, strides = source

@@ -61,6 +61,7 @@ from florin._signals import deferred
 from florin.errors import FormatError, OutputBusyError, ParameterError, PipelineError
 from florin.io._blocks import copy_blocks
 from florin.io.atomic import _replace, fsync_file, remove_path
+from florin.io.lazy import wrappers
 from florin.registry import get_registry
 from florin.tiling import TileJoin, register_join
 from florin.volume import as_volume, default_dims
@@ -404,13 +405,7 @@ def _written_ref(sink, tile, info):
 
 def _sink_of(item):
     data = getattr(getattr(item, "variable", None), "_data", None)
-    for _ in range(8):
-        if isinstance(data, _WrittenTile):
-            return data.sink
-        data = getattr(data, "array", None)
-        if data is None:
-            return None
-    return None
+    return next((d.sink for d in wrappers(data) if isinstance(d, _WrittenTile)), None)
 
 
 def _tile_sink(save, tile, info, dtype) -> OnDiskArray:
