@@ -3,7 +3,7 @@
 The CLI calls :func:`install`. Both signals then raise in the main thread
 (``KeyboardInterrupt``, or :class:`Terminated` for SIGTERM), so every ``finally``
 on the way out runs: temporary outputs are removed, claims released, worker
-pools stopped. Two things could still go wrong, and are handled here:
+pools stopped. Three things could still go wrong, and are handled here:
 
 * Python runs a signal handler wherever the main thread is, and an exception
   raised inside a weakref callback or a ``__del__`` (HDF5 and xarray release
@@ -16,6 +16,11 @@ pools stopped. Two things could still go wrong, and are handled here:
 * A second Ctrl-C while a temporary output is being removed would stop the
   removal half-way: cleanups run inside :func:`deferred`, which holds a signal
   back until the cleanup is done.
+* A library can swallow the interrupt whole: multiprocess imports dill inside
+  a bare ``except:`` that falls back to pickle, so SIGTERM arriving during that
+  import (the first Multiprocess map) left no trace and the run went on to
+  commit its output. :func:`raise_if_received` raises the interrupt again where
+  florin would make an output final and after each mapped item.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import threading
 import time
 import warnings
 
-__all__ = ["Terminated", "deferred", "install", "received"]
+__all__ = ["Terminated", "deferred", "forget", "install", "raise_if_received", "received"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -106,6 +111,31 @@ def install():
 def received():
     """The signal (``signal.SIGINT`` or ``signal.SIGTERM``) that arrived inside :func:`install`, or None."""
     return _pending
+
+
+def raise_if_received() -> None:
+    """Raise the interrupt of a signal that arrived inside :func:`install`, if one did.
+
+    Called where florin makes an output final (the rename into place) and after
+    each item a pipeline maps: a signal whose exception some library swallowed
+    still stops the run there, before anything is committed. Does nothing when
+    no signal arrived, off the main thread, and inside :func:`deferred` (a
+    cleanup is running; the signal is raised after it).
+
+    Examples
+    --------
+    >>> raise_if_received()  # no signal arrived: nothing happens
+    """
+    if _pending is None or _deferring or threading.current_thread() is not threading.main_thread():
+        return
+    raise _exception(_pending)
+
+
+def forget() -> None:
+    """Drop the record of signals (in a forked worker: the parent's signals are not the worker's)."""
+    global _pending, _deferred, _deferring
+    _pending = _deferred = None
+    _deferring = 0
 
 
 @contextlib.contextmanager

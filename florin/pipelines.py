@@ -25,6 +25,7 @@ import xarray as xr
 from florin import _run, planner, tilemeta
 from florin import resume as _resume
 from florin import steps as _steps
+from florin._signals import raise_if_received
 from florin.collection import Collection
 from florin.errors import (
     FlorinError,
@@ -191,6 +192,7 @@ class Pipeline:
                     pairs = self._pairs(_Ticking(runner, tick), items)
                 else:
                     pairs = _ticked(self._pairs(runner, items), tick)
+                pairs = _stopping_on_signal(pairs)
                 with contextlib.closing(pairs):  # a failed join stops the work still running
                     if part is not None:
                         rebuilt = collection.rebuild_stream(pairs, records=part)
@@ -359,6 +361,14 @@ def _ticked(pairs, tick):
     with contextlib.closing(pairs):
         for pair in pairs:
             tick()
+            yield pair
+
+
+def _stopping_on_signal(pairs):
+    """``pairs`` as they come, stopped by a signal whose interrupt a library swallowed (see :mod:`florin._signals`)."""
+    with contextlib.closing(pairs):
+        for pair in pairs:
+            raise_if_received()
             yield pair
 
 

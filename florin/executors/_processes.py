@@ -16,6 +16,7 @@ import multiprocess as multiprocessing
 from multiprocess import resource_tracker
 from multiprocess.connection import wait
 
+from florin import _signals
 from florin.errors import ParameterError, WorkerError
 from florin.executors import _common, _shm
 from florin.executors._common import _describe_steps, _kernel_threads_for, _nested, _some, _worker_count, cpu_count
@@ -358,6 +359,7 @@ def _worker_main(conn, inherited=()) -> None:
     _common._process_worker = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler a forked worker inherits: end quietly
+    _signals.forget()  # nor the record of a signal the parent received before it forked this worker
     for other in inherited:
         other.close()
     for pool in _process_pools.values():  # forked: the parent's kept blocks are not this worker's to hold

@@ -8,7 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from florin._signals import deferred
+from florin._signals import deferred, raise_if_received
 
 __all__ = ["atomic_path", "fsync_file", "remove_path"]
 
@@ -62,6 +62,7 @@ def atomic_path(path):
         with deferred():  # Ctrl-C right after the folder is made still removes it
             workdir.mkdir()
         yield tmp
+        raise_if_received()  # a signalled run never puts an output in place (even if a library ate the interrupt)
         if not tmp.exists():
             raise FileNotFoundError(f"the writer did not create {path.name}")
         for companion in sorted(workdir.iterdir()):

@@ -57,7 +57,7 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from florin import _run, tilemeta
-from florin._signals import deferred
+from florin._signals import deferred, raise_if_received
 from florin.errors import FormatError, OutputBusyError, ParameterError, PipelineError
 from florin.io._blocks import copy_blocks
 from florin.io.atomic import _replace, fsync_file, remove_path
@@ -215,6 +215,7 @@ class OnDiskArray(indexing.ExplicitlyIndexedNDArrayMixin):
         from florin.io import check_output
         from florin.io.lazy import close_handles
 
+        raise_if_received()  # a signalled run never puts an output in place (even if a library ate the interrupt)
         with file_lock(self.lock):
             if not os.path.exists(self.tmp):
                 if os.path.exists(self.target):  # another copy of this reference committed it
