@@ -200,6 +200,8 @@ class LabelJoin(TileJoin):
     """
 
     name = "labels"
+    #: A resumed run restores the provisional labels and each tile's :class:`LabelTile` (kept with its record).
+    resumable = True
 
     @classmethod
     def claims(cls, tile) -> bool:
@@ -230,6 +232,20 @@ class LabelJoin(TileJoin):
         offset = self.dtype.type(self.offsets[info.index])
         self.out[info.core_slices] = np.where(core != 0, core.astype(self.dtype) + offset, self.dtype.type(0))
         self.metas[info.index], self.placed[info.index] = meta, info
+
+    def restore(self, info, state=None) -> None:
+        if not isinstance(state, LabelTile) or info.index not in self.offsets:
+            raise PipelineError(f"the record of the labelled tile at origin {info.origin} is missing; "
+                                "remove the run's .florin-partial folder or run without resume")
+        if self.out is None:
+            self.out = self.allocate(self.full_shape, self.dtype)
+        self.metas[info.index], self.placed[info.index] = state, info
+
+    def state(self, info):
+        return self.metas[info.index]
+
+    def rewrites(self) -> bool:
+        return True  # finish() turns the provisional labels into the final ones in place
 
     def _compact(self, ids, offsets, bases):
         """Provisional ids to dense ones (``local + base``, bases in tile order); 0 stays 0."""

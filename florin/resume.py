@@ -22,10 +22,12 @@ first one stopped and gives the same output as an uninterrupted run:
 A tile is recorded only after its join kind (:class:`florin.tiling.TileJoin`)
 added it and flushed the destination (``fsync``), in the process that joins,
 so a tile that failed, or whose result never arrived, is never recorded: the
-resumed run computes it again. Join kinds declare ``resumable``: plain arrays
-and tiles written by ``save`` are; labelled tiles (``conncomp.label`` inside
-the tiled part) are not, and their part runs again whole. Steps on the whole
-volume always run again (their inputs come back from the records).
+resumed run computes it again. Join kinds declare ``resumable``: plain
+arrays, tiles written by ``save`` and labelled tiles (``conncomp.label``
+inside the tiled part; each tile's merge data is kept beside its record) are.
+A join whose ``finish`` rewrites its destination (labels) drops its records
+first, so a run stopped then runs that part again. Steps on the whole volume
+always run again (their inputs come back from the records).
 
 The folder is removed when the run succeeds and kept when it fails or is
 stopped. Without ``resume``, nothing is recorded and a failed run leaves no
@@ -34,9 +36,11 @@ scratch behind, as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -391,8 +395,19 @@ class Part:
             raise PipelineError(f"the partial run in {os.fspath(self.run.folder)!r} recorded tiles of a part whose "
                                 f"join ({kind.name}) cannot resume; remove that folder or run without --resume")
 
-    def record(self, info) -> None:
-        """Record that the join has tile ``info`` on disk (called after the join flushed it)."""
+    def record(self, info, state=None) -> None:
+        """Record that the join has tile ``info`` on disk (called after the join flushed it).
+
+        ``state`` (picklable, or None) is what the join needs to restore the tile; it is on disk before the record.
+        """
+        if state is not None:
+            path = self.folder / f"tile-{int(info.index)}.pkl"
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
         if self._log is None:
             self._log = open(self.folder / "done.log", "a")
         self._log.write(f"{int(info.index)}\n")
@@ -418,6 +433,27 @@ class Part:
             for path in record.get("outputs", ()):
                 self.run.committed(path)
             _atomic_json(self.folder / "result.json", {**record, "kind": kind.name})
+
+    def state(self, info):
+        """The state :meth:`record` kept for tile ``info`` (None when there is none)."""
+        try:
+            with open(self.folder / f"tile-{int(info.index)}.pkl", "rb") as f:
+                return pickle.load(f)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise ResumeError(f"the partial run in {os.fspath(self.run.folder)!r} holds an unreadable record of the "
+                              f"tile at origin {info.origin} ({exc}); remove that folder or run without --resume") from None
+
+    def forget(self) -> None:
+        """Drop the tile records (the join is about to change what they describe)."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.folder / "done.log")
+        for path in self.folder.glob("tile-*.pkl"):
+            path.unlink(missing_ok=True)
+        fsync_file(self.folder)
+        self.done = set()
 
     def close(self) -> None:
         """Stop recording (the join finished, or the run ended)."""

@@ -315,12 +315,23 @@ class TileJoin:
         if self._covered is not None:
             self._covered += math.prod(info.core_shape)
 
-    def restore(self, info) -> None:
-        """Account for the tile ``info`` whose core an earlier, interrupted run wrote into the destination."""
+    def restore(self, info, state=None) -> None:
+        """Account for the tile ``info`` whose core an earlier, interrupted run wrote into the destination.
+
+        ``state`` is what :meth:`state` gave for that tile in that run.
+        """
         if self.out is None:
             self.out = self.allocate(info.full_shape, self.first.dtype)
         if self._covered is not None:
             self._covered += math.prod(info.core_shape)
+
+    def state(self, info):
+        """What :meth:`restore` needs of tile ``info`` besides the destination (picklable), kept with its record."""
+        return None
+
+    def rewrites(self) -> bool:
+        """Whether :meth:`finish` changes what :meth:`add` wrote (the records are then dropped before it)."""
+        return False
 
     def flush(self) -> None:
         """Make what :meth:`add` wrote durable (on disk) before the tile is recorded as done."""
@@ -462,7 +473,7 @@ def join_stream(results, *, infos=None, like=None, out=None, allocate=None, reco
                 recording = kind.resumable and out is None
             joiner = kind(t, infos=infos, like=like, out=out, allocate=records.allocate if recording else allocate)
             for done in records.restored if recording else ():
-                joiner.restore(done)
+                joiner.restore(done, records.state(done))
         elif kind is not first_kind:
             raise PipelineError(
                 f"join got tiles of different kinds ({first_kind.name} and {kind.name}, the tile at origin "
@@ -471,12 +482,14 @@ def join_stream(results, *, infos=None, like=None, out=None, allocate=None, reco
         joiner.add(t, info)
         if recording:
             joiner.flush()
-            records.record(info)
+            records.record(info, joiner.state(info))
     if joiner is None:
         raise PipelineError("join() got no tiles")
     committed = joiner.committed() if recording else None
     if committed:
         records.finishing(first_kind, committed)
+    if recording and joiner.rewrites():
+        records.forget()  # stopped while finish() rewrites the destination, the part runs again whole
     result = joiner.finish()
     if records is not None:
         records.finished(first_kind, committed)

@@ -364,8 +364,8 @@ def test_a_join_kind_resumes_only_when_its_own_class_says_so():
         name = "declared"
         resumable = True
 
-    assert TileJoin.resumable and WrittenJoin.resumable and Declared.resumable
-    assert not Plugin.resumable and not LabelJoin.resumable
+    assert TileJoin.resumable and WrittenJoin.resumable and LabelJoin.resumable and Declared.resumable
+    assert not Plugin.resumable
 
 
 def test_a_serial_run_resumes_under_multiprocess(tmp_path, volume):
@@ -398,3 +398,54 @@ def test_a_run_stopped_by_sigterm_keeps_its_records_and_resumes(tmp_path, volume
     ref = florin.Serial(thresholding.ndnt(shape=(3, 9, 9)), morphology.binary_opening())(np.load(volume))
     np.testing.assert_array_equal(florin.io.read(mask).values, ref.values)
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("measure", [False, True], ids=["labels", "regions"])
+@pytest.mark.parametrize("name", ["serial", "multiprocess"])
+def test_labels_joined_in_the_tiled_part_resume_from_their_records(tmp_path, volume, name, measure, monkeypatch):
+    from florin.conncomp import LabelJoin
+
+    data = np.load(volume)
+    count, flag = tmp_path / "count", tmp_path / "fail"
+
+    def counted(tile):
+        index = tilemeta.info_of(tile).index
+        with open(count, "a") as f:
+            f.write(f"{index}\n")
+        if index == 6 and flag.exists():
+            raise RuntimeError("tile 6 failed")
+        return tile
+
+    tiled = [florin.florinate(counted)(), thresholding.ndnt(shape=(3, 9, 9)), conncomp.label(connectivity=3)]
+    tiled += [conncomp.regionprops()] if measure else []
+    pipe = florin.Serial(florin.tile(shape=(4, 32, 32)), EXECUTORS[name](*tiled))
+    expected = pipe(data)
+    _computed(tmp_path)
+    flag.touch()
+    with pytest.raises(PipelineError, match="tile 6 failed"):
+        pipe(data, resume=tmp_path / "records")
+    recorded = {int(i) for i in (tmp_path / "records" / "part-000" / "done.log").read_text().split()}
+    assert recorded and 6 not in recorded
+    kept = {int(p.stem.split("-")[1]) for p in (tmp_path / "records" / "part-000").glob("tile-*.pkl")}
+    assert kept == recorded  # each recorded tile's LabelTile beside its record
+    _computed(tmp_path)
+    flag.unlink()
+    got = pipe(data, resume=tmp_path / "records")
+    assert set(_computed(tmp_path)) == set(range(N_TILES)) - recorded
+    if measure:
+        assert got.to_dataframe().equals(expected.to_dataframe())
+        got, expected = got.labels, expected.labels
+    np.testing.assert_array_equal(got.values, expected.values)
+
+    # stopped while the join rewrites its provisional labels: the records are gone, the part runs again whole
+    real = LabelJoin.finish
+    monkeypatch.setattr(LabelJoin, "finish", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        pipe(data, resume=tmp_path / "records")
+    assert not (tmp_path / "records" / "part-000" / "done.log").exists()
+    assert not list((tmp_path / "records" / "part-000").glob("tile-*.pkl"))
+    monkeypatch.setattr(LabelJoin, "finish", real)
+    _computed(tmp_path)
+    again = pipe(data, resume=tmp_path / "records")
+    assert sorted(_computed(tmp_path)) == list(range(N_TILES))
+    np.testing.assert_array_equal((again.labels if measure else again).values, expected.values)

@@ -699,7 +699,7 @@ class WrittenJoin(TileJoin):
             raise PipelineError(f"tiles were saved to different outputs: {sorted({self.sink.target, sink.target})}")
         self.restore(info)
 
-    def restore(self, info) -> None:
+    def restore(self, info, state=None) -> None:
         self.covered += math.prod(info.core_shape)
         self.count += 1
         self.origins.add(tuple(info.origin))
