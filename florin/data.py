@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Phantom", "phantom", "PHANTOM_CLASSES", "CLASS_NAMES"]
+__all__ = ["Phantom", "phantom", "PHANTOM_CLASSES", "CLASS_NAMES", "class_accuracy", "dice"]
 
 CLASS_NAMES = {1: "cell", 2: "vasculature"}
 """Class id -> name of the phantom's ``classes`` volume (0 is background)."""
@@ -292,3 +292,36 @@ def phantom(
         class_names=dict(CLASS_NAMES),
         object_classes=object_classes,
     )
+
+
+def dice(a, b) -> float:
+    """Dice coefficient of two masks.
+
+    Examples
+    --------
+    >>> print(round(dice([1, 1, 0, 0], [1, 0, 0, 0]), 3))
+    0.667
+    """
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+
+
+def class_accuracy(true_labels, true_classes_of_objects, predicted_classes) -> float:
+    """Fraction of true objects whose majority predicted class (over their voxels) is their true class.
+
+    Examples
+    --------
+    >>> class_accuracy([0, 1, 1, 2], [1, 2], [0, 1, 1, 1])  # object 2 is predicted as class 1, not 2
+    0.5
+    """
+    true_labels = np.asarray(true_labels)
+    predicted = np.asarray(predicted_classes)
+    n = int(true_labels.max())
+    if n == 0:
+        return 1.0
+    counts = np.zeros((n + 1, int(predicted.max()) + 1), np.int64)
+    np.add.at(counts, (true_labels.ravel(), predicted.ravel()), 1)
+    majority = counts[1:, 1:].argmax(axis=1) + 1
+    majority[counts[1:, 1:].sum(axis=1) == 0] = 0
+    return float(np.mean(majority == np.asarray(true_classes_of_objects)))

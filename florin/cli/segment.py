@@ -17,7 +17,7 @@ from florin.cli.commands import MEMORY_HELP, RESUME_HELP, SCRATCH_HELP, resumed_
 from florin.errors import MissingInputError, OutputExistsError, ParameterError
 from florin.registry import get_registry
 
-__all__ = ["build_segment_pipeline", "class_accuracy", "dice", "parse_class", "parse_ints"]
+__all__ = ["build_segment_pipeline", "parse_class", "parse_ints"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -336,31 +336,6 @@ def _report_timings(timings):
             log.info(f"  {name:<{width}}  {number:>{digits}} s")
 
 
-def dice(a, b) -> float:
-    """Dice coefficient of two masks."""
-    import numpy as np
-
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
-
-
-def class_accuracy(true_labels, true_classes_of_objects, predicted_classes) -> float:
-    """Fraction of true objects whose majority predicted class (over their voxels) is their true class."""
-    import numpy as np
-
-    true_labels = np.asarray(true_labels)
-    predicted = np.asarray(predicted_classes)
-    n = int(true_labels.max())
-    if n == 0:
-        return 1.0
-    counts = np.zeros((n + 1, int(predicted.max()) + 1), np.int64)
-    np.add.at(counts, (true_labels.ravel(), predicted.ravel()), 1)
-    majority = counts[1:, 1:].argmax(axis=1) + 1
-    majority[counts[1:, 1:].sum(axis=1) == 0] = 0
-    return float(np.mean(majority == np.asarray(true_classes_of_objects)))
-
-
 def demo(
     directory: Path = typer.Argument(Path("florin-demo"), help="Where to write the demo outputs."),
     size: str = typer.Option("48,192,192", "--size", metavar="Z,Y,X", help="Phantom shape in z,y,x order, e.g. 48,192,192."),
@@ -369,12 +344,10 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Phantom seed."),
 ):
     """Generate a phantom, run the seed's weak-classification pipeline on it and report accuracy."""
-    import numpy as np
-
     import florin.conncomp as conncomp
     import florin.morphology as morphology
     import florin.thresholding as thresholding
-    from florin.data import PHANTOM_CLASSES, phantom
+    from florin.data import PHANTOM_CLASSES, class_accuracy, dice, phantom
     from florin.preview import preview_title, save_preview
     from florin.reconstruction import class_table
 
@@ -416,8 +389,8 @@ def demo(
     values = classes.values
     typer.echo(f"florin demo: phantom {shape}, executor {executor}, {elapsed:.1f} s")
     for cid, name in sorted(table.items()):
-        n_true = int(np.sum(sample.object_classes == cid))
-        typer.echo(f"  {name:<12} {n_true:4d} true objects, {int(np.sum(values == cid)):8d} voxels")
+        n_true = int((sample.object_classes == cid).sum())
+        typer.echo(f"  {name:<12} {n_true:4d} true objects, {int((values == cid).sum()):8d} voxels")
     typer.echo(f"  foreground Dice vs. ground truth: {dice(segmented, sample.labels > 0):.3f}")
     typer.echo(f"  objects with their true class:    "
                f"{100 * class_accuracy(sample.labels, sample.object_classes, values):.1f}%")

@@ -36,10 +36,9 @@ def _fork_is_safe() -> bool:
         return False
     if threading.active_count() > 1:
         return False
-    if "numba" in sys.modules:
+    parallel = sys.modules.get("numba.np.ufunc.parallel")  # not loaded: numba's threads never started
+    if parallel is not None:
         try:
-            from numba.np.ufunc import parallel
-
             if parallel._is_initialized and sys.modules["numba"].threading_layer() == "omp":
                 return False
         except Exception:
