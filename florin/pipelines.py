@@ -37,8 +37,8 @@ from florin.errors import (
 )
 from florin.io import read
 from florin.io.atomic import atomic_path
-from florin.io.ondisk import tile_saves
 from florin.io.outputs import check_pipeline_outputs
+from florin.io.tile_sink import tile_saves
 from florin.tiling import Tile, Tiles
 from florin.volume import as_volume, like
 

@@ -51,8 +51,8 @@ from florin import steps as _steps
 from florin.errors import OutputBusyError, ParameterError, PipelineError, ResumeError
 from florin.io.atomic import fsync_file, remove_path
 from florin.io.lazy import sources
-from florin.io.ondisk import tile_workdir
 from florin.io.outputs import pipeline_saves
+from florin.io.tile_sink import tile_workdir
 from florin.tiling import join_kind_named
 
 try:  # POSIX advisory locks

@@ -256,7 +256,7 @@ class TileJoin:
     the plain array kind) and that kind joins it. florin's own kinds are plain
     arrays (cores written into the destination), labelled tiles
     (``florin.conncomp``: labels merged across tiles, statistics aggregated)
-    and tiles a ``save`` already wrote (``florin.io.ondisk``: the output
+    and tiles a ``save`` already wrote (``florin.io.written_join``: the output
     committed). A plugin adds a kind by subclassing and calling
     :func:`register_join`.
 

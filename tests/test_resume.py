@@ -354,7 +354,7 @@ def test_the_cli_help_names_resume(capsys):
 
 def test_a_join_kind_resumes_only_when_its_own_class_says_so():
     from florin.conncomp import LabelJoin
-    from florin.io.ondisk import WrittenJoin
+    from florin.io.written_join import WrittenJoin
     from florin.tiling import TileJoin
 
     class Plugin(TileJoin):  # its add() may keep state that TileJoin.restore() knows nothing of

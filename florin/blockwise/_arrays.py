@@ -16,7 +16,7 @@ decide how it pickles:
   map is writable), so workers read and write the file themselves;
 * an h5py dataset (source) pickles as its file and dataset name and is read
   through florin's HDF5 reader (read-only, without file locking);
-* a :class:`florin.io.ondisk.OnDiskArray` (from :func:`florin.io.create`) and
+* a :class:`florin.io.ondisk_array.OnDiskArray` (from :func:`florin.io.create`) and
   lazy florin volumes already pickle as references;
 * anything else written to (an in-memory array, an h5py dataset, a zarr
   array) makes the sink pickle as a *deferred* sink: the worker returns the
@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from florin.io.lazy import cached_handle
-from florin.io.ondisk import OnDiskArray
+from florin.io.ondisk_array import OnDiskArray
 
 __all__ = ["Sink", "Source", "is_shared_memmap", "read_block"]
 

@@ -26,7 +26,7 @@ from florin.blockwise.label import _normalize_blocks
 from florin.blockwise.regions import _as_lazy_volume
 from florin.errors import OutputExistsError, ParameterError
 from florin.io import create
-from florin.io.ondisk import OnDiskArray
+from florin.io.ondisk_array import OnDiskArray
 
 __all__ = ["save"]
 
@@ -53,7 +53,7 @@ def save(volume, path, *, blocks, map=map, format=None, overwrite=False, **optio
         Sliceable volume (numpy array, ``numpy.memmap``, h5py dataset, zarr
         array, lazy florin volume, whose dims, spacing and attrs are written
         too). Only a block is read at a time.
-    path : str, path-like or florin.io.ondisk.OnDiskArray
+    path : str, path-like or florin.io.ondisk_array.OnDiskArray
         The output file; or an output made with :func:`florin.io.create` of
         the volume's shape, which is filled and committed.
     blocks : tuple of int or list of tuple of slice

@@ -34,9 +34,19 @@ from florin.errors import FlorinError, InputFileError
 from florin.volume import as_volume, default_dims
 
 __all__ = [
-    "FileArray", "cached_handle", "close_handles", "is_lazy", "lazy_volume", "memmap_source", "read_raw", "sources",
-    "wrappers",
+    "FileArray", "FileBackedArray", "cached_handle", "close_handles", "is_lazy", "lazy_volume", "memmap_source",
+    "read_raw", "sources", "wrappers",
 ]
+
+
+class FileBackedArray:
+    """Base of the arrays florin writes into a file region by region (:class:`~florin.io.ondisk_array.OnDiskArray`).
+
+    A volume over one is lazy (:func:`is_lazy`) and reads from its ``path``
+    (:func:`sources`); the subclass lives with the writers, which import this module.
+    """
+
+    __slots__ = ()
 
 
 class FileArray(BackendArray):
@@ -65,7 +75,7 @@ class FileArray(BackendArray):
         Dtype to ``view`` the stored values as after reading (``'bool'`` for
         masks stored as ``uint8``).
     sink : object, optional
-        The :class:`florin.io.ondisk.OnDiskArray` this array is being written
+        The :class:`florin.io.ondisk_array.OnDiskArray` this array is being written
         through (set for tiles already written into an on-disk output).
     """
 
@@ -222,7 +232,7 @@ def is_lazy(volume) -> bool:
 
     True for volumes read by florin's lazy readers (and slices of them), for
     volumes opened lazily by xarray's own backends, for dask-backed ones, for
-    on-disk outputs (:class:`florin.io.ondisk.OnDiskArray`) and for read-only
+    on-disk outputs (:class:`florin.io.ondisk_array.OnDiskArray`) and for read-only
     memory-mapped numpy data (``np.load(..., mmap_mode='r')``, see
     :func:`memmap_source`). Such a volume pickles as a file reference: a
     worker given it (or a tile cut from it) reads only what it indexes, and
@@ -240,9 +250,7 @@ def is_lazy(volume) -> bool:
     data = volume.variable._data
     if _is_dask(data):
         return True
-    from florin.io.ondisk import OnDiskArray
-
-    if isinstance(data, OnDiskArray):
+    if isinstance(data, FileBackedArray):
         return True
     return bool(_backend_arrays(data)) or memmap_source(volume) is not None
 
@@ -259,9 +267,7 @@ def sources(volume) -> list:
     if not isinstance(volume, xr.DataArray):
         return []
     data = volume.variable._data
-    from florin.io.ondisk import OnDiskArray
-
-    if isinstance(data, OnDiskArray):
+    if isinstance(data, FileBackedArray):
         return [data.path]
     out = []
     for arr in _backend_arrays(data):

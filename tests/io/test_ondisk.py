@@ -1,5 +1,6 @@
 """Out-of-core outputs: florin.io.create + join(out=...), and save() at the end of a tiled pipeline."""
 
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -15,7 +16,8 @@ import florin.thresholding as thresholding
 from florin.errors import FormatError, OutputExistsError, ParameterError, PipelineError
 from florin.io import create, read, write
 from florin.io.lazy import is_lazy
-from florin.io.ondisk import OnDiskArray
+from florin.io.ondisk_array import OnDiskArray
+from florin.registry import get_registry
 
 WRITABLE = ["seg.h5", "seg.zarr", "seg.ome.zarr", "seg.tif", "seg.npy"]
 
@@ -217,6 +219,21 @@ def test_create_checks(tmp_path):
         out[0, 0] = False
 
 
+def test_create_and_tile_saves_refuse_a_dtype_the_format_cannot_store(tmp_path, monkeypatch):
+    npy = get_registry().formats["npy"]
+    narrow = dataclasses.replace(npy, name="u8-only", extensions=(".u8",), dtypes=(np.uint8, bool))
+    monkeypatch.setitem(get_registry().formats, "u8-only", narrow)
+    with pytest.raises(FormatError, match=r"as u8-only: it holds uint8, bool, not uint16$"):
+        create(tmp_path / "v.u8", (2, 2), np.uint16)
+    save = florin.Serial(florin.tile(shape=(2, 2)), florin.Serial(np.negative, florin.save(tmp_path / "v.u8")))
+    with pytest.raises(FormatError, match=r"it holds uint8, bool, not float64$"):
+        save(np.zeros((4, 4)))
+    assert os.listdir(tmp_path) == []  # nothing created, no temporary folder or claim left
+    with create(tmp_path / "v.u8", (2, 2), np.uint8) as out:
+        out[:] = 7
+    assert np.load(tmp_path / "v.u8").tolist() == [[7, 7], [7, 7]]
+
+
 @pytest.mark.parametrize("name", ["v.h5", "v.nc"])
 def test_save_given_untouched_tiles_writes_the_volume(tmp_path, source, name):
     """save right after tile(): tile by tile where the format allows it, else the volume at once."""
@@ -230,7 +247,7 @@ def test_save_given_untouched_tiles_writes_the_volume(tmp_path, source, name):
 @pytest.mark.parametrize("executor", ["Serial", "Multithread", "Multiprocess"])
 def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, monkeypatch, executor, name):
     from florin import tilemeta
-    from florin.io import ondisk
+    from florin.io import written_join
 
     def fail_late(tile):
         if tilemeta.info_of(tile).origin[0] >= 4:
@@ -247,7 +264,7 @@ def test_a_failed_tile_by_tile_save_leaves_no_temporary_files(tmp_path, monkeypa
     def failing_finish(self):
         raise PipelineError("the join failed")
 
-    monkeypatch.setattr(ondisk.WrittenJoin, "finish", failing_finish)  # a failure after every tile was written
+    monkeypatch.setattr(written_join.WrittenJoin, "finish", failing_finish)  # a failure after every tile was written
     pipe = florin.Serial(florin.tile(shape=(2, 8)),
                          getattr(florin, executor)(np.negative, florin.save(tmp_path / name), **kwargs))
     with pytest.raises(PipelineError, match="the join failed"):
