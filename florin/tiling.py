@@ -109,7 +109,7 @@ def is_lazy(volume) -> bool:
 
 
 def _io_lazy():
-    """:mod:`florin.io.lazy`, imported when first used: florin.io imports this module (through io.ondisk)."""
+    """:mod:`florin.io.lazy`, imported when first used: florin.io imports this module (through io.written_join)."""
     from florin.io import lazy
 
     return lazy
