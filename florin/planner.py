@@ -33,6 +33,7 @@ from florin import _run, tilemeta
 from florin import steps as _steps
 from florin.io._blocks import blocks
 from florin.memory import sealed
+from florin.regions import Regions
 from florin.tiling import Tiles, tile_infos
 
 __all__ = ["BYTES_PER_VOXEL", "NOT_PLANNED", "blocks_for", "plan", "source"]
@@ -82,7 +83,11 @@ def blocks_for(shape, budget) -> list:
 def _volume_of(datum):
     if isinstance(datum, xr.DataArray):
         return datum
-    labels = getattr(datum, "labels", None)  # regions (a lookup step's input) carry their label volume
+    if not isinstance(datum, Regions):
+        # not getattr(datum, "labels"): on each of thousands of Region items (classify maps over them) the miss
+        # builds a did-you-mean message (0.3 s of 2,600 regions)
+        return None
+    labels = datum.labels  # regions (a lookup step's input) carry their label volume
     return labels if isinstance(labels, xr.DataArray) else None
 
 

@@ -154,6 +154,19 @@ def test_mapped_over_regions_under_every_executor(executor, regions):
     np.testing.assert_array_equal(top.table["class_id"], expected.table["class_id"])
 
 
+def test_mapped_classify_asks_no_region_for_a_missing_property(regions, monkeypatch):
+    """The planner looks at every item of the mapped step: a Region is no label volume, and asking it for
+    ``labels`` built a did-you-mean message per region (0.3 s of `florin segment`'s 2,600 objects)."""
+    import florin.regions
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a region was asked for a property it does not have")
+
+    monkeypatch.setattr(florin.regions.difflib, "get_close_matches", refuse)
+    got = florin.Serial(florin.Serial(florin.classify(*CLASSIFIERS)))(regions)
+    assert got.table["class_id"].tolist() == florin.classify(*CLASSIFIERS)(regions).table["class_id"].tolist()
+
+
 def test_classify_needs_regions():
     with pytest.raises(ClassificationError, match="regionprops"):
         florin.classify(florin.bounds_classifier("a"))(np.zeros((2, 2)))
