@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from florin_napari._widgets import PREVIEW_NAME, NDNTWidget, SegmentWidget
 import florin
 import florin.conncomp as conncomp
 import florin.io
+from florin.errors import FlorinDeprecationWarning
 
 SPACING = (2.0, 0.5, 0.5)
 TIMEOUT = 120_000
@@ -128,7 +131,7 @@ def test_segment_gives_labels_whose_features_are_the_regionprops_table(viewer, p
     objects = viewer.layers["phantom objects"]
     expected = florin.Serial(florin.thresholding.ndnt(shape=(5, 17, 17), threshold=0.3),
                              florin.morphology.binary_opening(),
-                             florin.morphology.remove_small_objects(min_size=20), conncomp.label())(phantom)
+                             florin.morphology.remove_small_objects(max_size=19), conncomp.label())(phantom)
     np.testing.assert_array_equal(objects.data, expected.values)
     regions = conncomp.regionprops(intensity=phantom)(expected)
     table = regions.to_dataframe()
@@ -154,7 +157,7 @@ def test_pipeline_toml_round_trip_and_florin_run_executes_it_unchanged(viewer, p
     widget.save_pipeline(path)
     text = path.read_text()
     for expected in ('op = "thresholding.ndnt"', "shape = [5, 17, 17]", "threshold = 0.3",
-                     'op = "morphology.binary_opening"', "min_size = 20", 'executor = "multithread"',
+                     'op = "morphology.binary_opening"', "max_size = 19", 'executor = "multithread"',
                      'op = "classify"', 'name = "small"', 'op = "reconstruct"'):
         assert expected in text, expected
     # back into a fresh widget: the same settings
@@ -177,7 +180,22 @@ def test_widget_settings_to_pipeline_and_bad_input():
     from florin.errors import ParameterError
 
     settings = SegmentSettings(ndnt=NDNTSettings(shape=(3, 9, 9), threshold=0.2, polarity="bright"), min_size=5)
-    steps = settings.pipeline((8, 32, 32)).steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlorinDeprecationWarning)  # max_size, not the deprecated min_size
+        steps = settings.pipeline((8, 32, 32)).steps
+        text = settings.to_toml((8, 32, 32))
+    assert "max_size = 4" in text and "min_size" not in text
+    image = np.zeros((8, 32, 32), bool)
+    image[0, :2, :2] = True  # 4 voxels: removed
+    image[4, :2, :5] = True  # 10 voxels: kept
+    assert steps[2](image).values.sum() == 10
+    from florin_napari._core import settings_from_toml
+
+    back = settings_from_toml(text, shape=(8, 32, 32))
+    assert back.min_size == 5
+    old = text.replace("max_size = 4", "min_size = 7")  # a file written before max_size: still read
+    with pytest.warns(FlorinDeprecationWarning, match="min_size=7"):
+        assert settings_from_toml(old, shape=(8, 32, 32)).min_size == 7
     assert [getattr(s, "name", type(s).__name__) for s in steps][1:] == [
         "ndnt", "remove_small_objects", "label"]
     with pytest.raises(ParameterError, match="class name"):
@@ -444,6 +462,8 @@ def test_kernels_warm_up_off_the_gui_thread_after_the_first_preview(viewer, qtbo
 
 _LOADED_KERNELS = """
 import gc
+import warnings
+
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 from florin_napari._core import NDNTSettings, preview_plane, warm_up

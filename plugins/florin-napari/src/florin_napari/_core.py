@@ -402,8 +402,10 @@ def is_warm(dtype) -> bool:
 class SegmentSettings:
     """The segment widget's parameters: the classic FLoRIN pipeline.
 
-    ``classes`` are ``(name, rules)`` rows: ``rules`` as the CLI's ``--class``
-    bounds (``'area=100..4000, depth=..16'``; empty for the default class).
+    ``min_size``: objects smaller than it are removed (1: none); the pipeline
+    says so as ``remove_small_objects(max_size=min_size - 1)``, scikit-image
+    0.26's name. ``classes`` are ``(name, rules)`` rows: ``rules`` as the CLI's
+    ``--class`` bounds (``'area=100..4000, depth=..16'``; empty for the default class).
     """
 
     ndnt: NDNTSettings
@@ -428,7 +430,8 @@ class SegmentSettings:
         return florin.Serial(*steps)
 
     def _object_steps(self):
-        return [morphology.remove_small_objects(min_size=int(self.min_size), connectivity=int(self.connectivity)),
+        return [morphology.remove_small_objects(max_size=max(int(self.min_size) - 1, 0),
+                                                connectivity=int(self.connectivity)),
                 conncomp.label(connectivity=int(self.connectivity))]
 
     def to_toml(self, shape) -> str:
@@ -546,7 +549,9 @@ def settings_from_toml(source, *, shape=None) -> SegmentSettings:
             elif op == "morphology.binary_opening":
                 found["opening"] = True
             elif op == "morphology.remove_small_objects":
-                found["min_size"] = int(params.get("min_size", 64))
+                # max_size (sizes at or below it go); min_size in files written before it (sizes below it go)
+                found["min_size"] = int(params["max_size"]) + 1 if "max_size" in params else int(
+                    params.get("min_size", 64))
                 found["connectivity"] = int(params.get("connectivity", 1))
             elif op == "conncomp.label":
                 found.setdefault("connectivity", int(params.get("connectivity", 1)))

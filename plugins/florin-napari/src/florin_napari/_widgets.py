@@ -445,7 +445,7 @@ class SegmentWidget(_OnImage, _PipelineFiles, _Workers, Container):
         self._viewer = napari_viewer
         self.image = _ImageChoice(napari_viewer)
         self.controls = _NDNTControls(opening=True)
-        self.min_size = SpinBox(value=64, min=0, max=10**9, label="min size (voxels)")
+        self.min_size = SpinBox(value=64, min=1, max=10**9, label="min size (voxels)")
         self.connectivity = SpinBox(value=1, min=1, max=3, label="connectivity")
         self.classes = Table(value={"name": [], "bounds": []}, label="classes")
         header = self.classes.native.horizontalHeader()
