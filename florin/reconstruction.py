@@ -136,16 +136,11 @@ def reconstruct(regions, *, dtype=None):
 def _apply_lut(lut, labels):
     """``lut[labels]``, labels beyond the table clipped to its last (0) entry; slab by slab if not in memory."""
     out = np.empty(labels.shape, lut.dtype)
-
-    def apply(block):
-        return _lookup(lut, block)
-
     if isinstance(labels.data, np.ndarray) or labels.ndim == 0:
-        out[...] = apply(labels.data if isinstance(labels.data, np.ndarray) else labels.values)
-        return out
+        return _lookup(lut, labels.data if isinstance(labels.data, np.ndarray) else labels.values, out=out)
     step = max(1, _SLAB_VOXELS // max(int(np.prod(labels.shape[1:])), 1))
     for start in range(0, labels.shape[0], step):
-        out[start : start + step] = apply(labels[start : start + step])
+        _lookup(lut, labels[start : start + step], out=out[start : start + step])
     return out
 
 

@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from florin._kernels.lookup import lookup
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _normalize_blocks
 from florin.errors import ClassificationError, ParameterError
@@ -51,12 +52,12 @@ def _class_lut(regions, dtype, what):
     return lut, names
 
 
-def _lookup(lut, block, what="reconstruct()"):
-    """``lut[block]`` for a block of labels, labels beyond the table clipped to its last (0) entry."""
+def _lookup(lut, block, what="reconstruct()", out=None):
+    """``lut[block]`` for a block of labels, labels beyond the table clipped to its last (0) entry (into ``out``)."""
     block = np.asarray(block)
     if block.dtype.kind == "i" and block.size and block.min() < 0:
         raise ParameterError(f"{what}: labels must be >= 0")
-    return lut[np.minimum(block, len(lut) - 1)]
+    return lookup(lut, block, out)
 
 
 def class_dtype(regions) -> np.dtype:
