@@ -50,7 +50,6 @@ from florin import steps as _steps
 from florin.errors import MissingInputError, ParameterError, ParameterTypeError, PipelineError
 from florin.io.metadata import plain
 from florin.operators import Operator, florinate
-from florin.pipelines import Pipeline
 from florin.registry import get_registry
 
 if sys.version_info >= (3, 11):
@@ -88,8 +87,14 @@ def _executor_name(pipeline) -> str:
     )
 
 
+def _is_pipeline(step) -> bool:
+    """Whether ``step`` is a pipeline (an executor's: its ``steps`` and its ``imap``); florin.pipelines imports this
+    module for ``Pipeline.to_toml``."""
+    return isinstance(getattr(step, "steps", None), list) and callable(getattr(step, "imap", None))
+
+
 def _step_dict(step) -> dict:
-    if isinstance(step, Pipeline):
+    if _is_pipeline(step):
         return to_dict(step)
     spec = _steps.spec(step)
     if spec is not None:

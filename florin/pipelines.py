@@ -22,7 +22,7 @@ import cloudpickle
 import numpy as np
 import xarray as xr
 
-from florin import _run, planner, tilemeta
+from florin import _run, pipeline_file, planner, tilemeta
 from florin import resume as _resume
 from florin import steps as _steps
 from florin._signals import raise_if_received
@@ -310,16 +310,12 @@ class Pipeline:
 
     def to_toml(self) -> str:
         """This pipeline as a TOML pipeline file (see :mod:`florin.pipeline_file`)."""
-        from florin.pipeline_file import to_toml
-
-        return to_toml(self)
+        return pipeline_file.to_toml(self)
 
     @staticmethod
     def from_toml(source) -> Pipeline:
         """Build a pipeline from TOML text or a ``.toml`` path (see :mod:`florin.pipeline_file`)."""
-        from florin.pipeline_file import from_toml
-
-        return from_toml(source)
+        return pipeline_file.from_toml(source)
 
     def __repr__(self):
         inner = ", ".join(repr(s) if not callable(s) or hasattr(s, "steps") or hasattr(s, "args")

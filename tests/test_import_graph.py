@@ -12,6 +12,9 @@ Static: every module under ``florin/`` is parsed with :mod:`ast`; nothing is imp
 - A function-level import is an ``import`` statement inside a function body. Each one must be listed in ``LAZY``
   (by module, or ``package.*`` for all its modules, and imported package) with the reason it is not at the top: an
   optional dependency, or a heavy import kept off a fast path. ``LAZY`` holds at most a dozen entries.
+- The issue's bar counts statements, not entries: "at most a dozen of them". ``STATEMENTS`` is how many
+  function-level import statements there are in all (optional dependencies included, one ``florin.cli.*`` entry
+  covering many), a ceiling that only goes down, to ``GOAL``.
 """
 
 import ast
@@ -63,10 +66,15 @@ def _matches(module, where):
 # Function-level imports not yet moved to the top (the rest of issue 16 item 1): module -> how many it may still
 # have, a ceiling that only goes down.
 PENDING = {
-    "florin.pipelines": 2,
     "florin.tiling": 1,
     "florin.tuning": 2,
 }
+
+
+# Function-level import statements in all, a ceiling that only goes down (issue 16 item 1 is done at GOAL). Most are
+# the CLI's commands (florin.cli.*: 35), then mpi4py (5), matplotlib (7), florin's own lazy loading (6).
+STATEMENTS = 57
+GOAL = 12
 
 
 def _modules():
@@ -223,3 +231,11 @@ def test_the_lists_name_only_imports_that_exist():
 def test_at_most_a_dozen_lazy_imports_each_with_a_reason():
     assert len(LAZY) <= 12, sorted(LAZY)
     assert all(isinstance(reason, str) and len(reason.split()) >= 3 for reason in LAZY.values())
+
+
+def test_function_level_import_statements_are_counted_in_all():
+    lines = [f"{module}:{line} in {function}(): {target}"
+             for (module, function, target), found in sorted(_function_level().items()) for line in found]
+    assert GOAL <= 12 and len(lines) <= STATEMENTS, (
+        f"{len(lines)} import statements inside functions, more than the ceiling {STATEMENTS} (the issue's bar: "
+        f"{GOAL}); move the new ones to the top:\n" + "\n".join(lines))
