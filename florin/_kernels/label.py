@@ -75,6 +75,7 @@ import itertools
 import numba
 import numpy as np
 
+from florin._kernels._alloc import empty
 from florin._kernels._jit import jit, parallel_jit
 from florin._kernels._rows import next_row, row_index
 from florin._kernels._threads import parallel_guard
@@ -393,7 +394,7 @@ def label(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
 
 
 def _label_rows(m2, shape, dtype, connectivity):
-    out = np.empty(shape, dtype)
+    out = empty(shape, dtype)
     runs = label_runs(m2, shape, connectivity, dtype)
     if runs is None:
         out[...] = 0
@@ -418,7 +419,7 @@ def label_runs(m2, shape, connectivity, dtype=np.uint32):
     """
     lead_shape = np.array(shape[:-1], dtype=np.int64)
     rows = m2.shape[0]
-    counts = np.empty(rows, np.int64)
+    counts = empty(rows, np.int64)
     _count_runs(m2, counts)
     rowptr = np.zeros(rows + 1, np.int64)
     np.cumsum(counts, out=rowptr[1:])
@@ -428,8 +429,8 @@ def label_runs(m2, shape, connectivity, dtype=np.uint32):
     # int32 run bookkeeping when it fits (halves memory traffic)
     idx_t = np.int32 if nruns < 2**31 - 1 else np.int64
     pos_t = np.int32 if shape[-1] < 2**31 - 1 else np.int64
-    starts = np.empty(nruns, pos_t)
-    ends = np.empty(nruns, pos_t)
+    starts = empty(nruns, pos_t)
+    ends = empty(nruns, pos_t)
     _fill_runs(m2, rowptr, starts, ends)
 
     parent = np.arange(nruns, dtype=idx_t)
@@ -446,7 +447,7 @@ def label_runs(m2, shape, connectivity, dtype=np.uint32):
         parent,
         _row_blocks(shape[:-1], nruns),
     )
-    runlab = np.empty(nruns, dtype)
+    runlab = empty(nruns, dtype)
     n = int(_number_runs(parent, runlab))
     return rowptr, starts, ends, runlab, n
 

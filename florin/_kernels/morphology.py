@@ -40,6 +40,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from florin._kernels._alloc import empty
 from florin._kernels._jit import jit, parallel_jit
 from florin._kernels._rows import next_row, row_index
 from florin._kernels._threads import numba_threads
@@ -408,7 +409,7 @@ def min_max_filter(
     else:
         cval = _cval(src.dtype, cval)
     threads = numba.get_num_threads() if threads is None else max(1, int(threads))
-    out = np.empty(src.shape, src.dtype)
+    out = empty(src.shape, src.dtype)
     if src.size:
         axes = _separable(offsets, image.ndim)
         passes = [offsets]
@@ -422,7 +423,7 @@ def min_max_filter(
                 passes.append(o)
             passes = passes or [offsets]
         cur = src
-        tmp = np.empty_like(out) if len(passes) > 1 else None
+        tmp = empty(out.shape, out.dtype) if len(passes) > 1 else None
         for i, o in enumerate(passes):
             # alternate between two buffers so that the last pass writes ``out``
             dst = out if (len(passes) - 1 - i) % 2 == 0 else tmp

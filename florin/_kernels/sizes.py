@@ -20,6 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from florin._kernels._alloc import empty
 from florin._kernels._jit import jit, parallel_jit
 from florin._kernels._threads import parallel_guard
 from florin._kernels.label import _check_connectivity, label_runs
@@ -66,7 +67,7 @@ def _filter_runs(mask, min_size, connectivity, holes):
     shape = mask.shape
     src = np.logical_not(mask, order="C") if holes else np.ascontiguousarray(mask)
     m2 = src.view(np.uint8).reshape(-1, shape[-1])
-    out = np.empty(shape, np.bool_)
+    out = empty(shape, np.bool_)
     with parallel_guard():
         runs = label_runs(m2, shape, connectivity)
         if runs is None:  # nothing to remove (objects) or to fill (holes)
@@ -196,7 +197,7 @@ def remove_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
     array([1, 0, 3], dtype=uint8)
     """
     src = np.ascontiguousarray(labels)
-    out = np.empty(src.shape, src.dtype)
+    out = empty(src.shape, src.dtype)
     with parallel_guard():
         _drop(src.reshape(-1), out.reshape(-1), np.ascontiguousarray(drop, np.bool_))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from florin._kernels._alloc import empty
 from florin._kernels._threads import numba_threads
 from florin._kernels.ndnt.boxsum import _U, _axis_counts, _float_error_coefs
 from florin._kernels.ndnt.items import _item_direct, _item_plane, _run_parallel
@@ -234,7 +235,7 @@ def ndnt_mask(
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
 
     full_shape = a.shape
-    out_full = np.empty(full_shape, dtype=bool)
+    out_full = empty(full_shape, bool)
     if a.size == 0:
         return out_full
 
