@@ -29,6 +29,14 @@ def _matplotlib():
     return matplotlib
 
 
+def _pyplot():
+    """``matplotlib.pyplot``, on the Agg backend unless one was chosen (previews and tuning reports draw with it)."""
+    _matplotlib().use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def label_colors(n: int) -> np.ndarray:
     """``n + 1`` RGBA colours: transparent for 0, then well-separated hues.
 
@@ -137,10 +145,8 @@ def preview_figure(volume, labels=None, *, montage=None, title=None, classes=Non
     ('x (um)', 'z (um)')
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
-    matplotlib = _matplotlib()
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    plt = _pyplot()
+    Patch = _matplotlib().patches.Patch  # loaded by pyplot
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     vol = as_volume(volume)
@@ -219,8 +225,7 @@ def save_preview(path, volume, labels=None, *, montage=None, title=None, classes
     >>> open(path, "rb").read(4)
     b'\\x89PNG'
     """
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig = preview_figure(volume, labels, montage=montage, title=title, classes=classes)
     try:
         with atomic_path(path) as tmp:

@@ -16,7 +16,7 @@ import numpy as np
 
 from florin.errors import OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
-from florin.preview import _matplotlib
+from florin.preview import _pyplot
 from florin.tuning import _Region
 
 __all__ = ["report_figure", "save_report"]
@@ -46,8 +46,7 @@ def report_figure(report, *, slices=3):
     the best result: agreeing foreground green, false foreground red, missed
     foreground blue, prediction on unlabeled voxels yellow.
     """
-    _matplotlib().use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
 
     runs = list(getattr(report, "_runs", []))
@@ -132,8 +131,7 @@ def save_report(path, report, *, overwrite=False):
         raise ParameterError("report: needs a tuning run with an annotation (nothing was searched)")
     if os.path.exists(path) and not overwrite:
         raise OutputExistsError(f"output {os.fspath(path)!r} already exists; pass --overwrite to replace it")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig = report_figure(report)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
