@@ -162,6 +162,17 @@ class Pipeline:
                 results[i] = result
         return results
 
+    def maps_blocks(self) -> bool:
+        """Whether the planner may run the blocks of whole-volume steps under this executor's :meth:`map`.
+
+        True for executors that map in parallel (they override :meth:`imap` or
+        :meth:`map`), whose workers read their blocks and write their results
+        into the run's scratch files themselves (see :mod:`florin.planner`);
+        False for :class:`Serial`. An executor whose workers cannot reach this
+        process's scratch files returns False.
+        """
+        return type(self).imap is not Pipeline.imap or type(self).map is not Pipeline.map
+
     def _pairs(self, func, items):
         """``(index, result)`` pairs from the seam the most derived executor class overrides (imap or map)."""
         for cls in type(self).__mro__:

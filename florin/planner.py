@@ -8,8 +8,8 @@ instead of calling the step. The planner reads only the step's declarations
 (:mod:`florin.steps`), never which operator it is:
 
 * a ``map`` step (it declares a finite halo) runs tile by tile over blocks of
-  the volume, with its halo, under the pipeline's executor, and the blocks'
-  cores are joined into a new scratch volume;
+  the volume, with its halo, under the run's block executor (below), and the
+  blocks' cores are joined into a new scratch volume;
 * a step that declares its blockwise form (``blockwise_impl``, e.g.
   ``conncomp.label``, the size filters, ``regionprops`` and ``reconstruct``,
   whose kinds are ``label-merge``, ``reduce`` and ``lookup``) is given the
@@ -18,12 +18,27 @@ instead of calling the step. The planner reads only the step's declarations
 * anything else (``whole``, or a step that declares nothing) is called as it
   is.
 
+The blocks run under the *block executor* of the run (:func:`block_executor`):
+the pipeline running the step when it maps in parallel, else the parallel
+executor nested in that pipeline nearest to the step (``Serial(load(),
+tile(...), Multiprocess(ndnt(...)), save(...), conncomp.label(), ...)`` labels
+with the ``Multiprocess`` workers), else this process. The per-block functions
+receive the input and the destination as references (:mod:`florin.blockwise._arrays`):
+each worker reads its block from the file or the scratch memory map and writes
+its result into the scratch memory map (or the output file) itself, and sends
+back only small summaries (label counts, face pairs, region statistics), so
+the volume never passes through the parent. An executor whose workers cannot
+reach the parent's scratch files says so with ``maps_blocks()`` (``florin.MPI``
+in SPMD mode, where every rank has its own scratch directory): the blocks then
+run in this process.
+
 The result equals the in-memory one voxel for voxel (the blockwise forms are
 exact; floating-point intensity sums of ``regionprops`` up to summation order).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,7 +51,7 @@ from florin.memory import sealed
 from florin.regions import Regions
 from florin.tiling import Tiles, tile_infos
 
-__all__ = ["BYTES_PER_VOXEL", "NOT_PLANNED", "blocks_for", "plan", "source"]
+__all__ = ["BYTES_PER_VOXEL", "NOT_PLANNED", "block_executor", "blocks_for", "plan", "source"]
 
 #: What the in-memory form of a whole-volume step is assumed to hold per voxel (labels, masks, temporaries).
 BYTES_PER_VOXEL = 16
@@ -91,11 +106,51 @@ def _volume_of(datum):
     return labels if isinstance(labels, xr.DataArray) else None
 
 
+def _parallel_in(step):
+    """The first executor inside ``step`` (itself, or nested in it) that maps in parallel, or None."""
+    maps_blocks = getattr(step, "maps_blocks", None)
+    if not callable(maps_blocks):
+        return None
+    if maps_blocks():
+        return step
+    for inner in getattr(step, "steps", ()):
+        found = _parallel_in(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def block_executor(step, pipeline):
+    """The executor whose ``map`` runs the blocks of ``step`` planned inside ``pipeline``, or None (this process).
+
+    ``pipeline`` itself when it maps in parallel (``maps_blocks()``); else the
+    parallel executor nested in one of its steps nearest to ``step`` (the one
+    before it on a tie); else None.
+
+    Examples
+    --------
+    >>> import florin
+    >>> from florin.conncomp import label
+    >>> step = label()
+    >>> pipe = florin.Serial(florin.Multithread(abs, workers=2), step, florin.Serial(abs))
+    >>> block_executor(step, pipe) is pipe.steps[0], block_executor(step, florin.Serial(step))
+    (True, None)
+    """
+    if _parallel_in(pipeline) is pipeline:
+        return pipeline
+    steps = list(getattr(pipeline, "steps", ()))
+    here = next((k for k, s in enumerate(steps) if s is step), 0)
+    nested = [(k, found) for k, s in enumerate(steps) for found in [_parallel_in(s)] if found is not None]
+    if not nested:
+        return None
+    return min(nested, key=lambda kf: (abs(kf[0] - here), kf[0] > here))[1]
+
+
 def plan(step, datum, pipeline):
     """Run ``step`` on ``datum`` blockwise when it is above the budget; :data:`NOT_PLANNED` otherwise.
 
-    ``pipeline`` is the pipeline running the step: its executor maps the
-    blocks of a ``map`` step.
+    ``pipeline`` is the pipeline running the step; the blocks run under its
+    :func:`block_executor`.
     """
     state = _run.current()
     scratch = getattr(state, "scratch", None) if state is not None else None
@@ -109,15 +164,29 @@ def plan(step, datum, pipeline):
     if not _steps.declares(step):
         return NOT_PLANNED
     shape = tuple(volume.shape)
+    executor = block_executor(step, pipeline)
     impl = _steps.blockwise_impl(step)
     if impl is not None:
-        result = impl(datum, allocate=scratch.allocate, blocks=blocks_for(shape, scratch.budget), map=map,
-                      **_steps.params(step))
+        result = impl(datum, allocate=_shared_allocator(scratch, executor), blocks=blocks_for(shape, scratch.budget),
+                      map=executor.map if executor is not None else map, **_steps.params(step))
         return sealed(result)
     kind = _steps.kind(step, shape)
     if kind == "map" and _steps.per_item(step) and isinstance(datum, xr.DataArray):
-        return _tiled_map(step, datum, pipeline, scratch.budget)
+        return _tiled_map(step, datum, executor if executor is not None else pipeline, scratch.budget)
     return NOT_PLANNED
+
+
+def _shared_allocator(scratch, executor):
+    """``allocate(shape, dtype)`` for the destinations of a blockwise step.
+
+    Under an executor whose workers are other processes every destination is
+    a scratch memory map, which the workers map again and write themselves (an
+    in-memory one would make them send their blocks back to this process); in
+    this process (threads included), small ones stay in memory.
+    """
+    if executor is None or executor.in_process:
+        return scratch.allocate
+    return functools.partial(scratch.allocate, force=True)
 
 
 def _tiled_map(step, volume, pipeline, budget):

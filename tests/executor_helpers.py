@@ -188,3 +188,45 @@ def assert_executors_agree(cases, tmp_path, *, mpi=tuple(MPI_LAUNCHES), executor
                     assert_same(result, out[case]["serial"], f"{case} under MPI {launch} (rank {rank})")
                 out[case][f"mpi-{launch}"] = per_rank[0]
     return out
+
+
+# -- which process ran what an executor mapped (test-only hook) ---------------------------------------
+class _Logged:
+    """What a :func:`logging_executor` maps: runs ``func`` and appends its name to this process's log file."""
+
+    def __init__(self, func, folder):
+        self.func, self.folder, self.parent = func, str(folder), os.getpid()
+        self.steps = getattr(func, "steps", None)  # executors name the steps in errors
+
+    def __call__(self, item):
+        result = self.func(item)
+        name = getattr(getattr(self.func, "func", self.func), "__name__", type(self.func).__name__)
+        where = "parent" if os.getpid() == self.parent else "worker"
+        with open(os.path.join(self.folder, f"{where}-{os.getpid()}.log"), "a") as f:
+            f.write(name + "\n")
+        return result
+
+
+def logging_executor(cls, folder):
+    """A subclass of the executor class ``cls`` whose every map logs which process ran which function.
+
+    Each call of a mapped function appends the function's name (a block
+    function's ``__name__`` for :mod:`florin.blockwise`'s partials) to
+    ``folder/worker-PID.log``, or ``folder/parent-PID.log`` when it ran in the
+    process that started the map. :func:`logged_calls` reads them back.
+    """
+    def imap(self, func, items):
+        return cls.imap(self, _Logged(func, folder), items)
+
+    return type(f"Logging{cls.__name__}", (cls,), {"imap": imap, "__module__": __name__})
+
+
+def logged_calls(folder) -> dict:
+    """``{'parent': set of names, 'worker': set of names, 'worker_pids': set of pids}`` from the logs."""
+    calls = {"parent": set(), "worker": set(), "worker_pids": set()}
+    for log in Path(folder).glob("*.log"):
+        where, pid = log.stem.split("-")
+        calls[where] |= set(log.read_text().split())
+        if where == "worker":
+            calls["worker_pids"].add(int(pid))
+    return calls

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from executor_helpers import assert_executors_agree, executor
+from executor_helpers import assert_executors_agree, executor, logged_calls, logging_executor, mpi_available, run_mpi
 
 import florin
 import florin.conncomp as conncomp
 import florin.morphology as morphology
 import florin.thresholding as thresholding
-from florin import memory, tilemeta
+from florin import memory, planner, tilemeta
+from florin.blockwise import _arrays as blockwise_arrays
 from florin.cli import main
 from florin.errors import ParameterError, PipelineError
 from florin.tiling import TileJoin, register_join, unregister_join
@@ -254,6 +256,73 @@ def test_executors_agree_with_serial_under_a_tiny_budget(tmp_path):
     plain = florin.Serial(florin.tile(shape=(4, 20, 20)), florin.Serial(thresholding.ndnt(shape=(3, 9, 9), threshold=0.1),
                           morphology.binary_opening()), conncomp.label(), morphology.remove_small_objects(max_size=3))
     np.testing.assert_array_equal(out["joined"]["serial"].values, plain(vol).values)
+
+
+#: The per-block functions of the seed's planned steps (label, remove_small_holes, regionprops, reconstruct).
+SEED_BLOCK_FUNCTIONS = {"_label_block", "_shell_pairs", "_relabel_block", "_block_counts", "_fill_block",
+                        "_block_stats", "_lookup_block"}
+
+
+def _seed_under_a_logging_executor(cls, folder, out_dir, **options):
+    def make(*steps):
+        return logging_executor(cls, folder)(*steps, **options)
+
+    return seed_pipeline(out_dir, make)
+
+
+def _assert_same_outputs(out_dir, reference):
+    for name in ("segmented.tiff", "labeled.tiff"):
+        np.testing.assert_array_equal(florin.io.read(out_dir / name).values,
+                                      florin.io.read(reference / name).values, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def seed_reference(tmp_path_factory):
+    """The seed pipeline's outputs, Serial and in memory, on a small phantom."""
+    directory = tmp_path_factory.mktemp("seed")
+    _, path = _write_phantom((20, 96, 96), directory)
+    seed_pipeline(directory)(path)
+    return path, directory
+
+
+def test_planned_blocks_are_read_and_written_by_the_nested_executors_workers(tmp_path, monkeypatch, seed_reference):
+    path, reference = seed_reference
+    applied = []
+    real_apply = blockwise_arrays.Sink.apply
+    monkeypatch.setattr(blockwise_arrays.Sink, "apply",
+                        lambda self, pending: (applied.append(pending is not None), real_apply(self, pending))[1])
+    logs, out_dir = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir(), out_dir.mkdir()
+    pipe = _seed_under_a_logging_executor(florin.Multiprocess, logs, out_dir, workers=2)
+    pipe(path, memory=TINY, scratch=tmp_path / "scratch")
+    _assert_same_outputs(out_dir, reference)
+    calls = logged_calls(logs)
+    assert SEED_BLOCK_FUNCTIONS <= calls["worker"]  # every planned step's blocks ran in the workers
+    assert not calls["parent"] & SEED_BLOCK_FUNCTIONS
+    assert os.getpid() not in calls["worker_pids"] and len(calls["worker_pids"]) >= 1
+    assert applied and not any(applied)  # the workers wrote every block themselves: none came back to be written
+
+
+@pytest.mark.skipif(mpi_available() is not None, reason=str(mpi_available()))
+def test_planned_blocks_run_on_the_mpi_pool_workers(tmp_path, seed_reference):
+    path, reference = seed_reference
+    logs, out_dir = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir(), out_dir.mkdir()
+    pipe = _seed_under_a_logging_executor(florin.MPI, logs, out_dir, workers=2)
+    result = run_mpi({"seed": (Budgeted(pipe, TINY), str(path))}, tmp_path, "spawn")["seed"][0]
+    assert not isinstance(result, BaseException), result
+    _assert_same_outputs(out_dir, reference)
+    calls = logged_calls(logs)
+    assert SEED_BLOCK_FUNCTIONS <= calls["worker"] and not calls["parent"] & SEED_BLOCK_FUNCTIONS
+
+
+def test_the_block_executor_is_the_nearest_parallel_one_and_serial_stays_in_process():
+    step = conncomp.label()
+    threads, processes = florin.Multithread(np.negative, workers=2), florin.Multiprocess(np.negative, workers=2)
+    assert planner.block_executor(step, florin.Serial(threads, step, florin.Serial(processes))) is threads
+    assert planner.block_executor(step, florin.Serial(florin.Serial(processes), np.abs, step, threads)) is threads
+    assert planner.block_executor(step, processes) is processes
+    assert planner.block_executor(step, florin.Serial(step, np.abs)) is None
 
 
 # -- the CLI -------------------------------------------------------------------------------------

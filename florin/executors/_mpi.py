@@ -233,6 +233,10 @@ class MPI(Pipeline):
         """The worker count under its old name (``workers``)."""
         return self.workers
 
+    def maps_blocks(self) -> bool:
+        """Not in SPMD mode: every rank has its own scratch directory, so each runs a planned step's blocks itself."""
+        return mpi_mode() != "spmd"
+
     def imap(self, func, items):
         """Yield ``(index, result)``: as pool workers send them back, or (SPMD) once every rank has them all."""
         items = list(items)

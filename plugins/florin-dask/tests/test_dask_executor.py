@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -20,9 +21,13 @@ import pytest
 from florin_dask import Dask
 
 import florin
+import florin.conncomp as conncomp
 import florin.morphology as morphology
 import florin.thresholding as thresholding
 from conftest import HOST, free_port, subprocess_cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))  # florin's own test helpers
+from executor_helpers import logged_calls, logging_executor  # noqa: E402
 from florin import tilemeta
 from florin.errors import ParameterError, PipelineError, WorkerError
 from florin.registry import get_registry
@@ -322,3 +327,27 @@ def test_cli_executor_dask_runs_a_pipeline_file(tmp_path, volume, serial_results
     assert proc.returncode == 0, proc.stderr
     assert "Scheduler" not in proc.stderr and "Nanny" not in proc.stderr  # a private cluster stays quiet
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), serial_results(segmentation).values)
+
+
+def _planned(make):
+    """Whole-volume steps after a tiled part: above a tiny budget the planner runs them blockwise."""
+    return florin.Serial(
+        florin.tile(shape=(4, 24, 24)),
+        make(thresholding.ndnt(shape=(3, 9, 9), threshold=0.1), morphology.binary_opening()),
+        conncomp.label(),
+        conncomp.regionprops(),
+        florin.classify(florin.bounds_classifier("small", area=20), florin.bounds_classifier("big")),
+        florin.reconstruct(),
+    )
+
+
+def test_planned_blocks_are_read_and_written_by_the_dask_workers(tmp_path, local_client):
+    vol = np.random.default_rng(5).random((8, 48, 48))
+    expected = _planned(florin.Serial)(vol)
+    logging = logging_executor(Dask, tmp_path)
+    got = _planned(lambda *steps: logging(*steps, client=local_client))(vol, memory="64KiB", scratch=tmp_path / "s")
+    np.testing.assert_array_equal(got.values, expected.values)
+    assert got.attrs["classes"] == expected.attrs["classes"]
+    calls = logged_calls(tmp_path)
+    blocks = {"_label_block", "_shell_pairs", "_relabel_block", "_block_stats", "_lookup_block"}
+    assert blocks <= calls["worker"] and not calls["parent"] & blocks
