@@ -26,15 +26,19 @@ class Checked(Florinated):
     bound step as a pipeline-file table and build it back (see
     :mod:`florin.pipeline_file`), for steps whose parameters are not plain
     data. ``after_map(op, collection)`` runs on the collection a pipeline
-    rebuilt after mapping the step over it (see :mod:`florin.steps`).
+    rebuilt after mapping the step over it; ``whole_collection`` declares
+    that the step applied to a whole collection gives what mapping it over the
+    items gives, so a pipeline calls it once (both in :mod:`florin.steps`).
     Instances must be module-level names (they pickle
     by reference, like functions).
     """
 
-    def __init__(self, func, *, check, data_types=(), spec=None, from_spec=None, after_map=None, **kwargs):
+    def __init__(self, func, *, check, data_types=(), spec=None, from_spec=None, after_map=None, whole_collection=False,
+                 **kwargs):
         super().__init__(func, **kwargs)
         self.check = check
         self.after_map = after_map
+        self.whole_collection = whole_collection
         self.data_types = tuple(data_types)
         self.spec = spec
         if from_spec is not None:

@@ -3,10 +3,13 @@
 ``florin.bounds_classifier(name, **bounds)`` describes a class by inclusive
 bounds on region properties (from :func:`florin.conncomp.regionprops`);
 ``florin.classify(*classifiers)`` gives every region the class of the first
-classifier that matches it. ``classify`` is a per-item step: a pipeline maps
-it over the regions with its executor (``florin.Multithread(florin.classify(...))``),
-and applied to a whole :class:`~florin.regions.Regions` collection it classifies
-all regions at once, vectorized, with the same result.
+classifier that matches it. ``classify`` is a per-item step that declares
+``whole_collection``: applied to a whole :class:`~florin.regions.Regions`
+collection it classifies all regions at once, vectorized, with the result
+mapping it region by region gives, so a pipeline calls it once on the table
+whatever its executor (``florin.Multiprocess(florin.classify(...))`` ships no
+region to a worker); on one :class:`~florin.regions.Region` it classifies that
+region.
 """
 
 from __future__ import annotations
@@ -283,7 +286,7 @@ def _warn_after_map(op, regions) -> None:
 
 @checked(
     check=_classify_params, data_types=(Region, Regions), spec=_classify_spec, from_spec=_classify_from_spec,
-    after_map=_warn_after_map,
+    after_map=_warn_after_map, whole_collection=True,
 )
 def classify(regions, *classifiers):
     """Give each region the class of the first classifier that matches it.

@@ -79,6 +79,11 @@ class Operator:
         return None if hook is None else functools.partial(hook, self)
 
     @property
+    def whole_collection(self) -> bool:
+        """Whether the factory declares that the step on a whole collection equals it mapped over the items."""
+        return bool(getattr(self.factory, "whole_collection", False))
+
+    @property
     def blockwise(self):
         return self.factory.kind
 

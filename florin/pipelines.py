@@ -129,7 +129,7 @@ class Pipeline:
 
     def run(self, data):
         """Run the pipeline on ``data`` (a volume, or a collection to map over)."""
-        if isinstance(data, Collection):
+        if isinstance(data, Collection) and not _all_whole_collection(self.steps, data):
             return self.map_collection(self.steps, data)
         return self._run_steps(self.steps, data)
 
@@ -255,7 +255,7 @@ class Pipeline:
             return False
         if isinstance(collection, Tiles):
             return not _steps.is_unbounded(step, collection.volume.shape)
-        return True
+        return not _steps.whole_collection(step)  # e.g. classify: once on the whole table
 
     @staticmethod
     def _halo_after(steps, index, full_shape):
@@ -411,6 +411,12 @@ def _start_resume(pipeline, data, state, resume, *, scratch, budget_given) -> No
     state.resume = _resume.Resume.start(pipeline, data, folder, budget=state.scratch.budget, no_data=_NO_DATA)
     if not budget_given:
         state.scratch.budget = state.resume.budget  # the same plan as the interrupted run
+
+
+def _all_whole_collection(steps, collection) -> bool:
+    """Whether every step is called once on the whole ``collection`` (not tiles) instead of mapped over its items."""
+    return (not isinstance(collection, Tiles) and bool(steps)
+            and all(_steps.whole_collection(s) and not isinstance(s, Pipeline) for s in steps))
 
 
 def _fits_after(previous, step) -> bool:

@@ -46,6 +46,12 @@ this module is the only place that reads them (and knows their defaults):
     A callable a pipeline calls with the collection it rebuilt after mapping
     the step over its items: what needs all the items at once, such as
     ``classify``'s warning when no object matched a bounded class.
+``whole_collection`` (default False)
+    Applied to a whole collection of items other than tiles (the regions'
+    table), the step returns exactly what mapping it over the items and
+    rebuilding the collection would (``classify``, vectorised over the table):
+    a pipeline, whatever its executor, calls it once on the collection instead
+    of shipping the items to workers.
 ``reads_paths`` (default False)
     The step reads the pipeline's raw input itself (``load``: paths or arrays).
 ``path`` and ``overwrite``
@@ -80,7 +86,7 @@ from florin.errors import ParameterError
 
 __all__ = [
     "KINDS", "NO_DATA", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
-    "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "output", "params", "per_item", "reads_paths",
+    "is_unbounded", "kind", "merged_at_join", "whole_collection", "name", "normalize_halo", "output", "params", "per_item", "reads_paths",
     "spec", "takes_merged_tiles",
 ]
 
@@ -134,6 +140,11 @@ def after_map(step):
     """What to call with the rebuilt collection after ``step`` was mapped over its items, or None."""
     hook = getattr(step, "after_map", None)
     return hook if callable(hook) else None
+
+
+def whole_collection(step) -> bool:
+    """Whether ``step`` applied to a whole collection (not tiles) equals it mapped over the items."""
+    return bool(getattr(step, "whole_collection", False))
 
 
 def merged_at_join(step) -> bool:

@@ -167,6 +167,27 @@ def test_mapped_classify_asks_no_region_for_a_missing_property(regions, monkeypa
     assert got.table["class_id"].tolist() == florin.classify(*CLASSIFIERS)(regions).table["class_id"].tolist()
 
 
+@pytest.mark.parametrize("executor", executors(), ids=lambda e: e.__name__)
+def test_a_pipeline_classifies_the_whole_table_at_once_under_any_executor(executor, rng, monkeypatch):
+    labels = conncomp.label(rng.random((10, 40, 40)) < 0.45).values
+    intensity = rng.random(labels.shape)
+    regions = conncomp.regionprops(labels, intensity=intensity)
+    step = florin.classify(*CLASSIFIERS)
+    mapped = florin.Serial().map_collection([step], regions)  # region by region, then rebuilt
+    pipe = executor(step)
+
+    def no_map(*args, **kwargs):
+        raise AssertionError("classify was mapped over the regions")
+
+    monkeypatch.setattr(type(pipe), "map_collection", no_map)
+    for got in (florin.Serial(conncomp.regionprops(intensity=intensity), pipe)(labels), pipe(regions)):
+        assert got.classes == mapped.classes
+        assert list(got.table) == list(mapped.table)
+        for key, col in mapped.table.items():
+            np.testing.assert_array_equal(got.table[key], col, err_msg=key)
+            assert got.table[key].dtype == col.dtype, key
+
+
 def test_classify_needs_regions():
     with pytest.raises(ClassificationError, match="regionprops"):
         florin.classify(florin.bounds_classifier("a"))(np.zeros((2, 2)))
