@@ -21,7 +21,8 @@ pipeline with two classes and an objects table:
 
 The implementations run in interleaved rounds in one process (best of ``--rounds`` for the totals), so a busy spell
 of a shared machine hits them alike; the load average is printed before and after. The class volumes are compared
-(NDNT in float32 may differ from florin's exact decisions at ties: the differing voxels are counted).
+(NDNT in float32 may differ from florin's exact decisions at ties: the differing voxels are counted), and so are
+the objects tables (objects, areas, intensity means). dask-image is no florin dependency: ``pip install dask-image``.
 
     python benchmarks/bench_pipeline.py [--mib 64] [--rounds 2] [--no-dask] [--florin002 WHEEL] [--json PATH]
 """
@@ -192,6 +193,20 @@ def run_dask(tif, out, chunks):
     return step.times, out / "dask.tif"
 
 
+def compare_objects(mine, theirs):
+    """How the objects table ``theirs`` differs from ``mine`` (CSV paths): objects, areas, intensity means."""
+    import pandas as pd
+
+    a, b = pd.read_csv(mine), pd.read_csv(theirs)
+    if len(a) != len(b):
+        return f"{len(b)} objects against florin's {len(a)}"
+    # numbering may differ (dask-image's label): sort both by (area, mean)
+    a, b = (t.sort_values(["area", "intensity_mean"], ignore_index=True) for t in (a, b))
+    areas = int((a["area"] != b["area"]).sum())
+    means = int((~np.isclose(a["intensity_mean"], b["intensity_mean"], rtol=1e-9, atol=0)).sum())
+    return f"{len(a)} objects, {areas} areas and {means} intensity means differ from florin's"
+
+
 def load_florin002_ndnt(wheel):
     """FLoRIN 0.0.2's ``ndnt`` function, read from its wheel (numpy only; not imported as ``florin``)."""
     with zipfile.ZipFile(wheel) as zf:
@@ -240,7 +255,7 @@ def main(argv=None):
         load_before = os.getloadavg()
         print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
         runs = {name: [] for name in impls}
-        outputs = {}
+        outputs, tables = {}, {}
         for r in range(args.rounds):
             order = list(impls) if r % 2 == 0 else list(impls)[::-1]
             for name in order:
@@ -255,6 +270,9 @@ def main(argv=None):
                 total = time.perf_counter() - start
                 runs[name].append((total, steps))
                 outputs[name] = tifffile.imread(path)
+            for name in impls:
+                if name != "florin":  # the CSVs of this round, compared before the next round overwrites them
+                    tables[name] = compare_objects(tmp / "florin.csv", path.with_suffix(".csv"))
             print(f"  round {r + 1}: " + ", ".join(f"{n} {runs[n][-1][0]:.2f} s" for n in impls)
                   + f"; load {os.getloadavg()[0]:.2f}")  # fmt: skip
         florin002 = None
@@ -265,7 +283,13 @@ def main(argv=None):
                 ndnt002(image, shape=NDNT_SHAPE, threshold=THRESHOLD)
                 florin002 = time.perf_counter() - start
             except Exception as exc:  # it is 2019 code: say why it no longer runs
-                print(f"FLoRIN 0.0.2 NDNT failed: {type(exc).__name__}: {exc}")
+                # its ndnt.py line 173, np.asarray(grids) of ragged index grids: an error since numpy 1.24
+                florin002 = (
+                    f"does not run on numpy {np.__version__} (numpy >= 1.24, so every numpy 2, refuses the "
+                    f"ragged array its ndnt builds): {type(exc).__name__}: {exc}"
+                )
+        else:
+            florin002 = "not timed: give --florin002 WHEEL (pip download --no-deps florin==0.0.2.post1 -d DIR)"
         load_after = os.getloadavg()
 
     best = {name: min(r, key=lambda x: x[0]) for name, r in runs.items()}
@@ -284,7 +308,10 @@ def main(argv=None):
     for name in names[1:]:
         diff = int((outputs[name] != outputs["florin"]).sum())
         print(f"class volume of {name}: {diff} voxels differ from florin's ({diff / image.size:.2e})")
-    if florin002 is not None:
+        print(f"objects table of {name}: {tables[name]}")
+    if isinstance(florin002, str):
+        print(f"FLoRIN 0.0.2 NDNT: {florin002}")
+    else:
         print(
             f"FLoRIN 0.0.2 NDNT alone: {florin002:.2f} s (florin's NDNT step: {best['florin'][1].get('ndnt', 0):.2f} s)"
         )
