@@ -62,6 +62,14 @@ def _mpi():
     return mpi
 
 
+def _pool_executor():
+    """mpi4py.futures' ``MPIPoolExecutor``, after :func:`_mpi` configured the pickling."""
+    _mpi()
+    from mpi4py.futures import MPIPoolExecutor
+
+    return MPIPoolExecutor
+
+
 def _shared_pool() -> bool:
     """Whether this script runs under ``python -m mpi4py.futures`` (rank 0; other ranks serve)."""
     core = sys.modules.get("mpi4py.futures._core")
@@ -159,13 +167,11 @@ _spawn_pools: dict = {}
 
 def _spawn_pool(max_workers):
     """One MPIPoolExecutor per worker count, kept for the life of the process."""
-    from mpi4py.futures import MPIPoolExecutor
-
     pool = _spawn_pools.get(max_workers)
     if pool is None:
         if not _spawn_pools:
             atexit.register(_shutdown_spawn_pools)
-        pool = _spawn_pools[max_workers] = MPIPoolExecutor(max_workers=max_workers, main=False)
+        pool = _spawn_pools[max_workers] = _pool_executor()(max_workers=max_workers, main=False)
     return pool
 
 
@@ -252,12 +258,10 @@ class MPI(Pipeline):
             yield from enumerate(self._spmd_map(func, items))
             return
         if mode == "shared":
-            from mpi4py.futures import MPIPoolExecutor
-
-            _mpi()
+            pool_executor = _pool_executor()
             size = _mpi().COMM_WORLD.Get_size()
             workers = min(self.workers or size - 1, size - 1, len(items))
-            with MPIPoolExecutor(main=False) as pool:
+            with pool_executor(main=False) as pool:
                 yield from self._pool_imap(pool, func, items, workers, _kernel_threads_for(_local_ranks(size)))
             return
         _mpi()
@@ -322,8 +326,7 @@ def _allgather_bytes(comm, gather_comm, blob):
     sizes = comm.allgather(len(blob))
     if sum(sizes) >= 2**31 - 1:  # beyond 32-bit counts: mpi4py's chunked pickle-5 transport
         return gather_comm.allgather(blob)
-    from mpi4py import MPI as mpi
-
+    mpi = _mpi()
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     out = bytearray(sum(sizes))
     comm.Allgatherv([blob, mpi.BYTE], [out, (sizes, offsets), mpi.BYTE])
