@@ -75,9 +75,14 @@ def operator(name):
     >>> florin.operator("morphology.binary_opening")
     <florinated binary_opening(image, *, footprint=None, mode='ignore')>
     """
+    return _registry().operator(name)
+
+
+def _registry():
+    """The plugin registry, imported on first use (PEP 562: ``import florin`` loads no plugin)."""
     from florin.registry import get_registry
 
-    return get_registry().operator(name)
+    return get_registry()
 
 
 def __getattr__(name):
@@ -89,14 +94,12 @@ def __getattr__(name):
         if importlib.util.find_spec(f"florin.{name}") is not None:  # florin.io, florin.conncomp, ...
             return importlib.import_module(f"florin.{name}")
     if name[:1].isupper():
-        from florin.registry import get_registry
-
         try:
-            entry = get_registry().executor_entry(name)
+            entry = _registry().executor_entry(name)
         except ParameterError:
             entry = None
         if entry is not None and entry.attr == name:
-            return get_registry().executors[entry.name]
+            return _registry().executors[entry.name]
         for part in PARTS:
             if part.kind == "executor" and name.lower() == part.name:
                 raise AttributeError(f"florin.{name} is not available: install it with {install_hint(part)}")
