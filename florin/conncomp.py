@@ -99,7 +99,8 @@ def _check_connectivity(connectivity, ndim=None):
 
 
 def _mask_of(vol):
-    data = vol.data if isinstance(vol.data, np.ndarray) else np.asarray(vol)
+    data = vol.data  # once: on a lazily read file each .data reads it again
+    data = data if isinstance(data, np.ndarray) else np.asarray(vol)
     if data.dtype.kind not in "biuf":
         raise ParameterError(f"label() needs a binary mask (bool or numbers, nonzero = foreground), got {data.dtype}")
     return data
@@ -391,7 +392,9 @@ def _resolve_intensity(intensity, labels):
 
 def _stats(labels, intensity, slab):
     """region_stats of the whole volume, or of slabs combined with combine_stats."""
-    in_memory = isinstance(labels.data, np.ndarray) and (intensity is None or isinstance(intensity.data, np.ndarray))
+    # .data once each: on a lazily read file each .data reads it again (the whole-volume pass below reuses them)
+    ldata, idata = labels.data, None if intensity is None else intensity.data
+    in_memory = isinstance(ldata, np.ndarray) and (intensity is None or isinstance(idata, np.ndarray))
     nz = labels.shape[0] if labels.ndim else 1
     if slab is None:
         if in_memory:
@@ -402,7 +405,7 @@ def _stats(labels, intensity, slab):
     total = None
     for start in range(0, nz, slab):
         sl = slice(start, min(start + slab, nz))
-        part = np.asarray(labels[sl]) if slab < nz else np.asarray(labels)
+        part = np.asarray(labels[sl]) if slab < nz else np.asarray(ldata)
         if part.size == 0:
             continue
         if not np.issubdtype(part.dtype, np.integer):
@@ -415,7 +418,7 @@ def _stats(labels, intensity, slab):
             raise ParameterError("regionprops(): labels must be >= 0 (0 is background)")
         img = None
         if intensity is not None:
-            img = np.asarray(intensity[sl]) if slab < nz else np.asarray(intensity)
+            img = np.asarray(intensity[sl]) if slab < nz else np.asarray(idata)
         origin = (start,) + (0,) * (labels.ndim - 1)
         stats = region_stats(part, n, img, origin=origin)
         total = stats if total is None else combine_stats(total, stats)

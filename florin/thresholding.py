@@ -73,7 +73,8 @@ def ndnt(image, *, shape=None, threshold=0.25, polarity="dark", threads=None):
     """
     vol = as_volume(image)
     check_single_channel(vol, "ndnt()")
-    data = vol.data if isinstance(vol.data, np.ndarray) else np.asarray(vol)
+    data = vol.data  # once: on a lazily read file each .data reads it again
+    data = data if isinstance(data, np.ndarray) else np.asarray(vol)
     # The kernel counts NaN/inf itself while it reads (no extra pass over the image).
     shape, fraction, bright = validate_ndnt_args(data, shape, threshold, polarity, full_shape=_full_shape(vol),
                                                  check_finite=False)

@@ -271,3 +271,28 @@ def test_scikit_image_names_label_image_and_intensity_image(tmp_path):
     assert got.to_dataframe()["intensity_mean"].tolist() == [image.mean()]  # one object: every voxel is nonzero
     with pytest.raises(ParameterError, match=r"regionprops\(\): pass intensity= or intensity_image=.*not both"):
         conncomp.regionprops(intensity=image, intensity_image=image)
+
+
+def test_a_lazily_read_volume_is_read_once_by_ndnt_label_and_regionprops(tmp_path, rng, monkeypatch):
+    """`.data` of a lazily read file reads it again each time: `florin segment` read its input 4 times, not 2."""
+    import tifffile
+
+    import florin.io.lazy as lazy
+    import florin.thresholding as thresholding
+
+    image = rng.integers(0, 1000, (7, 32, 32)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", (image > 500).astype(np.uint8))
+    reads = []
+    read_raw = lazy.read_raw
+    monkeypatch.setattr(lazy, "read_raw", lambda *a, **k: reads.append(1) or read_raw(*a, **k))
+    vol = florin.io.read(tmp_path / "in.tif")
+    mask = thresholding.ndnt(vol, shape=(3, 9, 9))
+    assert len(reads) == 1
+    labels = conncomp.label(florin.io.read(tmp_path / "mask.tif"))
+    assert len(reads) == 2
+    regions = conncomp.regionprops(labels, intensity=florin.io.read(tmp_path / "in.tif"))
+    assert len(reads) == 3
+    assert mask.values.any()
+    want = conncomp.regionprops(conncomp.label(image > 500).values, intensity=image)
+    np.testing.assert_array_equal(regions.table["intensity_sum"], want.table["intensity_sum"])
