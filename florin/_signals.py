@@ -16,6 +16,11 @@ pools stopped. Three things could still go wrong, and are handled here:
 * A second Ctrl-C while a temporary output is being removed would stop the
   removal half-way: cleanups run inside :func:`deferred`, which holds a signal
   back until the cleanup is done.
+* A worker process forked while the handlers are set would run them on its
+  copy of the parent's stack (a second "florin: terminated", a traceback from
+  an after-fork hook) until it sets its own: executors start workers inside
+  :func:`blocked`, and each worker unblocks the signals once its handlers are
+  set. The parent gets a signal that arrived meanwhile right after the start.
 * A library can swallow the interrupt whole: multiprocess imports dill inside
   a bare ``except:`` that falls back to pickle, so SIGTERM arriving during that
   import (the first Multiprocess map) left no trace and the run went on to
@@ -34,7 +39,10 @@ import threading
 import time
 import warnings
 
-__all__ = ["Terminated", "deferred", "forget", "install", "raise_if_received", "received"]
+__all__ = ["SIGNALS", "Terminated", "blocked", "deferred", "forget", "hold", "install", "raise_if_received", "received"]
+
+#: The signals that stop a run.
+SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,6 +53,8 @@ _pending = None  # the last signal that arrived
 _deferred = None  # a signal held back by deferred()
 _deferring = 0
 _previous_hook = None
+_installed = False  # inside install(): a signal sent again still finds florin's handler
+_installing = threading.Lock()  # install()'s restore and _send_again, one at a time
 
 
 def _exception(signum) -> KeyboardInterrupt:
@@ -79,7 +89,9 @@ def _unraisable(info):
 
 def _send_again(signum):
     time.sleep(0.01)
-    os.kill(os.getpid(), signum)
+    with _installing:
+        if _installed:  # not once install() restored the previous handlers: that would kill the process
+            os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager
@@ -89,23 +101,68 @@ def install():
     The previous handlers and unraisable-exception hook are restored afterwards
     (the CLI's ``main`` is also called in-process, by tests and scripts).
     """
-    global _previous_hook, _pending, _deferred
+    global _previous_hook, _pending, _deferred, _deferring, _installed
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = {signum: signal.getsignal(signum) for signum in sorted(SIGNALS)}
     hook, _previous_hook = sys.unraisablehook, sys.unraisablehook
     _pending = _deferred = None
     for signum in before:
         signal.signal(signum, _handler)
     sys.unraisablehook = _unraisable
+    _installed = True
     try:
         yield
     finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        _deferring += 1  # from here on a signal is only recorded: the block ended, its outcome is decided
+        with _installing:
+            _installed = False
+            for signum, handler in before.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         sys.unraisablehook = hook
         _pending = _deferred = None
+        _deferring = 0
+
+
+def hold():
+    """Until :func:`install`'s block ends, record signals instead of raising them; the signal received so far.
+
+    Called once the run's outcome is decided (the CLI reports it): a signal
+    arriving later, or one sent again, no longer raises on the way out.
+
+    Examples
+    --------
+    >>> with install():
+    ...     print(hold())
+    None
+    """
+    global _deferring
+    _deferring += 1
+    return _pending
+
+
+@contextlib.contextmanager
+def blocked():
+    """Block SIGINT and SIGTERM in this thread while the block runs (a worker process starts); deliver them after.
+
+    A process started inside inherits the blocked signals and unblocks them
+    itself once its handlers are set (``signal.pthread_sigmask``), so no signal
+    runs the parent's handlers in it. Where there is no signal mask, a no-op.
+
+    Examples
+    --------
+    >>> with blocked():
+    ...     pass
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def received():

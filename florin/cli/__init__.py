@@ -85,14 +85,16 @@ def main(argv=None) -> int:
                 shown(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show
-        return _main(argv)
+        try:
+            rv = _run_app(argv)
+        except KeyboardInterrupt:  # a signal just as the command returned
+            rv = 130
+        # The outcome is decided: a signal from now on (a late one, one sent again) is recorded, not raised.
+        return _outcome(rv, _signals.hold())
 
 
-def _main(argv) -> int:
-
-    rv = _run_app(argv)
+def _outcome(rv, received) -> int:
     # typer turns Ctrl-C (and SIGTERM's Terminated, a KeyboardInterrupt) into a plain exit status 130.
-    received = _signals.received()
     if received == signal.SIGTERM:
         typer.echo("florin: terminated", err=True)
         return 143

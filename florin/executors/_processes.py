@@ -13,7 +13,7 @@ import threading
 import time
 
 import multiprocess as multiprocessing
-from multiprocess import resource_tracker
+from multiprocess import forkserver, resource_tracker
 from multiprocess.connection import wait
 
 from florin import _signals
@@ -213,6 +213,8 @@ class _ProcessPool:
         self.block = None  # the kept shared-memory block of in-memory volumes
         try:
             with _main_not_reimported(self.start_method):
+                if self.start_method == "forkserver":
+                    forkserver.ensure_running()  # before signals are blocked below: the server must not inherit that
                 for _ in range(size):
                     conn, child = ctx.Pipe(duplex=True)
                     inherited = ()
@@ -223,7 +225,8 @@ class _ProcessPool:
                                      *(w.conn for pool in _process_pools.values() for w in pool.workers))
                     proc = ctx.Process(target=_worker_main, args=(child, inherited), daemon=True,
                                        name="florin-worker")
-                    proc.start()
+                    with _signals.blocked():  # the worker unblocks them once its own handlers are set
+                        proc.start()
                     child.close()
                     self.workers.append(_Worker(proc, conn))
         except BaseException:
@@ -359,6 +362,9 @@ def _worker_main(conn, inherited=()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler a forked worker inherits: end quietly
     _signals.forget()  # nor the record of a signal the parent received before it forked this worker
+    # Started with both signals blocked (see _signals.blocked): one that arrived since is delivered now, quietly.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _signals.SIGNALS)
     for other in inherited:
         other.close()
     for pool in _process_pools.values():  # forked: the parent's kept blocks are not this worker's to hold

@@ -214,3 +214,79 @@ def swallowing(tile):
 
 pipeline = florin.Serial(florin.load(), florin.tile(shape=(4, 8, 8)), florin.Serial(swallowing, florin.save({out!r})))
 """
+
+
+IN_THE_WINDOW = """
+import os
+import signal
+
+import numpy as np
+
+import florin
+from florin.executors import _processes
+
+worker_main = _processes._worker_main
+
+
+def signalled_worker_main(*args):  # in the new worker, before its own handlers are set: the window
+    os.killpg(0, signal.{signal})
+    worker_main(*args)
+
+
+_processes._worker_main = signalled_worker_main
+pipeline = florin.Serial(florin.load(), florin.tile(shape=(4, 8, 8)), florin.Multiprocess(np.negative, workers=2),
+                         florin.save({out!r}))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_group_before_a_new_worker_set_its_handlers_stops_the_run_once(tmp_path, signum):
+    """A signal between fork() and the worker's own handlers ran the CLI's handlers in the worker: a traceback
+    ("Process florin-worker: ... Terminated"). Workers now start with both signals blocked."""
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    np.save(tmp_path / "in.npy", np.zeros((8, 16, 16)))
+    pipe = tmp_path / "p.py"
+    pipe.write_text(IN_THE_WINDOW.format(signal=signum.name, out=str(outdir / "out.npy")))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "florin", "-q", "run", str(pipe), str(tmp_path / "in.npy")],
+                          capture_output=True, text=True, env=env, timeout=120, start_new_session=True)
+    assert (proc.returncode, proc.stderr.strip()) == EXPECTED[signum], proc.stderr
+    assert os.listdir(outdir) == []
+
+
+def test_a_signal_as_the_command_returns_is_reported_in_one_line(tmp_path, monkeypatch, capsys):
+    from florin import cli
+
+    def returns_signalled(argv):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises wherever Python checks next
+        for _ in range(1000):
+            pass
+        return 0
+
+    monkeypatch.setattr(cli, "_run_app", returns_signalled)
+    assert cli.main(["info", "x"]) == 143
+    assert capsys.readouterr().err.strip() == "florin: terminated"
+
+
+def test_once_the_outcome_is_decided_signals_are_recorded_and_not_sent_again():
+    """A signal re-sent (or a late one) after install() restored the previous handlers exited -15 or printed a
+    traceback."""
+    from florin import _signals
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with _signals.install():
+            _signals._pending = signal.SIGINT  # the handler ran, and its interrupt was raised in a __del__:
+            _signals._unraisable(type("Info", (), {"exc_value": KeyboardInterrupt()})())  # sent again in 10 ms
+        time.sleep(0.05)  # it would have reached the restored handler by now
+        assert seen == []
+        with _signals.install():
+            assert _signals.hold() is None
+            os.kill(os.getpid(), signal.SIGINT)  # a late one: recorded, not raised
+            time.sleep(0.01)
+            assert _signals.received() == signal.SIGINT
+        assert seen == [] and signal.getsignal(signal.SIGINT) is not _signals._handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
