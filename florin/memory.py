@@ -31,13 +31,19 @@ import tempfile
 import uuid
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): scratch directories carry no owner lock, and none is swept
+    fcntl = None
+
 import numpy as np
 import psutil
 import xarray as xr
 
 from florin.errors import ParameterError
 
-__all__ = ["Scratch", "available_memory", "default_budget", "fits", "is_scratch", "parse_size", "sealed"]
+__all__ = ["Scratch", "available_memory", "default_budget", "fits", "is_scratch", "parse_size", "remove_stale_scratch",
+           "sealed"]
 
 #: Part of the available memory a run may use by default.
 DEFAULT_FRACTION = 0.25
@@ -175,7 +181,11 @@ class Scratch:
         self.budget = int(budget)
         self.root = Path(root) if root is not None else None
         self._dir = None
+        self._owner = None  # the open owner lock of the scratch directory (held while the run lives)
         self._count = 0
+
+    def __getstate__(self):
+        return {**self.__dict__, "_owner": None}  # a copy (in a worker) does not own the directory's lock
 
     @property
     def path(self) -> Path | None:
@@ -187,7 +197,10 @@ class Scratch:
             root = self.root if self.root is not None else Path(tempfile.gettempdir())
             try:
                 root.mkdir(parents=True, exist_ok=True)
-                self._dir = Path(tempfile.mkdtemp(prefix="florin-scratch-", dir=root))
+                remove_stale_scratch(root)
+                directory = Path(tempfile.mkdtemp(prefix="florin-scratch-", dir=root))
+                self._owner = _own(directory)
+                self._dir = directory
             except OSError as exc:
                 raise ParameterError(f"scratch: cannot create a scratch directory in {os.fspath(root)!r}: {exc}") from None
         return self._dir
@@ -216,6 +229,69 @@ class Scratch:
         directory, self._dir = self._dir, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            os.close(owner)
+
+
+_OWNER = "owner.lock"
+
+
+def _own(directory) -> int | None:
+    """Put an owner lock, held (``flock``) by this process until it closes it or dies, in ``directory``.
+
+    The lock file is locked before it gets its name, so a run that finds ``owner.lock`` unlocked knows its owner
+    is gone. Forked workers share the lock: a directory is not stale while a worker of its run lives.
+    """
+    if fcntl is None:
+        return None
+    tmp = Path(directory) / f".{_OWNER}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.replace(tmp, Path(directory) / _OWNER)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_stale_scratch(root) -> list[Path]:
+    """Remove the ``florin-scratch-*`` directories in ``root`` whose run is gone (killed with SIGKILL, say).
+
+    A directory is stale when its owner lock is no longer held: the process that made it, and every worker
+    it forked, have exited. A live run's directory, and one without an owner lock (being created, or made
+    by a florin without them), are kept. Returns the directories removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> remove_stale_scratch(tempfile.mkdtemp())
+    []
+    """
+    removed = []
+    if fcntl is None:
+        return removed
+    try:
+        candidates = sorted(Path(root).glob("florin-scratch-*"))
+    except OSError:
+        return removed
+    for directory in candidates:
+        try:
+            fd = os.open(directory / _OWNER, os.O_RDONLY)
+        except OSError:
+            continue  # no owner lock: cannot prove its run is gone
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: the run (or one of its workers) is alive
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _scratch_map(data):

@@ -177,6 +177,46 @@ def test_scratch_is_removed_after_a_failing_tile(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+HELD = """
+import sys
+import time
+
+import numpy as np
+
+from florin import memory
+
+scratch = memory.Scratch(1, sys.argv[1])
+scratch.allocate((8, 8), np.uint8)  # above the budget: the scratch directory is made
+print(scratch.path, flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_next_run_removes_the_scratch_of_a_killed_run_and_keeps_a_live_ones(tmp_path):
+    import signal
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    runs = [subprocess.Popen([sys.executable, "-c", HELD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)]
+    try:
+        killed, live = (Path(run.stdout.readline().strip()) for run in runs)
+        runs[0].send_signal(signal.SIGKILL)  # cannot clean up
+        runs[0].wait(timeout=30)
+        assert killed.is_dir() and (killed / "owner.lock").is_file() and live.is_dir()
+        unowned = tmp_path / "florin-scratch-unowned"  # no owner record (being made, or an older florin's): kept
+        unowned.mkdir()
+        vol = np.random.default_rng(0).random((16, 32, 32))
+        pipe = florin.Serial(florin.tile(shape=(4, 16, 16)), florin.Serial(np.negative))
+        np.testing.assert_array_equal(pipe(vol, memory=TINY, scratch=tmp_path).values, -vol)
+        assert sorted(tmp_path.iterdir()) == sorted([live, unowned])  # the killed run's is gone, this run's removed
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait(timeout=30)
+    assert memory.remove_stale_scratch(tmp_path) == [live]  # its run is gone now
+
+
 # -- the planner ---------------------------------------------------------------------------------
 def _spy_on_blockwise(monkeypatch):
     import florin.blockwise as blockwise
