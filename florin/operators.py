@@ -102,6 +102,11 @@ class Operator:
         params.pop(next(iter(self.factory.signature.parameters)))
         return params
 
+    @property
+    def declares_halo(self) -> bool:
+        """Whether the factory declares a halo (``florinate(halo=...)``, 0 included): tiling cannot change the result."""
+        return self.factory.halo is not None
+
     def halo(self, full_shape) -> tuple:
         """Voxels of context per axis this step needs to be exact on a tile.
 

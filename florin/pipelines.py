@@ -231,7 +231,7 @@ class Pipeline:
             if isinstance(datum, Tiles) and not isinstance(step, Pipeline) and not _steps.accepts_tiles(step):
                 datum = datum.volume  # implicit join of untouched tiles: the volume itself
             if isinstance(step, Tile):
-                datum = _timed(step, lambda s=step, d=datum, k=i: s(d, auto_halo=self._halo_after(steps, k, d.shape)))
+                datum = _timed(step, lambda s=step, d=datum, k=i: self._cut(s, d, steps, k))
             else:
                 if merging is not None and not isinstance(step, Pipeline) and not _steps.takes_merged_tiles(step):
                     raise _after_merging_error(merging, step)
@@ -242,6 +242,22 @@ class Pipeline:
         if isinstance(datum, Tiles):
             datum = datum.volume
         return datum
+
+    def _cut(self, step, volume, steps, index):
+        """Tile ``volume`` for the steps after ``steps[index]``: the user's tiles, or florin's blocks when exact."""
+        halo = self._halo_after(steps, index, volume.shape)
+        tiles = step(volume, auto_halo=halo)
+        if not step.regroups:
+            return tiles
+        following = steps[index + 1:]
+        if following and isinstance(following[0], Pipeline):
+            return planner.regroup(tiles, halo, following[:1], following[0])  # the nested pipeline maps the tiles
+        part = []
+        for step_after in following:  # the steps _run_steps maps over the tiles
+            if not (self._maps_over(step_after, tiles) and _fits_after(part, step_after)):
+                break
+            part.append(step_after)
+        return planner.regroup(tiles, halo, part, self)
 
     @staticmethod
     def _maps_over(step, collection) -> bool:

@@ -34,12 +34,22 @@ run in this process.
 
 The result equals the in-memory one voxel for voxel (the blockwise forms are
 exact; floating-point intensity sums of ``regionprops`` up to summation order).
+
+The planner also chooses the blocks of a tiled run (:func:`regroup`). A tiled
+result whose steps all declare a finite halo is exact, so the user's tile
+shape cannot change it and only says how to cut the work: the tiles are
+replaced by blocks large enough that the halos cost little, small enough to
+keep every worker busy (:data:`BLOCKS_PER_WORKER`) and to hold the blocks in
+flight within the run's memory budget, aligned to the input's chunks when it
+has some (:func:`block_shape`). ``tile(..., blocks='tiles')`` keeps the
+user's tiles.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 import xarray as xr
@@ -47,16 +57,25 @@ import xarray as xr
 from florin import _run, tilemeta
 from florin import steps as _steps
 from florin.io._blocks import blocks
-from florin.memory import sealed
+from florin.io.lazy import chunks_of
+from florin.memory import default_budget, sealed
 from florin.regions import Regions
 from florin.tiling import Tiles, tile_infos
 
-__all__ = ["BYTES_PER_VOXEL", "NOT_PLANNED", "block_executor", "blocks_for", "plan", "source"]
+__all__ = [
+    "BLOCKS_PER_WORKER", "BYTES_PER_VOXEL", "NOT_PLANNED", "block_executor", "block_shape", "blocks_for",
+    "exact_under_tiling", "plan", "regroup", "source", "workers_of",
+]
 
 #: What the in-memory form of a whole-volume step is assumed to hold per voxel (labels, masks, temporaries).
 BYTES_PER_VOXEL = 16
 #: Part of the budget one block (and its temporaries) may take.
 BLOCK_FRACTION = 1 / 4
+
+#: Blocks per worker a parallel executor gets, at least (so that no worker idles while another finishes).
+BLOCKS_PER_WORKER = 2
+#: Items an executor keeps in flight per worker (Multithread, Multiprocess: two).
+IN_FLIGHT_PER_WORKER = 2
 
 NOT_PLANNED = object()
 
@@ -197,3 +216,186 @@ def _tiled_map(step, volume, pipeline, budget):
     block = tuple(s.stop - s.start for s in first)
     tiles = Tiles(volume, tile_infos(shape, block, halo=tuple(min(int(h), n) for h, n in zip(halo, shape, strict=True))))
     return pipeline.map_collection([step], tiles)
+
+
+# -- the blocks of a tiled run ---------------------------------------------------------------
+def exact_under_tiling(steps, full_shape) -> bool:
+    """Whether the tiled result of ``steps`` cannot depend on the tiles, so florin may choose its blocks.
+
+    True when every step (nested pipelines' steps included) declares a finite
+    halo (:func:`florin.steps.declares_halo`) and runs block by block
+    (kind ``'map'``, its tile results joined as plain arrays), or writes the
+    tiles it is given (``florin.save``). A step that declares no halo (its
+    result may depend on the tile, e.g. a per-tile Otsu threshold), labels
+    merged at the join, or an empty tiled part: False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from florin.morphology import binary_opening
+    >>> exact_under_tiling([binary_opening()], (8, 8)), exact_under_tiling([binary_opening(), np.negative], (8, 8))
+    (True, False)
+    """
+    flat = []
+    pending = list(steps)
+    while pending:
+        step = pending.pop(0)
+        if _is_pipeline(step):
+            pending[:0] = list(step.steps)
+        else:
+            flat.append(step)
+    if not flat:
+        return False
+    for step in flat:
+        if _steps.accepts_tiles(step):
+            continue  # writes each tile's core (the written kind)
+        if _steps.merged_at_join(step) or _steps.takes_merged_tiles(step) or not _steps.declares_halo(step):
+            return False
+        if _steps.kind(step, full_shape) != "map" or _steps.is_unbounded(step, full_shape):
+            return False
+    return True
+
+
+def _is_pipeline(step) -> bool:
+    """Whether ``step`` is a nested pipeline (read by its methods: florin.pipelines imports this module)."""
+    return callable(getattr(step, "imap", None)) and isinstance(getattr(step, "steps", None), list | tuple)
+
+
+def workers_of(executor) -> int:
+    """How many items ``executor`` (a pipeline) runs at once: 1 for a loop (Serial), else its ``workers``."""
+    cls = type(executor)
+    base = next(c for c in reversed(cls.__mro__) if "imap" in vars(c))  # florin.pipelines.Pipeline
+    if cls.imap is base.imap and cls.map is base.map:
+        return 1
+    workers = getattr(executor, "workers", None)
+    if not isinstance(workers, int) or workers < 1:
+        workers = os.cpu_count() or 1
+    return workers
+
+
+def _axis_cores(n, chunk) -> list:
+    """Core sizes to try on an axis of ``n`` voxels, largest first (multiples of ``chunk`` when given)."""
+    cores, k = [], 1
+    while k <= n:
+        core = -(-n // k)  # the distinct values of ceil(n / k): O(sqrt(n)) of them
+        aligned = min(n, chunk * -(-core // chunk)) if chunk else core
+        if not cores or aligned < cores[-1]:
+            cores.append(aligned)
+        k = -(-n // (core - 1)) if core > 1 else n + 1
+    return cores
+
+
+def _axis_read(n, core, h):
+    """Voxels read along an axis of ``n`` cut into cores of ``core``, each with ``h`` of halo (clipped)."""
+    total = n
+    for boundary in range(core, n, core):
+        total += min(boundary, h) + min(n - boundary, h)
+    return total
+
+
+def block_shape(full_shape, halo, *, max_voxels, min_blocks=1, chunks=None) -> tuple:
+    """The core shape of the blocks a tiled run with ``halo`` cuts ``full_shape`` into.
+
+    Starting from one block (the whole volume), the axis whose split reads the
+    fewest extra voxels (the blocks' halos) is split next, until there are at
+    least ``min_blocks`` blocks and a block with its halo holds at most
+    ``max_voxels`` voxels (or no axis can be split further). With ``chunks``
+    (the input's chunk shape), block cores are multiples of the chunks.
+
+    Parameters
+    ----------
+    full_shape : tuple of int
+        The volume's shape.
+    halo : tuple of int
+        The steps' halo per axis.
+    max_voxels : int
+        Most voxels of one block with its halo.
+    min_blocks : int
+        Fewest blocks (parallelism).
+    chunks : tuple of int, optional
+        The input's chunk shape.
+
+    Examples
+    --------
+    >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40)
+    (64, 512, 512)
+    >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40, min_blocks=4)
+    (64, 128, 512)
+    >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40, min_blocks=4, chunks=(16, 200, 200))
+    (64, 400, 200)
+    """
+    full_shape = tuple(int(n) for n in full_shape)
+    halo = tuple(int(min(h, n)) for h, n in zip(halo, full_shape, strict=True))
+    chunks = tuple(chunks) if chunks is not None else (None,) * len(full_shape)
+    options = [_axis_cores(n, c) for n, c in zip(full_shape, chunks, strict=True)]
+    at = [0] * len(full_shape)  # the option each axis is at
+
+    def current(axis=None, option=None):
+        return [o[option if a == axis else at[a]] for a, o in enumerate(options)]
+
+    def count(core_shape):
+        return math.prod(-(-n // c) for n, c in zip(full_shape, core_shape, strict=True))
+
+    def biggest(core_shape):
+        return math.prod(min(n, c + 2 * h) for n, c, h in zip(full_shape, core_shape, halo, strict=True))
+
+    reads = [_axis_read(n, o[0], h) for n, o, h in zip(full_shape, options, halo, strict=True)]
+    while count(current()) < min_blocks or biggest(current()) > max_voxels:
+        # Split the axis that does the most for the unmet limits per extra voxel read (log ratios); on each
+        # axis the first finer cut that does anything for them.
+        cores, cost, best = current(), math.prod(reads), None
+        for a in range(len(full_shape)):
+            for option in range(at[a] + 1, len(options[a])):
+                trial = current(a, option)
+                gain = 0.0
+                if count(cores) < min_blocks:
+                    gain += math.log(count(trial) / count(cores))
+                if biggest(cores) > max_voxels:
+                    gain += math.log(biggest(cores) / biggest(trial))
+                if gain > 0:
+                    read = _axis_read(full_shape[a], trial[a], halo[a])
+                    extra = math.log(math.prod(reads[:a] + [read] + reads[a + 1:]) / cost)
+                    key = (gain / extra if extra > 0 else math.inf, full_shape[a])
+                    if best is None or key > best[0]:
+                        best = (key, a, option, read)
+                    break
+        if best is None:
+            break  # no finer cut helps: every axis is cut as finely as it can be (or its halo spans it)
+        _, a, at[a], reads[a] = best
+    cores = current()
+    return tuple(cores)
+
+
+def regroup(tiles, halo, steps, executor):
+    """``tiles`` as the blocks florin chooses for ``steps`` under ``executor``, when that is exact; else ``tiles``.
+
+    Only when :func:`exact_under_tiling` holds: every block gets ``halo`` (the
+    steps' declared halo, as the tiles have; the user's stride overlap is not
+    needed), its core is a part of the volume, and the blocks partition the
+    volume like any tiles, so the join and saves inside the tiled part work
+    unchanged. The block shape (:func:`block_shape`) takes at least
+    :data:`BLOCKS_PER_WORKER` blocks per worker of a parallel executor, and
+    blocks small enough that the items in flight hold at most
+    :data:`BLOCK_FRACTION` of the run's memory budget (at
+    :data:`BYTES_PER_VOXEL`), but never smaller than the user's tiles.
+
+    A resumable run (``resume=True``) keeps the user's tiles: it may be
+    resumed under another executor or memory budget, which would choose other
+    blocks than the ones its completion records name.
+    """
+    volume, infos = tiles.volume, tiles.infos
+    shape = tuple(volume.shape)
+    if not infos or _run.resuming() is not None or not exact_under_tiling(steps, shape):
+        return tiles  # a resumable run keeps the user's tiles: its records must name the same items when resumed
+    halo = tuple(int(min(h, n)) for h, n in zip(_steps.normalize_halo(halo, len(shape)), shape, strict=True))
+    workers = workers_of(executor)
+    min_blocks = 1 if workers == 1 else BLOCKS_PER_WORKER * workers
+    budget = _run.budget()
+    if budget is None:
+        budget = default_budget()
+    in_flight = IN_FLIGHT_PER_WORKER * workers
+    user_tile = max(math.prod(i.tile_shape) for i in infos)
+    max_voxels = max(user_tile, int(budget * BLOCK_FRACTION) // (in_flight * BYTES_PER_VOXEL))
+    chunks = chunks_of(volume)  # an HDF5/Zarr input's chunks: every block reads whole chunks
+    core = _run.agree(lambda: block_shape(shape, halo, max_voxels=max_voxels, min_blocks=min_blocks, chunks=chunks))
+    return Tiles(volume, tile_infos(shape, core, halo=halo))

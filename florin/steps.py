@@ -13,7 +13,11 @@ this module is the only place that reads them (and knows their defaults):
 ``halo``
     Voxels of context per axis the step needs to be exact on a tile: an int,
     a tuple, or a callable ``halo(full_shape)``; ``math.inf`` on an axis means
-    the step needs whole objects (default 0).
+    the step needs whole objects (default 0). A step that declares a finite
+    halo (0 included) is exact under tiling: its tiled result cannot depend on
+    the tiles, so florin chooses the blocks it runs on (see
+    :func:`florin.planner.regroup`); an undeclared halo counts as 0 for the
+    tile's context but keeps the user's tiles (:func:`declares_halo`).
 ``accepts_tiles`` (default False)
     The step is given the tiles of a volume as they are (``save`` writes them
     one by one) instead of the implicit join of untouched tiles.
@@ -85,9 +89,9 @@ import numpy as np
 from florin.errors import ParameterError
 
 __all__ = [
-    "KINDS", "NO_DATA", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "describe", "halo",
-    "is_unbounded", "kind", "merged_at_join", "whole_collection", "name", "normalize_halo", "output", "params", "per_item", "reads_paths",
-    "spec", "takes_merged_tiles",
+    "KINDS", "NO_DATA", "accepts_tiles", "after_map", "blockwise_impl", "check_kind", "declares", "declares_halo",
+    "describe", "halo", "is_unbounded", "kind", "merged_at_join", "name", "normalize_halo", "output", "params",
+    "per_item", "reads_paths", "spec", "takes_merged_tiles", "whole_collection",
 ]
 
 #: The ways a step can run over the blocks of a volume (see the module docstring).
@@ -175,6 +179,27 @@ def halo(step, full_shape) -> tuple:
     if callable(value):
         value = value(tuple(full_shape))
     return normalize_halo(value, len(full_shape))
+
+
+def declares_halo(step) -> bool:
+    """Whether ``step`` declares its halo (0 included), so that tiling cannot change its result.
+
+    An operator answers for itself (``declares_halo``: whether
+    ``florinate(halo=...)`` was given); any other step declares one when it has
+    a ``halo`` attribute that is not None. A plain function declares none: its
+    result may depend on the tile (a per-tile Otsu threshold).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from florin.morphology import binary_opening
+    >>> declares_halo(binary_opening()), declares_halo(np.negative)
+    (True, False)
+    """
+    declared = getattr(step, "declares_halo", None)
+    if isinstance(declared, bool):
+        return declared
+    return getattr(step, "halo", None) is not None
 
 
 def is_unbounded(step, full_shape) -> bool:

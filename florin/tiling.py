@@ -9,6 +9,8 @@ halo give exactly the whole-volume result in the core. Join writes cores only.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 import numbers
@@ -18,7 +20,7 @@ import xarray as xr
 
 from florin import _run, tilemeta
 from florin.collection import Collection
-from florin.errors import ParameterTypeError, PipelineError, TilingError
+from florin.errors import ParameterError, ParameterTypeError, PipelineError, TilingError
 from florin.memory import sealed
 from florin.volume import as_volume
 
@@ -551,9 +553,15 @@ class Tile:
     per_item = False
     name = "tile"
 
-    def __init__(self, shape, stride=None, halo="auto"):
+    #: The values of ``blocks=`` (see :func:`tile`).
+    BLOCKS = ("auto", "tiles")
+
+    def __init__(self, shape, stride=None, halo="auto", blocks="auto"):
         self.shape = shape
         self.stride = stride
+        if not (isinstance(blocks, str) and blocks in self.BLOCKS):
+            raise ParameterError(f"tile() blocks must be 'auto' or 'tiles', got {blocks!r}")
+        self.blocks = blocks
         if not (halo == "auto" or isinstance(halo, numbers.Integral) or isinstance(halo, tuple | list)):
             raise TilingError(f"halo must be 'auto', an int or a tuple of ints, got {halo!r}")
         self.halo = halo
@@ -570,6 +578,11 @@ class Tile:
         if stride is not None and not isinstance(shape, numbers.Integral) and not isinstance(stride, numbers.Integral):
             if len(tuple(shape)) != len(tuple(stride)):
                 raise TilingError(f"stride {stride} and shape {shape} have different lengths")
+
+    @property
+    def regroups(self) -> bool:
+        """Whether florin may run the tiled part on blocks of its choosing (``blocks='auto'``, ``halo='auto'``)."""
+        return self.blocks == "auto" and self.halo == "auto"
 
     def __call__(self, volume, *, auto_halo=None):
         if isinstance(volume, Tiles):
@@ -594,10 +607,13 @@ class Tile:
             spec["stride"] = self.stride
         if self.halo != "auto":
             spec["halo"] = self.halo
+        if self.blocks != "auto":
+            spec["blocks"] = self.blocks
         return spec
 
     def __repr__(self):
-        return f"tile(shape={self.shape!r}, stride={self.stride!r}, halo={self.halo!r})"
+        blocks = "" if self.blocks == "auto" else f", blocks={self.blocks!r}"
+        return f"tile(shape={self.shape!r}, stride={self.stride!r}, halo={self.halo!r}{blocks})"
 
 
 class Join:
@@ -621,8 +637,36 @@ class Join:
         return data
 
 
-def tile(shape, stride=None, *, halo="auto"):
+def _keyword_only(func):
+    """``func`` refusing positional arguments with a one-line error that names them (its options are keyword-only)."""
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        if args:
+            names = list(inspect.signature(func).parameters)[:len(args)]
+            raise ParameterTypeError(f"{func.__name__}: pass {', '.join(names)} by keyword: "
+                                     f"{func.__name__}({', '.join(f'{n}=...' for n in names)})")
+        return func(**kwargs)
+
+    return call
+
+
+@_keyword_only
+def tile(*, shape, stride=None, halo="auto", blocks="auto"):
     """Pipeline step that cuts a volume into overlapping tiles.
+
+    A tiled result is exact when every step of the tiled part declares a
+    finite halo (florin's operators do), so the tile shape cannot change it
+    and only says how to cut the work: florin then runs the steps on blocks
+    of its own choosing (``blocks='auto'``, see
+    :func:`florin.planner.regroup`), large enough that the halos cost little,
+    with enough blocks for every worker, within the run's memory budget. A
+    step that declares no halo (a plain function, whose result may depend on
+    the tile) keeps the tiles as given, as do ``blocks='tiles'`` and an
+    explicit ``halo``.
+
+    The options are keyword-only (``tile(shape=..., stride=...)``); a
+    positional call raises a one-line :class:`~florin.errors.ParameterTypeError`.
 
     Parameters
     ----------
@@ -633,7 +677,12 @@ def tile(shape, stride=None, *, halo="auto"):
     halo : 'auto', int or tuple of int
         Context added on each side of every tile. ``'auto'`` (default) adds the
         halo declared by the per-tile steps that follow, so that the tiled result
-        equals the whole-volume result voxel for voxel.
+        equals the whole-volume result voxel for voxel. An explicit halo keeps
+        the tiles as given.
+    blocks : {'auto', 'tiles'}
+        ``'auto'`` (default): florin chooses the blocks when the result cannot
+        depend on them; ``'tiles'``: the steps run on these tiles, as given
+        (e.g. to keep per-tile behaviour or the tiles' memory).
 
     Returns
     -------
@@ -647,4 +696,4 @@ def tile(shape, stride=None, *, halo="auto"):
     >>> len(tiles), tiles[0].shape
     (6, (2, 4))
     """
-    return Tile(shape, stride, halo)
+    return Tile(shape, stride, halo, blocks)

@@ -294,9 +294,9 @@ def test_load_save_tile_join_are_registered_steps_in_the_one_namespace(plugin_si
         assert registry.operators.entry(name).plugin == "florin.operators"
     cut = []
 
-    def my_tile(shape, stride=None, *, halo="auto"):
+    def my_tile(*, shape, stride=None, halo="auto"):
         cut.append(shape)
-        return florin.tile(shape, stride, halo=halo)
+        return florin.tile(shape=shape, stride=stride, halo=halo)
 
     monkeypatch.setitem(registry.operators, "tile", my_tile)
     pipe = florin.pipeline_file.from_dict({"steps": [{"op": "tile", "shape": [2, 2]},

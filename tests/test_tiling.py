@@ -58,7 +58,7 @@ def footprints(draw, ndim):
 
 
 def tiled(steps, tile, stride, image):
-    return florin.Serial(florin.tile(shape=tile, stride=stride), *steps)(image)
+    return florin.Serial(florin.tile(shape=tile, stride=stride, blocks="tiles"), *steps)(image)
 
 
 @st.composite
@@ -110,7 +110,8 @@ def test_tiled_ndnt_then_morphology_chain_equals_whole_volume(case, data):
     steps = [thresholding.ndnt(**params), op(footprint=fp)]
     np.testing.assert_array_equal(tiled(steps, tile, stride, image).values, whole.values)
     # The same chain as a nested pipeline (halo from the pipeline's steps) and with Multithread.
-    nested = florin.Serial(florin.tile(shape=tile, stride=stride), florin.Multithread(*steps, workers=2))(image)
+    nested = florin.Serial(florin.tile(shape=tile, stride=stride, blocks="tiles"),
+                           florin.Multithread(*steps, workers=2))(image)
     np.testing.assert_array_equal(nested.values, whole.values)
 
 
@@ -139,6 +140,14 @@ def test_tiles_partition_the_volume_and_join_restores_it(geom, data):
 def test_invalid_tile_geometry_is_a_clear_error(shape, stride, match):
     with pytest.raises(florin.errors.TilingError, match=match):
         florin.tile(shape=shape, stride=stride)(np.zeros((10, 10)))
+
+
+@pytest.mark.parametrize("args, names", [(((4, 4),), "shape"), (((4, 4), 2), "shape, stride")])
+def test_tile_takes_its_options_by_keyword_only(args, names):
+    keywords = ", ".join(f"{n}=..." for n in names.split(", "))
+    with pytest.raises(florin.errors.ParameterTypeError, match=rf"^tile: pass {names} by keyword: tile\({keywords}\)$"):
+        florin.tile(*args)
+    assert florin.tile(shape=(4, 4), stride=2).stride == 2
 
 
 def test_tile_geometry_is_checked_when_the_step_is_built():

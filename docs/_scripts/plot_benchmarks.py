@@ -46,6 +46,7 @@ BENCHMARKS = {
     "tune": ([], ["--small", "--budget", "20"]),
     "kernels": ([], ["--mib", "8", "--rounds", "1"]),
     "pipeline": (["--mib", "64", "--rounds", "2"], ["--mib", "8", "--rounds", "1", "--no-dask"]),
+    "seed_tiles": ([], ["--quick"]),
 }
 
 

@@ -80,12 +80,12 @@ def read_hdf5(path, *, key=None, lazy=True):
     with _open_read(path) as f:
         key = _pick(path, f, key)
         ds = f[key]
-        shape, dtype = ds.shape, ds.dtype
+        shape, dtype, chunks = ds.shape, ds.dtype, ds.chunks
         raw = dict(ds.attrs)
         if dtype.kind not in "biufc":
             raise InputFileError(f"dataset {key!r} of {os.fspath(path)!r} holds {dtype}, not numbers")
         data = None if lazy else ds[()]
-    data = FileArray(path, "hdf5", key, shape, dtype, read_region) if lazy else data
+    data = FileArray(path, "hdf5", key, shape, dtype, read_region, chunks=chunks) if lazy else data
     vol = stored_volume(data, from_json(_text(raw.get("florin"))))
     if vol is not None:
         return vol

@@ -34,8 +34,8 @@ from florin.errors import FlorinError, InputFileError
 from florin.volume import as_volume, default_dims
 
 __all__ = [
-    "FileArray", "FileBackedArray", "cached_handle", "close_handles", "is_lazy", "lazy_volume", "memmap_source",
-    "read_raw", "sources", "wrappers",
+    "FileArray", "FileBackedArray", "cached_handle", "chunks_of", "close_handles", "is_lazy", "lazy_volume",
+    "memmap_source", "read_raw", "sources", "wrappers",
 ]
 
 
@@ -77,11 +77,15 @@ class FileArray(BackendArray):
     sink : object, optional
         The :class:`florin.io.ondisk_array.OnDiskArray` this array is being written
         through (set for tiles already written into an on-disk output).
+    chunks : tuple of int, optional
+        The stored array's chunk shape (HDF5's ``dataset.chunks``, Zarr's
+        ``.chunks``); None when it is stored contiguously. The planner aligns
+        the blocks of a tiled run to it (:func:`chunks_of`).
     """
 
-    __slots__ = ("dtype", "format", "key", "options", "path", "reader", "shape", "sink", "view")
+    __slots__ = ("chunks", "dtype", "format", "key", "options", "path", "reader", "shape", "sink", "view")
 
-    def __init__(self, path, format, key, shape, dtype, reader, options=None, *, view=None, sink=None):
+    def __init__(self, path, format, key, shape, dtype, reader, options=None, *, view=None, sink=None, chunks=None):
         self.path = os.path.normpath(os.fspath(path))
         self.format = format
         self.key = key
@@ -91,6 +95,7 @@ class FileArray(BackendArray):
         self.options = dict(options or {})
         self.view = view
         self.sink = sink
+        self.chunks = tuple(int(c) for c in chunks) if chunks is not None else None
 
     def __getitem__(self, key):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._read)
@@ -114,7 +119,7 @@ class FileArray(BackendArray):
         return (
             _rebuild,
             (self.path, self.format, self.key, self.shape, self.dtype.str if self.view is None else None,
-             self.reader, self.options, self.view, self.sink),
+             self.reader, self.options, self.view, self.sink, self.chunks),
         )
 
     def __repr__(self):
@@ -122,8 +127,8 @@ class FileArray(BackendArray):
         return f"FileArray({self.path!r}, format={self.format!r}{key}, shape={self.shape}, dtype={self.dtype})"
 
 
-def _rebuild(path, format, key, shape, dtype, reader, options, view, sink):
-    return FileArray(path, format, key, shape, dtype, reader, options, view=view, sink=sink)
+def _rebuild(path, format, key, shape, dtype, reader, options, view, sink, chunks=None):
+    return FileArray(path, format, key, shape, dtype, reader, options, view=view, sink=sink, chunks=chunks)
 
 
 def lazy_volume(array: FileArray, *, dims=None, coords=None, spacing=None, units=None, attrs=None, name=None):
@@ -253,6 +258,27 @@ def is_lazy(volume) -> bool:
     if isinstance(data, FileBackedArray):
         return True
     return bool(_backend_arrays(data)) or memmap_source(volume) is not None
+
+
+def chunks_of(volume):
+    """The chunk shape of the file a lazy volume reads, per axis of the volume; None when it has none.
+
+    Only a volume that is the stored array as it is (same shape: not a
+    slice or a transpose of it) answers with the file's chunks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chunks_of(np.zeros(3)) is None
+    True
+    """
+    if not isinstance(volume, xr.DataArray):
+        return None
+    for arr in _backend_arrays(volume.variable._data):
+        chunks = getattr(arr, "chunks", None)
+        if isinstance(arr, FileArray) and chunks is not None and arr.shape == tuple(volume.shape):
+            return chunks
+    return None
 
 
 def sources(volume) -> list:

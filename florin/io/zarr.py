@@ -139,7 +139,7 @@ def read_zarr(path, *, key=None, level=0, lazy=True):
     shape, dtype = tuple(array.shape), np.dtype(array.dtype)
     if dtype.kind not in "biufc":
         raise InputFileError(f"array {key or '/'!r} of {os.fspath(path)!r} holds {dtype}, not numbers")
-    data = FileArray(path, "zarr", key, shape, dtype, read_region) if lazy else array[...]
+    data = FileArray(path, "zarr", key, shape, dtype, read_region, chunks=array.chunks) if lazy else array[...]
     vol = stored_volume(data, meta, spacing=spacing)
     if vol is not None:
         return vol

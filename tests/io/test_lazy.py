@@ -140,7 +140,7 @@ def test_tiled_run_reads_each_tile_once(tmp_path, big, reads, name):
     out = _path(tmp_path, "seg.h5")
     pipe = florin.Serial(
         florin.load(_path(tmp_path, name)),
-        florin.tile(shape=(8, 32, 32)),
+        florin.tile(shape=(8, 32, 32), blocks="tiles"),  # the user's tiles: each read once
         florin.Serial(thresholding.ndnt(shape=(3, 9, 9), threshold=0.2), florin.save(out)),
     )
     result = pipe()
@@ -199,7 +199,7 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 pipe = florin.Serial(
     florin.load(src),
-    florin.tile(shape=(16, 256, 256)),
+    florin.tile(shape=(16, 256, 256), blocks="tiles"),  # the user's 2 MiB tiles bound the memory
     florin.Serial(thresholding.ndnt(shape=(3, 9, 9), threshold=0.2), florin.save(out)),
 )
 result = pipe()
