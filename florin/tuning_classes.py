@@ -31,7 +31,7 @@ from skimage.measure import label as label_regions
 
 from florin.errors import ParameterError
 from florin.regions import extent_names
-from florin.tuning import _grow, _Region, declared_halo
+from florin.tuning_regions import _grow, _Region, declared_halo
 
 __all__ = ["ClassBounds", "check_classes", "feature_names", "fit_classes", "learn_bounds", "measure", "parse_classes",
            "parse_classes_text"]

@@ -17,7 +17,7 @@ import numpy as np
 from florin.errors import OutputExistsError, ParameterError
 from florin.io.atomic import atomic_path
 from florin.preview import _pyplot
-from florin.tuning import _Region
+from florin.tuning_regions import _Region
 
 __all__ = ["report_figure", "save_report"]
 
