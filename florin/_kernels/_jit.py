@@ -70,9 +70,14 @@ def _compile_lock(path):
         os.close(fd)  # releases the lock
 
 
+def index_path(dispatcher):
+    """The path of ``dispatcher``'s numba cache index, or None when it has no on-disk cache."""
+    return getattr(getattr(getattr(dispatcher, "_cache", None), "_cache_file", None), "_index_path", None)
+
+
 def _share_compiles(dispatcher):
     """Compile ``dispatcher``'s signatures once across processes sharing its cache."""
-    index = getattr(getattr(getattr(dispatcher, "_cache", None), "_cache_file", None), "_index_path", None)
+    index = index_path(dispatcher)
     if fcntl is None or index is None:
         return
     lock = os.path.splitext(index)[0] + ".lock"

@@ -232,7 +232,10 @@ def _filter_block(src2, out2, plan, maximum, cval, ident, r0, r1):
             for j in range(xlo):
                 q = xmap[j]
                 ext[j] = src2[srow, q] if q >= 0 else cval
-            ext[xlo : xlo + n] = src2[srow]
+            # an element loop, not ``ext[xlo : xlo + n] = src2[srow]``: numba compiles a slice assignment's
+            # shape-mismatch error message (string formatting), ~2.5 s of the first run's compile
+            for x in range(n):
+                ext[xlo + x] = src2[srow, x]
             for j in range(xlo + n, m):
                 q = xmap[j]
                 ext[j] = src2[srow, q] if q >= 0 else cval

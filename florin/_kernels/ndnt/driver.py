@@ -12,7 +12,7 @@ import numpy as np
 from florin._kernels._alloc import empty
 from florin._kernels._threads import numba_threads
 from florin._kernels.ndnt.boxsum import _U, _axis_counts, _float_error_coefs
-from florin._kernels.ndnt.items import _item_direct, _item_plane, _run_parallel
+from florin._kernels.ndnt.items import _item_direct, _item_plane, _run_direct, _run_plane
 from florin._kernels.ndnt.threshold import (
     _I_NZ,
     _KIND_FLOAT,
@@ -97,7 +97,8 @@ def _solve3(src, sm, vals, vm, out, h, outer, e_src, dec, threads, budget, proto
                 unc += u
             return bad, unc
         with numba_threads(min(threads, len(items))):
-            return _run_parallel(src, sm, vals, vm, out, items, plane, cz, cy, cx, ip, fp, proto)
+            runner = _run_plane if plane else _run_direct
+            return runner(src, sm, vals, vm, out, items, cz, cy, cx, ip, fp, proto)
 
     bad, unc = run()
     if unc > _NZ_RERUN and src_is_image and not bad:

@@ -172,18 +172,29 @@ def _item_direct(src, sm, vals, vm, out, z0, z1, y0, y1, cz, cy, cx, ip, fp, pro
     return bad, unc
 
 
+# One runner per mode, not one taking ``plane`` as an argument: a run compiles only the mode it uses (the
+# other item kernel is ~2 s of compile on a cold numba cache, and a runner's own compile grows with its callees).
 @parallel_jit
-def _run_parallel(src, sm, vals, vm, out, items, plane, cz, cy, cx, ip, fp, proto):
-    """Run the work items ``(z0, z1, y0, y1)`` in parallel, one ``prange`` iteration each."""
+def _run_plane(src, sm, vals, vm, out, items, cz, cy, cx, ip, fp, proto):
+    """Run the plane-mode work items ``(z0, z1, y0, y1)`` in parallel, one ``prange`` iteration each."""
     bad = 0
     unc = 0
     for k in numba.prange(items.shape[0]):
-        if plane:
-            b, u = _item_plane(src, sm, vals, vm, out, items[k, 0], items[k, 1], cz, cy, cx, ip, fp, proto)
-        else:
-            b, u = _item_direct(
-                src, sm, vals, vm, out, items[k, 0], items[k, 1], items[k, 2], items[k, 3], cz, cy, cx, ip, fp, proto
-            )
+        b, u = _item_plane(src, sm, vals, vm, out, items[k, 0], items[k, 1], cz, cy, cx, ip, fp, proto)
+        bad += b
+        unc += u
+    return bad, unc
+
+
+@parallel_jit
+def _run_direct(src, sm, vals, vm, out, items, cz, cy, cx, ip, fp, proto):
+    """Run the direct-mode work items ``(z0, z1, y0, y1)`` in parallel, one ``prange`` iteration each."""
+    bad = 0
+    unc = 0
+    for k in numba.prange(items.shape[0]):
+        b, u = _item_direct(
+            src, sm, vals, vm, out, items[k, 0], items[k, 1], items[k, 2], items[k, 3], cz, cy, cx, ip, fp, proto
+        )
         bad += b
         unc += u
     return bad, unc
