@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from florin import _run, tilemeta
+from florin import _run, file_backed, tilemeta
 from florin.collection import Collection
 from florin.errors import ParameterError, ParameterTypeError, PipelineError, TilingError
 from florin.memory import sealed
@@ -107,14 +107,7 @@ def is_lazy(volume) -> bool:
     >>> is_lazy(as_volume(np.zeros((2, 2))))
     False
     """
-    return _io_lazy().is_lazy(volume)
-
-
-def _io_lazy():
-    """:mod:`florin.io.lazy`, imported when first used: florin.io imports this module (through io.written_join)."""
-    from florin.io import lazy
-
-    return lazy
+    return file_backed.is_lazy(volume)
 
 
 class TileRef:
@@ -136,7 +129,7 @@ class TileRef:
         return tilemeta.attach(self.volume[self.info.read_slices].load(), self.info)
 
     def __reduce__(self):
-        source = _io_lazy().memmap_source(self.volume)
+        source = file_backed.memmap_source(self.volume)
         if source is None:
             return (TileRef, (self.volume, self.info))  # lazy volumes pickle as file references
         filename, offset, strides = source
