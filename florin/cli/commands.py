@@ -14,7 +14,21 @@ import typer
 from florin.errors import InputFileError, MissingInputError, ParameterError
 from florin.registry import EXTRAS, get_registry
 
-__all__ = ["register"]
+__all__ = ["files", "register", "segmenting"]
+
+
+def files():
+    """:mod:`florin.cli._files` (I/O, pipelines; xarray): the one import of it, when a command first needs it."""
+    from florin.cli import _files
+
+    return _files
+
+
+def segmenting():
+    """:mod:`florin.cli._segmenting` (the operators, tuning, previews; numba): the one import of it, on first use."""
+    from florin.cli import _segmenting
+
+    return _segmenting
 
 
 def info(
@@ -23,19 +37,16 @@ def info(
                                help="Input format (see `florin formats`; default: from the extension)."),
 ):
     """Show shape, dtype, spacing and format of a volume file."""
-    from florin.io import _format, read
-    from florin.io.lazy import is_lazy
-    from florin.volume import get_spacing
-
-    fmt = _format(file, format)
-    vol = read(file, format=format)
-    lazy = is_lazy(vol)
+    io = files()
+    fmt = io._format(file, format)
+    vol = io.read(file, format=format)
+    lazy = io.is_lazy(vol)
     typer.echo(f"file:    {file}")
     typer.echo(f"format:  {fmt.name}")
     typer.echo(f"shape:   {tuple(vol.shape)}  dims: {', '.join(vol.dims)}")
     typer.echo(f"dtype:   {vol.dtype}  ({vol.nbytes / 2**20:.1f} MiB{', lazy' if lazy else ''})")
     units = vol.attrs.get("units", "")
-    typer.echo(f"spacing: {get_spacing(vol)}{' ' + units if units else ''}")
+    typer.echo(f"spacing: {io.get_spacing(vol)}{' ' + units if units else ''}")
 
 
 def plugins():
@@ -76,7 +87,7 @@ def ops():
 
 
 def _load_pipeline(path: Path):
-    from florin.pipelines import Pipeline
+    Pipeline = files().Pipeline
 
     if not path.exists():
         raise MissingInputError(f"pipeline file {os.fspath(path)!r} does not exist")
@@ -113,10 +124,9 @@ def _run_pipeline_script(path: Path) -> dict:
 
 def with_executor(pipeline, name: str | None, workers: int | None = None):
     """Rebuild ``pipeline`` with every (nested) pipeline run by executor ``name``."""
-    from florin.pipelines import Pipeline
-
     if name is None:
         return pipeline
+    Pipeline = files().Pipeline
     cls = get_registry().executor(name)
     options = {}
     if workers is not None:
@@ -140,25 +150,22 @@ def resumed_outputs(outputs, scratch, *, pipeline=None, output=None):
 
     With ``pipeline``: ``(its records folder, those paths)``; see :func:`florin.resume.partial_folder`.
     """
-    from florin.resume import FOLDER_SUFFIX, committed_outputs, partial_folder
-
+    io = files()
     found = set()
     for out in filter(None, outputs):
         out = Path(out)
-        folder = (Path(scratch) if scratch is not None else out.parent) / (out.name + FOLDER_SUFFIX)
-        found |= committed_outputs(folder)
+        folder = (Path(scratch) if scratch is not None else out.parent) / (out.name + io.FOLDER_SUFFIX)
+        found |= io.committed_outputs(folder)
     if pipeline is None:
         return found
-    return partial_folder(pipeline, scratch=scratch, output=output), found
+    return io.partial_folder(pipeline, scratch=scratch, output=output), found
 
 
 def run_options(memory, scratch) -> dict:
     """``memory=`` and ``scratch=`` for a pipeline call, from ``--memory`` and ``--scratch`` (checked now)."""
-    from florin.memory import parse_size
-
     options = {}
     if memory is not None:
-        options["memory"] = parse_size(memory, name="--memory")
+        options["memory"] = files().parse_size(memory, name="--memory")
     if scratch is not None:
         if scratch.exists() and not scratch.is_dir():
             raise ParameterError(f"--scratch must be a directory, got the file {os.fspath(scratch)!r}")
@@ -180,18 +187,16 @@ def run(
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ):
     """Run a pipeline file on INPUT."""
-    from florin.io import write
-
+    io = files()
     budget = run_options(memory, scratch)
 
     if input is not None and not os.path.exists(input):
         raise MissingInputError(f"input {input!r} does not exist")
     if output is not None and input is not None and os.path.exists(output) and os.path.samefile(output, input):
         raise ParameterError(f"output {os.fspath(output)!r} is the input; choose another output path")
-    from florin.io.outputs import check_outputs, pipeline_saves
 
     pipe = with_executor(_load_pipeline(pipeline), executor, workers)
-    saves = pipeline_saves(pipe)
+    saves = io.pipeline_saves(pipe)
     if overwrite:
         for step in saves:  # --overwrite applies to the pipeline's own save steps too
             step.overwrite = True
@@ -203,16 +208,14 @@ def run(
         if os.path.exists(output) and not overwrite:
             raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
     # Every output is checked before anything is computed (those a resumed run committed are not written again).
-    check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves
+    io.check_outputs([(f"save step {step.name!r}", step.path, step.overwrite) for step in saves
                    if os.path.realpath(step.path) not in done]
                   + ([("-o", output)] if output is not None else []), overwrite=overwrite)
     if input is not None and format is not None:
-        from florin.io import read
-
-        input = read(input, format=format)  # lazy: the pipeline's load() passes the volume on
+        input = io.read(input, format=format)  # lazy: the pipeline's load() passes the volume on
     result = pipe(input, **budget) if input is not None else pipe(**budget)
     if output is not None:
-        write(output, result, overwrite=overwrite)
+        io.write(output, result, overwrite=overwrite)
     shape = getattr(result, "shape", None)
     logging.getLogger("florin").info(f"done: {type(result).__name__}{' ' + str(tuple(shape)) if shape is not None else ''}")
 
@@ -227,18 +230,15 @@ def preview(
                                help="Format of VOLUME (see `florin formats`; default: from the extension)."),
 ):
     """Write a PNG of orthogonal mid-slices (or a z montage) with label overlays."""
-    from florin.io import read
-    from florin.io.outputs import check_outputs
-    from florin.preview import preview_title, save_preview
-
+    io, draw = files(), segmenting()
     if output.suffix.lower() != ".png":
         raise ParameterError(f"--output must end in .png, got {os.fspath(output)!r}")
     if output.exists() and not overwrite:
         raise ParameterError(f"output {os.fspath(output)!r} already exists; pass --overwrite to replace it")
-    check_outputs([("-o", output)], overwrite=overwrite)  # its folder is writable, before anything is read
-    vol = read(volume, format=format)
-    lab = read(labels) if labels is not None else None
-    save_preview(output, vol, lab, montage=montage, title=preview_title(volume, labels))
+    io.check_outputs([("-o", output)], overwrite=overwrite)  # its folder is writable, before anything is read
+    vol = io.read(volume, format=format)
+    lab = io.read(labels) if labels is not None else None
+    draw.save_preview(output, vol, lab, montage=montage, title=draw.preview_title(volume, labels))
     logging.getLogger("florin").info(f"wrote {output}")
 
 

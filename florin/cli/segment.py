@@ -13,7 +13,16 @@ from pathlib import Path
 import typer
 
 import florin
-from florin.cli.commands import MEMORY_HELP, RESUME_HELP, SCRATCH_HELP, resumed_outputs, run_options, with_executor
+from florin.cli.commands import (
+    MEMORY_HELP,
+    RESUME_HELP,
+    SCRATCH_HELP,
+    files,
+    resumed_outputs,
+    run_options,
+    segmenting,
+    with_executor,
+)
 from florin.errors import MissingInputError, OutputExistsError, ParameterError
 from florin.registry import get_registry
 
@@ -141,10 +150,8 @@ def build_segment_pipeline(
     Without classes the output is the instance label volume, with classes the
     class-label volume.
     """
-    import florin.conncomp as conncomp
-    import florin.morphology as morphology
-    import florin.thresholding as thresholding
-
+    ops = segmenting()
+    conncomp, morphology, thresholding = ops.conncomp, ops.morphology, ops.thresholding
     per_voxel = [
         thresholding.ndnt(shape=shape, threshold=threshold, polarity=polarity),
         morphology.binary_opening(),
@@ -213,9 +220,7 @@ def segment(
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ):
     """Segment a volume with the classic FLoRIN pipeline (NDNT, opening, objects, classes)."""
-    from florin.io import read
-    from florin.volume import check_single_channel
-
+    io = files()
     budget = run_options(memory, scratch)
 
     if not input.exists():
@@ -229,9 +234,7 @@ def segment(
             raise ParameterError(f"output {os.fspath(out)!r} already exists; pass --overwrite to replace it")
     for out in filter(None, (output, mask)):
         get_registry().format_for_path(out)
-    from florin.io.outputs import check_outputs
-
-    check_outputs([(name, out) for name, out in (("-o", output), ("--mask", mask), ("--objects", objects))
+    io.check_outputs([(name, out) for name, out in (("-o", output), ("--mask", mask), ("--objects", objects))
                    if out and os.path.realpath(out) not in done], overwrite=overwrite)
     if objects is not None and objects.suffix.lower() != ".csv":
         raise ParameterError(f"--objects must be a .csv file, got {os.fspath(objects)!r}")
@@ -246,12 +249,12 @@ def segment(
     if stride is not None and tile is None:
         raise ParameterError("--stride needs --tile: it is the step between tiles (e.g. --tile 10,64,64 "
                              "--stride 10,32,32)")
-    vol = read(input, format=format)
+    vol = io.read(input, format=format)
     if vol.ndim < 2 or vol.size == 0:
         # Checked when loading, not after the whole pipeline ran and the write failed.
         raise ParameterError(f"input {os.fspath(input)!r} has shape {tuple(vol.shape)}: segment needs a 2-D (y, x) "
                              "or 3-D (z, y, x) volume with voxels")
-    check_single_channel(vol, f"input {os.fspath(input)!r}")
+    io.check_single_channel(vol, f"input {os.fspath(input)!r}")
     shape = parse_ints(shape, "--shape")
     if auto:
         shape, threshold, polarity, min_size = _auto_parameters(vol, shape, threshold, polarity, min_size)
@@ -277,9 +280,7 @@ def segment(
 
 def _auto_parameters(vol, shape, threshold, polarity, min_size):
     """``--auto``: the estimated parameters (:func:`florin.tuning.estimate_parameters`) where none was given."""
-    from florin.tuning import estimate_parameters
-
-    estimate = estimate_parameters(vol)
+    estimate = segmenting().estimate_parameters(vol)
     chosen = {
         "shape": estimate["shape"] if shape is None else shape,
         "threshold": estimate["threshold"] if threshold is None else threshold,
@@ -296,10 +297,8 @@ def _auto_parameters(vol, shape, threshold, polarity, min_size):
 
 def _run_with_report(pipeline, data, **options):
     """Run ``pipeline`` with a progress bar (on a terminal) and log per-step timings (``options``: memory, scratch...)."""
-    from florin import _run
-
     progress = _progress()
-    with _run.observe(progress=progress) as observer:
+    with files()._run.observe(progress=progress) as observer:
         if progress is not None:
             progress.start()
         try:
@@ -315,13 +314,7 @@ def _progress():
     """A rich progress display on stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
         return None
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError:  # pragma: no cover
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return segmenting().progress_bar()
 
 
 def _report_timings(timings):
@@ -344,13 +337,8 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Phantom seed."),
 ):
     """Generate a phantom, run the seed's weak-classification pipeline on it and report accuracy."""
-    import florin.conncomp as conncomp
-    import florin.morphology as morphology
-    import florin.thresholding as thresholding
-    from florin.data import PHANTOM_CLASSES, class_accuracy, compile_demo_ahead, dice, phantom
-    from florin.preview import preview_title, save_preview
-    from florin.reconstruction import class_table
-
+    ops = segmenting()
+    conncomp, morphology, thresholding = ops.conncomp, ops.morphology, ops.thresholding
     shape = parse_ints(size, "--size")
     if not isinstance(shape, tuple) or len(shape) != 3:
         raise ParameterError(f"--size must be three integers z,y,x, got {size!r}")
@@ -358,8 +346,8 @@ def demo(
     start = time.perf_counter()
     # On a cold numba cache a background process compiles the kernels of the steps after NDNT while this one
     # compiles NDNT (two cores instead of one); a warm cache starts nothing.
-    with compile_demo_ahead():
-        sample = phantom(shape, seed=seed)
+    with ops.compile_demo_ahead():
+        sample = ops.phantom(shape, seed=seed)
         volume_path = directory / "volume.tif"
         florin.io.write(volume_path, florin.as_volume(sample.image, spacing=(1.0, 0.5, 0.5), units="um"),
                         overwrite=True)
@@ -375,7 +363,7 @@ def demo(
             conncomp.label(),
             morphology.remove_small_holes(max_size=19),
             conncomp.regionprops(intensity="input"),
-            parallel(florin.classify(*(florin.bounds_classifier(n, **b) for n, b in PHANTOM_CLASSES))),
+            parallel(florin.classify(*(florin.bounds_classifier(n, **b) for n, b in ops.PHANTOM_CLASSES))),
             _SaveObjects(directory / "objects.csv", overwrite=True),
             florin.reconstruct(),
             florin.save(directory / "labeled.tiff", overwrite=True),
@@ -385,19 +373,19 @@ def demo(
     # the same pictures `florin preview volume.tif --labels labeled.tiff` (or segmented.tiff) draws of these files
     volume = florin.io.read(volume_path)
     for png, result in (("preview.png", "labeled.tiff"), ("segmented.png", "segmented.tiff")):
-        save_preview(directory / png, volume, florin.io.read(directory / result), title=preview_title(volume_path,
-                                                                                                      result))
+        ops.save_preview(directory / png, volume, florin.io.read(directory / result),
+                         title=ops.preview_title(volume_path, result))
     elapsed = time.perf_counter() - start
 
-    table = class_table(classes)
+    table = ops.class_table(classes)
     values = classes.values
     typer.echo(f"florin demo: phantom {shape}, executor {executor}, {elapsed:.1f} s")
     for cid, name in sorted(table.items()):
         n_true = int((sample.object_classes == cid).sum())
         typer.echo(f"  {name:<12} {n_true:4d} true objects, {int((values == cid).sum()):8d} voxels")
-    typer.echo(f"  foreground Dice vs. ground truth: {dice(segmented, sample.labels > 0):.3f}")
+    typer.echo(f"  foreground Dice vs. ground truth: {ops.dice(segmented, sample.labels > 0):.3f}")
     typer.echo(f"  objects with their true class:    "
-               f"{100 * class_accuracy(sample.labels, sample.object_classes, values):.1f}%")
+               f"{100 * ops.class_accuracy(sample.labels, sample.object_classes, values):.1f}%")
     typer.echo(f"  outputs in {directory}/: volume.tif segmented.tiff labeled.tiff objects.csv preview.png segmented.png")
 
 

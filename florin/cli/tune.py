@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from florin.cli.commands import files, segmenting
 from florin.cli.segment import parse_ints
 from florin.errors import MissingInputError, ParameterError
 from florin.registry import get_registry
@@ -52,10 +53,7 @@ def tune(
     The written file runs unchanged with `florin run PIPELINE.toml VOLUME -o out.tif`. With --classes it also
     classifies the objects (bounds learned from the named --labels objects) and writes the class-label volume.
     """
-    from florin.io import read
-    from florin.pipeline_file import to_toml
-    from florin.tuning import tune as tune_volume
-
+    io, ops = files(), segmenting()
     for path, name in ((input, "input"), (annotation, "--annotation"), (labels, "--labels")):
         if path is not None and not path.exists():
             raise MissingInputError(f"{name} {os.fspath(path)!r} does not exist")
@@ -73,27 +71,23 @@ def tune(
         raise ParameterError("--report needs --annotation or --labels (without them nothing is searched)")
     tile_shape = None if tile.strip().lower() == "none" else "auto" if tile.strip().lower() == "auto" \
         else parse_ints(tile, "--tile")
-    volume = read(input, format=format)
-    ann = read(annotation).values if annotation is not None else None
-    lab = read(labels).values if labels is not None else None
+    volume = io.read(input, format=format)
+    ann = io.read(annotation).values if annotation is not None else None
+    lab = io.read(labels).values if labels is not None else None
     try:
-        pipeline, result = tune_volume(volume, ann, labels=lab, classes=class_map, metric=metric, budget=budget,
-                                       holdout=holdout, top=top, tile=tile_shape)
+        pipeline, result = ops.tune(volume, ann, labels=lab, classes=class_map, metric=metric, budget=budget,
+                                    holdout=holdout, top=top, tile=tile_shape)
     except ParameterError as error:  # name the option, not the Python parameter
         text = str(error)
         if text.startswith("classes: "):
             raise type(error)(f"--classes: {text[len('classes: '):]}") from None
         raise
-    text = to_toml(pipeline)
-    from florin.io.atomic import atomic_path
-
-    with atomic_path(output) as tmp:
+    text = ops.to_toml(pipeline)
+    with ops.atomic_path(output) as tmp:
         Path(tmp).write_text(text)
     typer.echo(result.summary())
     if report is not None:
-        from florin.tuning_report import save_report
-
-        save_report(report, result, overwrite=overwrite)
+        ops.save_report(report, result, overwrite=overwrite)
         typer.echo(f"report: {report}")
     typer.echo(f"wrote {output}; run it with: florin run {output} {input} -o segmented.tif")
     logging.getLogger("florin").debug(text)
@@ -107,11 +101,9 @@ def read_classes(spec: str) -> dict:
     >>> read_classes("cell=1-3;vasculature=4")
     {'cell': [1, 2, 3], 'vasculature': [4]}
     """
-    from florin.tuning_classes import parse_classes_text
-
     path = Path(spec)
     if path.suffix.lower() not in (".toml", ".json"):
-        return parse_classes_text(spec)
+        return segmenting().parse_classes_text(spec)
     if not path.exists():
         raise MissingInputError(f"--classes {spec!r} does not exist")
     try:
