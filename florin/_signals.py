@@ -95,11 +95,14 @@ def _send_again(signum):
 
 
 @contextlib.contextmanager
-def install():
+def install(*, restore=True):
     """While the block runs, SIGINT and SIGTERM raise in the main thread (no-op in other threads).
 
     The previous handlers and unraisable-exception hook are restored afterwards
-    (the CLI's ``main`` is also called in-process, by tests and scripts).
+    (the CLI's ``main`` is also called in-process, by tests and scripts). With
+    ``restore=False`` (the ``florin`` process itself, which exits next) they
+    are not: a late signal (a second worker's, one sent again) is recorded and
+    cannot kill the process by the default action before it exits with its code.
     """
     global _previous_hook, _pending, _deferred, _deferring, _installed
     if threading.current_thread() is not threading.main_thread():
@@ -118,11 +121,13 @@ def install():
         _deferring += 1  # from here on a signal is only recorded: the block ended, its outcome is decided
         with _installing:
             _installed = False
-            for signum, handler in before.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        sys.unraisablehook = hook
-        _pending = _deferred = None
-        _deferring = 0
+            if restore:
+                for signum, handler in before.items():
+                    signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if restore:
+            sys.unraisablehook = hook
+            _pending = _deferred = None
+            _deferring = 0
 
 
 def hold():

@@ -319,10 +319,10 @@ def block_shape(full_shape, halo, *, max_voxels, min_blocks=1, chunks=None) -> t
     --------
     >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40)
     (64, 512, 512)
-    >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40, min_blocks=4)
-    (64, 128, 512)
+    >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40, min_blocks=4)  # reads fewer halo voxels than (64, 128, 512)
+    (64, 256, 256)
     >>> block_shape((64, 512, 512), (7, 34, 34), max_voxels=2**40, min_blocks=4, chunks=(16, 200, 200))
-    (64, 400, 200)
+    (64, 400, 400)
     """
     full_shape = tuple(int(n) for n in full_shape)
     halo = tuple(int(min(h, n)) for h, n in zip(halo, full_shape, strict=True))

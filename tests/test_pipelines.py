@@ -170,7 +170,7 @@ def test_progress_ticks_once_per_tile_and_timings_are_recorded(volume):
             pass
 
     recorder = Recorder()
-    pipe = florin.Serial(florin.tile(shape=(12, 20, 24)), florin.Serial(thresholding.ndnt(shape=3)))
+    pipe = florin.Serial(florin.tile(shape=(12, 20, 24), blocks="tiles"), florin.Serial(thresholding.ndnt(shape=3)))
     with _run.observe(progress=recorder) as observer:
         pipe(volume)
     assert recorder.tasks == [("Serial over 4 tiles", 4)] and recorder.ticks == 4

@@ -74,8 +74,10 @@ def _exit_code(exc) -> int:
 def main(argv=None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
 
+    process = argv is None  # the florin process itself: it exits with the code, so handlers stay (recording)
     argv = list(sys.argv[1:] if argv is None else argv)
-    with warnings.catch_warnings(), _signals.install():  # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
+    # Ctrl-C and SIGTERM stop the run cleanly: exit 130 / 143
+    with warnings.catch_warnings(), _signals.install(restore=not process):
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):

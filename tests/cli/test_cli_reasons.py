@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 import florin
-from florin.cli import main
+from florin.cli import _files, _segmenting, main  # the modules the commands find io.read, save_preview in
 
 
 def _one_error_line(capsys, *needles):
@@ -38,7 +38,7 @@ def test_preview_into_a_read_only_folder_fails_before_reading(tmp_path, capsys, 
     # Reported read-only whoever runs the test (root ignores chmod).
     monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == os.fspath(locked)
                         else real_access(p, mode))
-    monkeypatch.setattr(florin.io, "read", lambda *a, **k: pytest.fail("read before the output was checked"))
+    monkeypatch.setattr(_files, "read", lambda *a, **k: pytest.fail("read before the output was checked"))
     assert main(["preview", str(path), "-o", str(locked / "p.png")]) == 1
     _one_error_line(capsys, "locked", "not writable")
     assert not any(locked.iterdir())
@@ -53,7 +53,7 @@ def test_an_operating_system_refusal_is_its_reason_not_an_internal_error(tmp_pat
     def refuse(target, *args, **kwargs):
         raise PermissionError(13, "Permission denied", os.fspath(target))
 
-    monkeypatch.setattr(florin.preview, "save_preview", refuse)
+    monkeypatch.setattr(_segmenting, "save_preview", refuse)  # where the CLI finds it
     assert main(["preview", str(path), "-o", str(out)]) == 1
     _one_error_line(capsys, "Permission denied", "p.png")
 

@@ -97,7 +97,7 @@ def test_an_error_a_signal_turned_into_is_reported_as_the_interrupt(tmp_path, mo
     """A library's bare ``except:`` can turn the KeyboardInterrupt into another error (multiprocess's import does:
     ModuleNotFoundError 'version'); the run was interrupted, and says so in one line."""
     from florin import _signals
-    from florin.cli import main
+    from florin.cli import _files, main
 
     path = tmp_path / "v.npy"
     np.save(path, np.zeros((4, 8, 8), np.uint16))
@@ -106,11 +106,11 @@ def test_an_error_a_signal_turned_into_is_reported_as_the_interrupt(tmp_path, mo
         _signals._pending = signal.SIGINT  # as _signals' handler records it
         raise ModuleNotFoundError("No module named 'version'")
 
-    monkeypatch.setattr(florin.io, "read", interrupted_read)
+    monkeypatch.setattr(_files, "read", interrupted_read)  # where the CLI's commands find it
     assert main(["info", str(path)]) == 130
     assert capsys.readouterr().err.strip() == "florin: interrupted"
     # without a signal, the same error is an internal error, as before
-    monkeypatch.setattr(florin.io, "read", lambda *a, **k: (_ for _ in ()).throw(ModuleNotFoundError("x")))
+    monkeypatch.setattr(_files, "read", lambda *a, **k: (_ for _ in ()).throw(ModuleNotFoundError("x")))
     assert main(["info", str(path)]) == 1
     assert "internal error: ModuleNotFoundError" in capsys.readouterr().err
 

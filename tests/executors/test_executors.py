@@ -256,7 +256,7 @@ class RecordingMultiprocess(Multiprocess):
 
 def test_in_memory_tiles_ship_only_their_voxels_and_come_back_as_cores(volume):
     ex = RecordingMultiprocess(thresholding.ndnt(shape=3), workers=2)
-    florin.Serial(florin.tile(shape=(6, 20, 24), stride=(6, 10, 12)), ex)(volume)
+    florin.Serial(florin.tile(shape=(6, 20, 24), stride=(6, 10, 12), blocks="tiles"), ex)(volume)
     tiles = florin.tile(shape=(6, 20, 24), stride=(6, 10, 12), halo=(1, 1, 1))(volume)
     assert ex.kinds == {"DataArray"}
     assert max(ex.shipped) < volume.nbytes / 2
@@ -434,7 +434,7 @@ def test_lazy_backend_volume_each_worker_reads_only_its_tile(tmp_path, volume):
     lazy = xr.DataArray(xr.core.indexing.LazilyIndexedArray(_LoggingBackend(path, log)), dims=("z", "y", "x"))
     assert is_lazy(lazy)
     shape, stride = (6, 20, 24), (6, 10, 12)
-    pipe = florin.Serial(florin.tile(shape=shape, stride=stride), Multiprocess(thresholding.ndnt(shape=3), workers=2))
+    pipe = florin.Serial(florin.tile(shape=shape, stride=stride, blocks="tiles"), Multiprocess(thresholding.ndnt(shape=3), workers=2))
     out = pipe(lazy)
     np.testing.assert_array_equal(out.values, thresholding.ndnt(volume, shape=3).values)
     reads = [line.split(" ", 1) for line in log.read_text().splitlines()]
