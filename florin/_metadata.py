@@ -24,7 +24,7 @@ import inspect
 import os
 import pprint
 
-from florin.builtin import _OPERATOR_MODULES, _STEPS, PARTS, builtin_catalog
+from florin.builtin import _OPERATOR_MODULES, _STEPS, PARTS, builtin_catalog, florinated_class
 
 __all__ = ["builtin_catalog", "describe_format", "describe_operator", "live_catalog", "write_catalog"]
 
@@ -62,8 +62,7 @@ def operator_summary(factory) -> str:
 
 def live_catalog():
     """The catalog as the imported built-in modules give it (what :func:`write_catalog` writes)."""
-    from florin.operators import Florinated
-
+    Florinated = florinated_class()
     operators = []
     for module_name in _OPERATOR_MODULES:
         module = importlib.import_module(module_name)

@@ -135,6 +135,14 @@ class Operators:
             registry.add_operator(row["name"], row["ref"], signature=row["signature"], summary=row["summary"])
 
 
+def florinated_class():
+    """:class:`florin.operators.Florinated`, imported when first needed (operators imports numpy; this module is on
+    every command, as is :mod:`florin._metadata`, which finds the class here too)."""
+    from florin.operators import Florinated
+
+    return Florinated
+
+
 def complete_operators(registry, name) -> bool:
     """Register the operators of the built-in module ``name`` points into, if the catalog lacks some.
 
@@ -146,8 +154,7 @@ def complete_operators(registry, name) -> bool:
     info = registry.plugins.get("florin.operators")
     if module_name not in _OPERATOR_MODULES or info is None or info.status != "loaded":
         return False
-    from florin.operators import Florinated
-
+    Florinated = florinated_class()
     module = importlib.import_module(module_name)
     prefix = module_name.rsplit(".", 1)[1]
     added = False

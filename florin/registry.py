@@ -29,6 +29,7 @@ import functools
 import importlib
 import importlib.metadata
 import os
+import sys
 import threading
 import warnings
 from collections.abc import MutableMapping
@@ -159,17 +160,26 @@ def _check_operator(name, obj):
         raise PluginError(f"operator {name!r} must be made with florin.florinate (or be a step factory), got {obj!r}")
 
 
-def _check_executor(name, obj):
-    from florin.pipelines import Pipeline
+def _defined(module, name):
+    """``module.name`` if ``module`` is imported, else None.
 
-    if not (isinstance(obj, type) and issubclass(obj, Pipeline)):
+    An executor subclasses :class:`florin.Pipeline` and a format is a :class:`florin.io.Format`: a plugin making
+    either has imported the module defining it, so a check needs no import of its own (both import xarray, and the
+    registry is on every command).
+    """
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None)
+
+
+def _check_executor(name, obj):
+    Pipeline = _defined("florin.pipelines", "Pipeline")
+    if not (Pipeline is not None and isinstance(obj, type) and issubclass(obj, Pipeline)):
         raise PluginError(f"executor {name!r} must be a subclass of florin.Pipeline, got {obj!r}")
 
 
 def _check_format(name, obj):
-    from florin.io import Format
-
-    if not isinstance(obj, Format):
+    Format = _defined("florin.io.formats", "Format")
+    if not (Format is not None and isinstance(obj, Format)):
         raise PluginError(f"format {name!r} must be a florin.io.Format, got {obj!r}")
 
 

@@ -124,7 +124,7 @@ def test_chunked_equals_serial_and_runs_in_chunks(volume):
 
     expected = build(florin.Serial)(volume)
     chunked = Chunked(sauvola(window_size=(3, 9, 9)), morphology.binary_opening(), chunk_size=4, workers=2)
-    pipeline = florin.Serial(florin.tile(shape=(6, 16, 16), stride=(6, 12, 12)), chunked)
+    pipeline = florin.Serial(florin.tile(shape=(6, 16, 16), stride=(6, 12, 12), blocks="tiles"), chunked)
     np.testing.assert_array_equal(pipeline(volume).values, expected.values)
     n_tiles = 2 * 4 * 5
     assert chunked.last_chunks == [4] * (n_tiles // 4)
