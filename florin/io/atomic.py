@@ -33,6 +33,17 @@ def fsync_file(path) -> None:
             os.close(fd)
 
 
+def workdir_for(path):
+    """The hidden folder beside ``path`` an output is written in before it is put in place, and its name there.
+
+    The folder's parent is created; the folder itself is not (the caller makes it where a failure removes it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = path.parent / f".{path.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
+    return workdir, workdir / path.name
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path; on success move it onto ``path``, on failure delete it.
@@ -54,10 +65,7 @@ def atomic_path(path):
     'done'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    workdir = path.parent / f".{path.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
-    tmp = workdir / path.name
+    workdir, tmp = workdir_for(path)
     try:
         with deferred():  # Ctrl-C right after the folder is made still removes it
             workdir.mkdir()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from florin import tilemeta
 from florin._signals import deferred, raise_if_received
 from florin.errors import FormatError, ParameterError, PipelineError
 from florin.io._blocks import copy_blocks
-from florin.io.atomic import _replace, remove_path
+from florin.io.atomic import _replace, remove_path, workdir_for
 from florin.io.formats import _check_dtype, _check_options, _format, check_output, read
 from florin.io.lazy import FileBackedArray, close_handles
 from florin.io.locks import file_lock
@@ -286,9 +285,7 @@ def create(path, shape=None, dtype=None, *, like=None, format=None, overwrite=Fa
     _check_dtype(fmt, dtype, path)  # before anything is created
     check_output(path, overwrite=overwrite, volume=like if isinstance(like, xr.DataArray) else None)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    workdir = target.parent / f".{target.name}.florin-{uuid.uuid4().hex[:8]}.tmp"
-    tmp = workdir / target.name
+    workdir, tmp = workdir_for(target)
     try:
         with deferred():  # Ctrl-C right after the folder is made still removes it
             workdir.mkdir()
