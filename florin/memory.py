@@ -328,6 +328,7 @@ def sealed(volume):
     mm = _scratch_map(data) if isinstance(data, np.ndarray) else None
     if mm is None or mm.mode == "r" or mm.shape != data.shape or mm.dtype != data.dtype:
         return volume
-    mm.flush()
+    # No flush: maps of one file share the page cache, so the read-only map (and a worker's) sees every
+    # write; msync would only force the volume to disk now, in the middle of the run.
     ro = np.load(mm.filename, mmap_mode="r")
     return xr.DataArray(ro, dims=volume.dims, coords=volume.coords, attrs=dict(volume.attrs), name=volume.name)

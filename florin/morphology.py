@@ -398,13 +398,10 @@ def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
         fill = sizes < min_size
         fill[0] = False
         to_fill = fill[holes]
-        # A filled hole takes the (largest) label that borders it: one
-        # neighbourhood-maximum pass, no per-voxel index arrays.
-        ids = np.flatnonzero(fill)
-        border = ndi.maximum_filter(data, footprint=_structure(data.ndim, connectivity))
+        # A filled hole takes the (largest) label that borders it, looked up around its voxels only.
         lut = np.zeros(len(sizes), dtype=data.dtype)
-        if ids.size:
-            lut[ids] = ndi.maximum(border, labels=holes, index=ids)
+        ids, vals = _ksizes.hole_border_max(holes, np.flatnonzero(fill), data, connectivity)
+        np.maximum.at(lut, ids, vals)
         out = np.where(to_fill, lut[holes], data)
     return like(out, vol)
 

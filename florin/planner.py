@@ -1,10 +1,12 @@
 """The planner: whole-volume steps on volumes above the memory budget run blockwise, by their declared kind.
 
-When a step of a pipeline gets a volume that lives on disk (an on-disk
-scratch volume the implicit join wrote because it was above the run's memory
-budget, or a lazily read file) and the step's in-memory form would not fit
-the budget (:data:`BYTES_PER_VOXEL` per voxel), the pipeline asks the planner
-instead of calling the step. The planner reads only the step's declarations
+When a step of a pipeline gets a volume whose in-memory form would not fit
+the budget (:data:`BYTES_PER_VOXEL` per voxel: the step's labels, masks and
+temporaries), the pipeline asks the planner instead of calling the step. The
+volume may be on disk (an on-disk scratch volume the implicit join wrote
+because it was above a quarter of the budget, or a lazily read file) or in
+memory (it fits, its step's temporaries do not; under worker processes it is
+copied to a scratch volume first, so that they read their blocks from it). The planner reads only the step's declarations
 (:mod:`florin.steps`), never which operator it is:
 
 * a ``map`` step (it declares a finite halo) runs tile by tile over blocks of
@@ -174,7 +176,7 @@ def plan(step, datum, pipeline):
     state = _run.current()
     scratch = getattr(state, "scratch", None) if state is not None else None
     volume = _volume_of(datum)
-    if scratch is None or volume is None or volume.ndim == 0 or not on_disk(volume):
+    if scratch is None or volume is None or volume.ndim == 0:
         return NOT_PLANNED
     if tilemeta.info_of(datum) is not None:
         return NOT_PLANNED  # a tile: the tiled run already bounds it
@@ -184,6 +186,10 @@ def plan(step, datum, pipeline):
         return NOT_PLANNED
     shape = tuple(volume.shape)
     executor = block_executor(step, pipeline)
+    if executor is not None and not executor.in_process and not on_disk(volume):
+        # A volume held in memory (it fits the budget, its step's temporaries do not) goes to scratch
+        # once, so that worker processes read their blocks from the file instead of each getting a copy.
+        datum = _spilled(datum, scratch)
     impl = _steps.blockwise_impl(step)
     if impl is not None:
         result = impl(datum, allocate=_shared_allocator(scratch, executor), blocks=blocks_for(shape, scratch.budget),
@@ -193,6 +199,21 @@ def plan(step, datum, pipeline):
     if kind == "map" and _steps.per_item(step) and isinstance(datum, xr.DataArray):
         return _tiled_map(step, datum, executor if executor is not None else pipeline, scratch.budget)
     return NOT_PLANNED
+
+
+def _spilled(datum, scratch):
+    """``datum`` with its volume (a regions table's: its labels) copied into a read-only scratch memory map."""
+    volume = _volume_of(datum)
+    mm = scratch.allocate(volume.shape, volume.dtype, force=True)
+    data = volume.values
+    step = max(1, (64 << 20) // max(1, data[:1].nbytes))  # a few planes at a time: no second copy in memory
+    for z in range(0, data.shape[0], step):
+        mm[z:z + step] = data[z:z + step]
+    copy = sealed(xr.DataArray(mm, dims=volume.dims, coords=volume.coords, attrs=dict(volume.attrs), name=volume.name))
+    if isinstance(datum, xr.DataArray):
+        return copy
+    datum.labels = copy
+    return datum
 
 
 def _shared_allocator(scratch, executor):

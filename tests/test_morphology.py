@@ -50,6 +50,28 @@ def test_remove_small_holes_on_masks_and_labels():
     assert out[3, 2] == 4 and set(np.unique(out)) == {0, 4, 7}
 
 
+@pytest.mark.parametrize("shape", [(40, 37), (9, 17, 19)])
+def test_remove_small_holes_on_labels_equals_scipy_neighbourhood_maximum(shape, rng):
+    # The reference: a filled hole takes the largest label of scipy's maximum_filter over the hole.
+    from scipy import ndimage as ndi
+
+    for connectivity in range(1, len(shape) + 1):
+        cells = np.indices(shape) // 4  # blocks of 4 voxels a side, numbered: labels that touch each other
+        labels = (np.ravel_multi_index(tuple(cells), tuple(c.max() + 1 for c in cells)) + 1).astype(np.uint16)
+        labels[rng.random(shape) > 0.9] = 0  # small holes, some between two labels
+        holes, n = ndi.label(labels == 0, ndi.generate_binary_structure(len(shape), connectivity))
+        sizes = np.bincount(holes.ravel())
+        fill = (sizes <= 3) & (np.arange(n + 1) > 0)
+        border = ndi.maximum_filter(labels, footprint=ndi.generate_binary_structure(len(shape), connectivity))
+        lut = np.zeros(n + 1, labels.dtype)
+        ids = np.flatnonzero(fill)
+        lut[ids] = ndi.maximum(border, labels=holes, index=ids)
+        expected = np.where(fill[holes], lut[holes], labels)
+        out = morphology.remove_small_holes(labels, max_size=3, connectivity=connectivity).values
+        assert fill.any()
+        np.testing.assert_array_equal(out, expected)
+
+
 def test_remove_small_objects_keeps_labels():
     labels = np.zeros((5, 5), np.uint16)
     labels[0, 0] = 3

@@ -25,7 +25,7 @@ from florin._kernels._jit import jit, parallel_jit
 from florin._kernels._threads import parallel_guard
 from florin._kernels.label import _check_connectivity, label_runs
 
-__all__ = ["remove_small_objects", "remove_small_holes", "label_sizes", "remove_labels"]
+__all__ = ["hole_border_max", "label_sizes", "remove_labels", "remove_small_holes", "remove_small_objects"]
 
 
 @jit
@@ -201,3 +201,101 @@ def remove_labels(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
     with parallel_guard():
         _drop(src.reshape(-1), out.reshape(-1), np.ascontiguousarray(drop, np.bool_))
     return out
+
+
+@jit
+def _border_max(holes, table, data, shape, offsets, lo, hi):
+    """(hole id, largest neighbour value) for each voxel in ``[lo, hi)`` whose hole ``table`` selects."""
+    nd = shape.shape[0]
+    strides = np.ones(nd, np.int64)
+    for a in range(nd - 2, -1, -1):
+        strides[a] = strides[a + 1] * shape[a + 1]
+    limit = table.shape[0]
+    count = 0
+    for i in range(holes.shape[0]):
+        h = holes[i]
+        if h < limit and table[h]:
+            count += 1
+    ids = np.empty(count, np.int64)
+    vals = np.zeros(count, data.dtype)
+    coord = np.empty(nd, np.int64)
+    k = 0
+    for i in range(holes.shape[0]):
+        h = holes[i]
+        if not (h < limit and table[h]):
+            continue
+        rest = i
+        inside = True
+        for a in range(nd):
+            coord[a] = rest // strides[a]
+            rest -= coord[a] * strides[a]
+            if coord[a] < lo[a] or coord[a] >= hi[a]:
+                inside = False
+        if not inside:
+            continue
+        best = data[i]
+        for o in range(offsets.shape[0]):
+            j = 0
+            ok = True
+            for a in range(nd):
+                c = coord[a] + offsets[o, a]
+                if c < 0 or c >= shape[a]:
+                    ok = False
+                    break
+                j += c * strides[a]
+            if ok and data[j] > best:
+                best = data[j]
+        ids[k] = h
+        vals[k] = best
+        k += 1
+    return ids[:k], vals[:k]
+
+
+def hole_border_max(holes, fill, data, connectivity, core=None):
+    """Per voxel of a selected hole: its hole id and the largest value of ``data`` in its neighbourhood.
+
+    The neighbourhood is ``scipy.ndimage.generate_binary_structure(ndim,
+    connectivity)`` around the voxel, clipped at the array's edges (what
+    ``maximum_filter``'s default ``reflect`` mode gives for that footprint),
+    so the largest value over a hole's voxels is scipy's
+    ``maximum(maximum_filter(data, footprint), labels=holes, index=fill)``.
+
+    Parameters
+    ----------
+    holes : numpy.ndarray
+        Non-negative integer labels of the holes.
+    fill : numpy.ndarray
+        Hole ids to report (others are skipped).
+    data : numpy.ndarray
+        Values of the same shape (the label image around the holes).
+    connectivity : int
+        ``1..ndim``.
+    core : tuple of slice, optional
+        Report only voxels inside this box (the rest is context).
+
+    Returns
+    -------
+    ids, values : numpy.ndarray
+        One entry per reported voxel (reduce with ``np.maximum.at``).
+
+    Examples
+    --------
+    >>> data = np.array([[0, 3, 0, 0], [5, 0, 0, 2]], np.uint8)
+    >>> holes = np.array([[1, 0, 2, 2], [0, 2, 2, 0]], np.uint8)
+    >>> hole_border_max(holes, np.array([2]), data, 1)
+    (array([2, 2, 2, 2]), array([3, 2, 5, 2], dtype=uint8))
+    """
+    holes, data = np.ascontiguousarray(holes), np.ascontiguousarray(data)
+    nd = holes.ndim
+    connectivity = _check_connectivity(connectivity, nd)
+    fill = np.asarray(fill).reshape(-1)
+    table = np.zeros(int(fill.max()) + 1 if fill.size else 0, np.bool_)
+    table[fill] = True
+    grid = np.indices((3,) * nd).reshape(nd, -1).T - 1
+    nonzero = (grid != 0).sum(axis=1)  # generate_binary_structure: at most `connectivity` axes move
+    offsets = np.ascontiguousarray(grid[(nonzero > 0) & (nonzero <= connectivity)], np.int64)
+    shape = np.array(holes.shape, np.int64)
+    core = core or tuple(slice(0, n) for n in holes.shape)
+    lo = np.array([s.start for s in core], np.int64)
+    hi = np.array([s.stop for s in core], np.int64)
+    return _border_max(holes.reshape(-1), table, data.reshape(-1), shape, offsets, lo, hi)

@@ -114,7 +114,11 @@ class Source:
     __slots__ = ("arr",)
 
     def __init__(self, arr):
-        self.arr = arr.arr if isinstance(arr, Source) else arr
+        arr = arr.arr if isinstance(arr, Source) else arr
+        data = getattr(getattr(arr, "variable", None), "_data", None)
+        if isinstance(data, np.ndarray):
+            arr = data  # a DataArray over a (memory-mapped) array: slice the array, pickle it as a reference
+        self.arr = arr
 
     @property
     def shape(self):

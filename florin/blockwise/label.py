@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from florin._kernels import ids as _kids
 from florin._kernels import label as _klabel
 from florin.blockwise._arrays import Sink, Source, in_process, is_shared_memmap
 from florin.errors import ParameterError
@@ -107,16 +108,12 @@ def _label_block(mask, work, connectivity, shape, invert, task):
     fg = data == 0 if invert else data
     local, n = _klabel.label(fg, connectivity)
     first = _klabel.first_flat_index(local, n, origin=[s.start for s in block], shape=shape)
-    ids = np.where(local != 0, local.astype(np.int64) + offset, 0)
-    return n, first, work.put(block, ids.astype(work.dtype, copy=False))
+    return n, first, work.put(block, _kids.shift(local, offset, work.dtype))
 
 
 def _compact(ids, offsets, bases):
     """Provisional ids (``local + offset``) to dense ids (``local + base``); 0 stays 0."""
-    ids = ids.astype(np.int64, copy=False)
-    t = np.searchsorted(offsets, ids, side="left") - 1
-    t = np.maximum(t, 0)
-    return np.where(ids != 0, ids - offsets[t] + bases[t], 0)
+    return _kids.compact(ids, offsets, bases)
 
 
 def _shell_pairs(work, connectivity, shape, offsets, bases, block):
@@ -138,8 +135,7 @@ def _shell_pairs(work, connectivity, shape, offsets, bases, block):
 def _relabel_block(work, out, task):
     """Pass 3: one block's provisional ids to final labels (``final[local]``, 0 stays 0); the pending write."""
     block, offset, final = task
-    ids = work[block].astype(np.int64, copy=False)
-    return out.put(block, final[np.where(ids != 0, ids - offset, 0)].astype(out.dtype, copy=False))
+    return out.put(block, _kids.relabel(work[block], offset, final, out.dtype))
 
 
 @contextlib.contextmanager

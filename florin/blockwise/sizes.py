@@ -15,9 +15,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from florin._kernels.label import label_dtype
+from florin._kernels.sizes import hole_border_max
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
 from florin.errors import FlorinDeprecationWarning, ParameterError
@@ -116,17 +116,12 @@ def _remove_block(image, labels, small, out, block):
     return out.put(block, np.where(drop, np.zeros((), data.dtype), data))
 
 
-def _hole_border_max(image, holes, fill, footprint, block):
-    """Per filled hole present in ``block``: the largest label in its neighbourhood."""
+def _hole_border_max(image, holes, fill, connectivity, block):
+    """Per voxel of a filled hole in ``block``: its hole id and the largest label in its neighbourhood."""
     shape = image.shape
     ext = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(block, shape, strict=True))
     core = tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(block, ext, strict=True))
-    border = ndi.maximum_filter(image[ext], footprint=footprint)[core]
-    h = holes[block]
-    ids = np.intersect1d(np.unique(h), fill)
-    if not ids.size:
-        return ids, np.zeros(0, border.dtype)
-    return ids, np.asarray(ndi.maximum(border, labels=h, index=ids), border.dtype).reshape(-1)
+    return hole_border_max(holes[ext], fill, image[ext], connectivity, core)
 
 
 def _fill_block(image, holes, fill, lut_ids, lut_vals, out, block):
@@ -257,9 +252,8 @@ def remove_small_holes(
         fill = _small_ids(holes, blocks, min_size, map)
         lut_ids = lut_vals = np.zeros(0, image.dtype)
         if np.dtype(image.dtype) != bool and fill.size:
-            footprint = ndi.generate_binary_structure(len(shape), connectivity)
             parts = list(
-                map(functools.partial(_hole_border_max, Source(image), Source(holes), fill, footprint), blocks)
+                map(functools.partial(_hole_border_max, Source(image), Source(holes), fill, connectivity), blocks)
             )
             ids = np.concatenate([p[0] for p in parts])
             vals = np.concatenate([p[1] for p in parts]).astype(image.dtype, copy=False)
