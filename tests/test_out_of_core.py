@@ -299,7 +299,7 @@ def test_executors_agree_with_serial_under_a_tiny_budget(tmp_path):
 
 
 #: The per-block functions of the seed's planned steps (label, remove_small_holes, regionprops, reconstruct).
-SEED_BLOCK_FUNCTIONS = {"_label_block", "_shell_pairs", "_relabel_block", "_block_counts", "_fill_block",
+SEED_BLOCK_FUNCTIONS = {"_label_block", "_shell_pairs", "_relabel_block", "_fill_block",
                         "_block_stats", "_lookup_block"}
 
 

@@ -25,7 +25,9 @@ from florin._kernels._jit import jit, parallel_jit
 from florin._kernels._threads import parallel_guard
 from florin._kernels.label import _check_connectivity, label_runs
 
-__all__ = ["hole_border_max", "label_sizes", "remove_labels", "remove_small_holes", "remove_small_objects"]
+_CHUNK = 1 << 16
+
+__all__ = ["hole_border_max", "label_sizes", "replace_ids", "remove_labels", "remove_small_holes", "remove_small_objects"]
 
 
 @jit
@@ -299,3 +301,44 @@ def hole_border_max(holes, fill, data, connectivity, core=None):
     lo = np.array([s.start for s in core], np.int64)
     hi = np.array([s.stop for s in core], np.int64)
     return _border_max(holes.reshape(-1), table, data.reshape(-1), shape, offsets, lo, hi)
+
+
+@parallel_jit
+def _replace(data, ids, table, values, out):
+    n = data.shape[0]
+    limit = table.shape[0]
+    for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            k = ids[i]
+            out[i] = values[table[k]] if k < limit and table[k] >= 0 else data[i]
+
+
+def replace_ids(data, ids, which, values):
+    """``data`` with the voxels whose id (in ``ids``) is ``which[j]`` set to ``values[j]``, as a new array.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The values kept elsewhere.
+    ids : numpy.ndarray
+        Non-negative integer ids of the same shape.
+    which : numpy.ndarray
+        Distinct ids to replace.
+    values : numpy.ndarray or scalar
+        Their new values (one per id, or one for all), cast to ``data``'s dtype.
+
+    Examples
+    --------
+    >>> replace_ids(np.array([5, 6, 7]), np.array([1, 2, 3]), np.array([3, 1]), np.array([0, 9]))
+    array([9, 6, 0])
+    """
+    data, ids = np.ascontiguousarray(data), np.ascontiguousarray(ids)
+    which = np.asarray(which, np.int64).reshape(-1)
+    values = np.broadcast_to(np.asarray(values, data.dtype), which.shape) if which.size else np.zeros(1, data.dtype)
+    table = np.full(int(which.max()) + 1 if which.size else 0, -1, np.int32)  # id -> row in values
+    table[which] = np.arange(which.size)
+    out = empty(data.shape, data.dtype)
+    if data.size:
+        with parallel_guard():
+            _replace(data.reshape(-1), ids.reshape(-1), table, np.ascontiguousarray(values), out.reshape(-1))
+    return out

@@ -26,6 +26,7 @@ import numpy as np
 
 from florin._kernels import ids as _kids
 from florin._kernels import label as _klabel
+from florin._kernels import sizes as _ksizes
 from florin.blockwise._arrays import Sink, Source, in_process, is_shared_memmap
 from florin.errors import ParameterError
 
@@ -101,14 +102,15 @@ def _check_connectivity(connectivity, ndim, what):
     return int(connectivity)
 
 
-def _label_block(mask, work, connectivity, shape, invert, task):
-    """Pass 1: label one block, write provisional ids, return ``(n, first, pending write)``."""
+def _label_block(mask, work, connectivity, shape, invert, count, task):
+    """Pass 1: label one block, write provisional ids; ``(n, first, pending write, voxels per id or None)``."""
     block, offset = task
     data = mask[block]
     fg = data == 0 if invert else data
     local, n = _klabel.label(fg, connectivity)
     first = _klabel.first_flat_index(local, n, origin=[s.start for s in block], shape=shape)
-    return n, first, work.put(block, _kids.shift(local, offset, work.dtype))
+    sizes = _ksizes.label_sizes(local)[1:] if count else None
+    return n, first, work.put(block, _kids.shift(local, offset, work.dtype)), sizes
 
 
 def _compact(ids, offsets, bases):
@@ -161,8 +163,12 @@ def _provisional(out, shape, map):
             del work
 
 
-def _label_into(mask, out, blocks, connectivity, map, what, invert=False):
-    """Blockwise labels of ``mask`` (or of its zeros with ``invert``) into ``out``; returns N."""
+def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=False):
+    """Blockwise labels of ``mask`` (or of its zeros with ``invert``) into ``out``; returns N.
+
+    With ``count``, returns ``(N, voxels)``: ``voxels[k]`` is the size of label ``k`` (``voxels[0]`` is 0),
+    summed from the blocks' own counts, so the size filters need no pass over the labels to count them.
+    """
     shape = _check_arrays(mask, out, what)
     connectivity = _check_connectivity(connectivity, len(shape), what)
     out_dtype = np.dtype(out.dtype)
@@ -176,12 +182,14 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False):
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     with _provisional(out, shape, map) as work:
         sink, work_sink = Sink(out), Sink(work)
-        step1 = functools.partial(_label_block, Source(mask), work_sink, connectivity, shape, invert)
-        counts, firsts = [], []
-        for n, first, pending in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
+        step1 = functools.partial(_label_block, Source(mask), work_sink, connectivity, shape, invert, count)
+        counts, firsts, voxels = [], [], [np.zeros(1, np.int64)]  # voxels per dense id, 0 first
+        for n, first, pending, block_voxels in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
             work_sink.apply(pending)
             counts.append(int(n))
             firsts.append(first)
+            if count:
+                voxels.append(block_voxels)
         bases = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         n_prov = int(sum(counts))
         step2 = functools.partial(_shell_pairs, Source(work), connectivity, shape, offsets, bases)
@@ -195,7 +203,13 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False):
         ]
         for pending in map(functools.partial(_relabel_block, Source(work), sink), tasks):
             sink.apply(pending)
-    return int(relabel.max()) if relabel.size else 0
+    n_final = int(relabel.max()) if relabel.size else 0
+    if not count:
+        return n_final
+    per_label = np.zeros(n_final + 1, np.int64)
+    np.add.at(per_label, relabel, np.concatenate(voxels))
+    per_label[0] = 0
+    return n_final, per_label
 
 
 def label(mask, out, *, blocks, connectivity=1, map=map) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from florin._kernels.label import label_dtype
-from florin._kernels.sizes import hole_border_max
+from florin._kernels.sizes import hole_border_max, replace_ids
 from florin.blockwise._arrays import Sink, Source
 from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
 from florin.errors import FlorinDeprecationWarning, ParameterError
@@ -111,9 +111,13 @@ def _small_ids(labels, blocks, min_size, map):
 
 
 def _remove_block(image, labels, small, out, block):
-    data = image[block]
-    drop = np.isin(labels[block], small)
-    return out.put(block, np.where(drop, np.zeros((), data.dtype), data))
+    return out.put(block, replace_ids(image[block], labels[block], small, 0))
+
+
+def _small_of(voxels, min_size):
+    """Nonzero ids whose voxel count (``voxels[id]``) is below ``min_size``."""
+    ids = np.flatnonzero(voxels < min_size)
+    return ids[ids != 0]
 
 
 def _hole_border_max(image, holes, fill, connectivity, block):
@@ -124,15 +128,9 @@ def _hole_border_max(image, holes, fill, connectivity, block):
     return hole_border_max(holes[ext], fill, image[ext], connectivity, core)
 
 
-def _fill_block(image, holes, fill, lut_ids, lut_vals, out, block):
-    data = image[block]
-    h = holes[block]
-    to_fill = np.isin(h, fill)
-    if data.dtype == bool:
-        return out.put(block, data | to_fill)
-    pos = np.clip(np.searchsorted(lut_ids, h), 0, max(lut_ids.size - 1, 0))
-    vals = lut_vals[pos] if lut_ids.size else np.zeros(h.shape, data.dtype)
-    return out.put(block, np.where(to_fill, vals, data))
+def _fill_block(image, holes, fill, values, out, block):
+    """The block with the voxels of the holes ``fill`` set to ``values`` (one per hole)."""
+    return out.put(block, replace_ids(image[block], holes[block], fill, values))
 
 
 def _each_block(func, out, map, blocks):
@@ -201,8 +199,8 @@ def remove_small_objects(
         _each_block(functools.partial(_remove_block, Source(image), Source(image), small), out, map, blocks)
         return
     with _scratch_labels(shape, scratch) as labels:
-        _label_into(image, labels, blocks, connectivity, map, what)
-        small = _small_ids(labels, blocks, min_size, map)
+        _, voxels = _label_into(image, labels, blocks, connectivity, map, what, count=True)
+        small = _small_of(voxels, min_size)
         _each_block(functools.partial(_remove_block, Source(image), Source(labels), small), out, map, blocks)
 
 
@@ -248,17 +246,16 @@ def remove_small_holes(
     what = "blockwise.remove_small_holes()"
     shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
     with _scratch_labels(shape, scratch) as holes:
-        _label_into(image, holes, blocks, connectivity, map, what, invert=True)
-        fill = _small_ids(holes, blocks, min_size, map)
-        lut_ids = lut_vals = np.zeros(0, image.dtype)
-        if np.dtype(image.dtype) != bool and fill.size:
-            parts = list(
-                map(functools.partial(_hole_border_max, Source(image), Source(holes), fill, connectivity), blocks)
-            )
-            ids = np.concatenate([p[0] for p in parts])
-            vals = np.concatenate([p[1] for p in parts]).astype(image.dtype, copy=False)
-            lut_ids, inverse = np.unique(ids, return_inverse=True)
-            lut_vals = np.zeros(lut_ids.size, image.dtype)
-            np.maximum.at(lut_vals, inverse.ravel(), vals)
-        fill_step = functools.partial(_fill_block, Source(image), Source(holes), fill, lut_ids, lut_vals)
+        _, voxels = _label_into(image, holes, blocks, connectivity, map, what, invert=True, count=True)
+        fill = _small_of(voxels, min_size)
+        values = np.ones(fill.size, bool)  # a mask: the holes become foreground
+        if np.dtype(image.dtype) != bool:  # a label image: each hole takes the largest label bordering it
+            values = np.zeros(fill.size, image.dtype)
+            if fill.size:
+                parts = list(
+                    map(functools.partial(_hole_border_max, Source(image), Source(holes), fill, connectivity), blocks)
+                )
+                ids = np.concatenate([p[0] for p in parts])
+                np.maximum.at(values, np.searchsorted(fill, ids), np.concatenate([p[1] for p in parts]))
+        fill_step = functools.partial(_fill_block, Source(image), Source(holes), fill, values)
         _each_block(fill_step, out, map, blocks)

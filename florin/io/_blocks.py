@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
+import math
 import os
 import sys
 
 import numpy as np
 
-__all__ = ["BLOCK_BYTES", "blocks", "copy_blocks", "default_chunks", "flushed", "reserve"]
+__all__ = ["BLOCK_BYTES", "blocks", "chunk_blocks", "copy_blocks", "default_chunks", "flushed", "reserve"]
 
 #: Size of the blocks writers copy at a time.
 BLOCK_BYTES = 64 * 2**20
@@ -54,11 +56,52 @@ def blocks(shape, itemsize, max_bytes=BLOCK_BYTES):
             yield (*(slice(i, i + 1) for i in outer), slice(start, stop), *(slice(0, n) for n in shape[split + 1 :]))
 
 
+def chunk_blocks(shape, chunks, itemsize, max_bytes=BLOCK_BYTES):
+    """Slices that cover ``shape`` in C order, each made of whole ``chunks`` (clipped at the edges).
+
+    A compressed chunked file (HDF5, Zarr) written in such blocks compresses
+    every chunk once; a block that cuts a chunk makes the library read the
+    chunk back, decompress it and compress it again at every later write.
+    From the last axis on, a block takes the whole axis while it stays within
+    ``max_bytes``, else the most chunks along it that do (at least one).
+
+    Examples
+    --------
+    >>> [b[0] for b in chunk_blocks((10, 4, 4), (4, 2, 2), 1, max_bytes=4 * 16)]
+    [slice(0, 4, None), slice(4, 8, None), slice(8, 10, None)]
+    >>> [(b[0], b[1]) for b in chunk_blocks((4, 8), (2, 2), 1, max_bytes=4)][:2]
+    [(slice(0, 2, None), slice(0, 2, None)), (slice(0, 2, None), slice(2, 4, None))]
+    """
+    shape = tuple(int(n) for n in shape)
+    if not shape or any(n == 0 for n in shape):
+        yield from blocks(shape, itemsize, max_bytes)
+        return
+    block = [max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True)]
+    for axis in range(len(shape) - 1, -1, -1):
+        others = itemsize * math.prod(block[:axis] + block[axis + 1:])
+        fit = max(block[axis], (max_bytes // others) // block[axis] * block[axis])
+        block[axis] = min(shape[axis], fit)
+        if block[axis] < shape[axis]:
+            break
+    ranges = [[slice(i, min(i + b, n)) for i in range(0, n, b)] for b, n in zip(block, shape, strict=True)]
+    yield from itertools.product(*ranges)
+
+
 def copy_blocks(target, volume, dtype=None, max_bytes=BLOCK_BYTES) -> None:
-    """``target[...] = volume`` one block at a time (reads lazy volumes block by block)."""
+    """``target[...] = volume`` one block at a time (reads lazy volumes block by block).
+
+    A chunked ``target`` (its ``chunks`` attribute: h5py, Zarr) is written in
+    blocks of whole chunks (:func:`chunk_blocks`).
+    """
     shape = tuple(volume.shape)
     dtype = np.dtype(dtype if dtype is not None else volume.dtype)
-    for sl in blocks(shape, max(dtype.itemsize, np.dtype(volume.dtype).itemsize), max_bytes):
+    itemsize = max(dtype.itemsize, np.dtype(volume.dtype).itemsize)
+    chunks = getattr(target, "chunks", None)
+    if isinstance(chunks, tuple) and len(chunks) == len(shape) and all(isinstance(c, int) for c in chunks):
+        pieces = chunk_blocks(shape, chunks, itemsize, max_bytes)
+    else:
+        pieces = blocks(shape, itemsize, max_bytes)
+    for sl in pieces:
         part = volume[sl] if sl else volume
         target[sl if sl else ()] = np.asarray(part).astype(dtype, copy=False)
 
