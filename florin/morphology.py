@@ -397,11 +397,11 @@ def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
         sizes = _ksizes.label_sizes(holes)
         fill = sizes < min_size
         fill[0] = False
-        to_fill = fill[holes]
         # A filled hole takes the (largest) label that borders it, looked up around its voxels only.
+        which = np.flatnonzero(fill)
         lut = np.zeros(len(sizes), dtype=data.dtype)
-        ids, vals = _ksizes.hole_border_max(holes, np.flatnonzero(fill), data, connectivity)
+        ids, vals = _ksizes.hole_border_max(holes, which, data, connectivity)
         np.maximum.at(lut, ids, vals)
-        out = np.where(to_fill, lut[holes], data)
+        out = _ksizes.replace_ids(data, holes, which, lut[which])
     return like(out, vol)
 

@@ -58,7 +58,7 @@ import xarray as xr
 
 from florin import _run, tilemeta
 from florin import steps as _steps
-from florin.io._blocks import blocks
+from florin.io._blocks import blocks, copy_blocks
 from florin.io.lazy import chunks_of
 from florin.memory import default_budget, sealed
 from florin.regions import Regions
@@ -205,10 +205,7 @@ def _spilled(datum, scratch):
     """``datum`` with its volume (a regions table's: its labels) copied into a read-only scratch memory map."""
     volume = _volume_of(datum)
     mm = scratch.allocate(volume.shape, volume.dtype, force=True)
-    data = volume.values
-    step = max(1, (64 << 20) // max(1, data[:1].nbytes))  # a few planes at a time: no second copy in memory
-    for z in range(0, data.shape[0], step):
-        mm[z:z + step] = data[z:z + step]
+    copy_blocks(mm, volume.values)
     copy = sealed(xr.DataArray(mm, dims=volume.dims, coords=volume.coords, attrs=dict(volume.attrs), name=volume.name))
     if isinstance(datum, xr.DataArray):
         return copy

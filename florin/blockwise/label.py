@@ -113,11 +113,6 @@ def _label_block(mask, work, connectivity, shape, invert, count, task):
     return n, first, work.put(block, _kids.shift(local, offset, work.dtype)), sizes
 
 
-def _compact(ids, offsets, bases):
-    """Provisional ids (``local + offset``) to dense ids (``local + base``); 0 stays 0."""
-    return _kids.compact(ids, offsets, bases)
-
-
 def _shell_pairs(work, connectivity, shape, offsets, bases, block):
     """Pass 2: pairs of dense ids touching across the faces of one block."""
     found = [np.zeros((0, 2), np.uint64)]
@@ -128,8 +123,8 @@ def _shell_pairs(work, connectivity, shape, offsets, bases, block):
                 continue
             lo, hi = list(ext), list(ext)
             lo[a], hi[a] = e - 1, e
-            la = _compact(work[tuple(lo)], offsets, bases)
-            lb = _compact(work[tuple(hi)], offsets, bases)
+            la = _kids.compact(work[tuple(lo)], offsets, bases)
+            lb = _kids.compact(work[tuple(hi)], offsets, bases)
             found.append(_klabel.boundary_pairs(la, lb, connectivity))
     return np.concatenate(found)
 
