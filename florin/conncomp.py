@@ -118,7 +118,7 @@ def _label_blockwise(image, *, allocate, blocks, map, connectivity=1):
     if _mask_dtype.kind not in "biuf":
         raise ParameterError(f"label() needs a binary mask (bool or numbers, nonzero = foreground), got {_mask_dtype}")
     out = allocate(vol.shape, _klabel.label_dtype(math.prod(vol.shape)))
-    blockwise.label(source(vol), out, blocks=blocks, connectivity=connectivity, map=map)
+    blockwise.label(source(vol), out, blocks=blocks, connectivity=connectivity, map=map, scratch=allocate)
     return like(out, vol)
 
 

@@ -21,10 +21,8 @@ from scipy import ndimage as ndi
 
 import florin.blockwise as blockwise
 from florin._checked import checked
-from florin._kernels import label as _klabel
 from florin._kernels import morphology as _km
 from florin._kernels import sizes as _ksizes
-from florin._kernels.label import label_dtype
 from florin.blockwise.sizes import size_limit
 from florin.errors import ParameterError
 from florin.operators import florinate
@@ -280,10 +278,10 @@ def _size_filter_blockwise(name, image, allocate, blocks, map, min_size, connect
     """The blockwise form of size filter ``name`` (:mod:`florin.blockwise`), for volumes above the memory budget."""
     vol = as_volume(image)
     out = allocate(vol.shape, vol.dtype)
-    scratch = allocate(vol.shape, label_dtype(math.prod(vol.shape)))
     limit = size_limit(max_size, min_size, f"{name}()", warn=False)  # warned when the step was built
+    # the labels of the global form (when the local one would read too much) are allocated within the budget
     getattr(blockwise, name)(source(vol), out, blocks=blocks, max_size=limit, connectivity=connectivity,
-                             scratch=scratch, map=map)
+                             scratch=allocate, map=map)
     return like(out, vol)
 
 
@@ -393,15 +391,6 @@ def remove_small_holes(image, *, min_size=None, connectivity=1, max_size=None):
     if data.dtype == bool:
         out = _ksizes.remove_small_holes(data, min_size, connectivity)
     else:
-        holes, _ = _klabel.label(data == 0, connectivity)
-        sizes = _ksizes.label_sizes(holes)
-        fill = sizes < min_size
-        fill[0] = False
-        # A filled hole takes the (largest) label that borders it, looked up around its voxels only.
-        which = np.flatnonzero(fill)
-        lut = np.zeros(len(sizes), dtype=data.dtype)
-        ids, vals = _ksizes.hole_border_max(holes, which, data, connectivity)
-        np.maximum.at(lut, ids, vals)
-        out = _ksizes.replace_ids(data, holes, which, lut[which])
+        out = _ksizes.fill_small_holes(data, min_size, connectivity)
     return like(out, vol)
 

@@ -82,6 +82,7 @@ from florin._kernels._threads import parallel_guard
 
 __all__ = [
     "label",
+    "label_into",
     "label_dtype",
     "merge_pairs",
     "boundary_pairs",
@@ -391,6 +392,59 @@ def label(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
     m2 = np.ascontiguousarray(mask).view(np.uint8).reshape(-1, shape[-1])
     with parallel_guard():
         return _label_rows(m2, shape, dtype, connectivity)
+
+
+def label_into(mask: np.ndarray, out: np.ndarray, connectivity: int = 1, relabel=None) -> int:
+    """Label ``mask`` into ``out``, or write ``relabel[label]`` with a table; returns the number of labels.
+
+    Writing runs straight into ``out`` (a writable C-contiguous array of the
+    mask's shape and any integer dtype, e.g. a block of a memory-mapped
+    volume) spares a label image and a copy of it.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Binary array (nonzero is foreground).
+    out : numpy.ndarray
+        Receives the labels, numbered as :func:`label` numbers them.
+    connectivity : int
+        As for :func:`label`.
+    relabel : numpy.ndarray, optional
+        ``n + 1`` values (``relabel[0]`` is 0): label ``k`` is written as
+        ``relabel[k]``. Another count of labels is a ValueError, and nothing
+        is written.
+
+    Examples
+    --------
+    >>> out = np.full((2, 3), 9, np.int64)
+    >>> label_into(np.array([[1, 0, 1], [1, 0, 0]], bool), out, relabel=np.array([0, 5, 7]))
+    2
+    >>> out
+    array([[5, 0, 7],
+           [5, 0, 0]])
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 0:
+        raise ValueError("label_into needs an array with at least one dimension")
+    if out.shape != mask.shape or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writable C-contiguous array of shape {mask.shape}")
+    connectivity = _check_connectivity(connectivity, mask.ndim)
+    shape = mask.shape
+    if mask.dtype != np.bool_:
+        mask = mask != 0
+    m2 = np.ascontiguousarray(mask).view(np.uint8).reshape(-1, shape[-1]) if mask.size else None
+    with parallel_guard():
+        runs = label_runs(m2, shape, connectivity) if mask.size else None
+        n = 0 if runs is None else runs[4]
+        if relabel is not None and len(relabel) != n + 1:
+            raise ValueError(f"relabel has {len(relabel)} entries for {n} labels (it needs {n + 1})")
+        if runs is None:
+            out[...] = 0
+            return 0
+        rowptr, starts, ends, runlab, n = runs
+        values = runlab if relabel is None else np.asarray(relabel)[runlab]
+        _write_labels(out.reshape(-1, shape[-1]), rowptr, starts, ends, values.astype(out.dtype, copy=False))
+    return n
 
 
 def _label_rows(m2, shape, dtype, connectivity):

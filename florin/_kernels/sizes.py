@@ -27,7 +27,10 @@ from florin._kernels.label import _check_connectivity, label_runs
 
 _CHUNK = 1 << 16
 
-__all__ = ["hole_border_max", "label_sizes", "replace_ids", "remove_labels", "remove_small_holes", "remove_small_objects"]
+__all__ = [
+    "fill_small_holes", "hole_border_max", "label_sizes", "replace_ids", "remove_labels", "remove_small_holes",
+    "remove_small_objects",
+]
 
 
 @jit
@@ -142,6 +145,113 @@ def remove_small_holes(mask: np.ndarray, min_size: int, connectivity: int = 1) -
     return _filter_runs(mask, int(min_size), connectivity, holes=True)
 
 
+@jit
+def _shifted_index(coord, offsets, o, shape):
+    """Row-major index in ``shape`` of ``coord + offsets[o]`` (its first ``len(shape)`` entries), or -1 outside."""
+    index = 0
+    for a in range(shape.shape[0]):
+        c = coord[a] + offsets[o, a]
+        if c < 0 or c >= shape[a]:
+            return -1
+        index = index * shape[a] + c
+    return index
+
+
+@jit
+def _runs_border_max(labels2, lead_shape, rowptr, starts, ends, runlab, small, offsets, table):
+    """``table[h]``: the largest label next to the runs of each small hole ``h`` (``small[h]``), at least 0."""
+    rows, width = labels2.shape
+    nlead = lead_shape.shape[0]
+    coord = np.zeros(nlead, np.int64)
+    for r in range(rows):
+        for k in range(rowptr[r], rowptr[r + 1]):
+            h = runlab[k]
+            if not small[h]:
+                continue
+            best = table[h]
+            for o in range(offsets.shape[0]):
+                row = _shifted_index(coord, offsets, o, lead_shape)
+                if row < 0:
+                    continue
+                lo = max(starts[k] + offsets[o, nlead], 0)
+                hi = min(ends[k] + offsets[o, nlead], width)
+                for i in range(lo, hi):
+                    if labels2[row, i] > best:
+                        best = labels2[row, i]
+            table[h] = best
+        for a in range(nlead - 1, -1, -1):  # the next row's coordinates on the leading axes
+            coord[a] += 1
+            if coord[a] < lead_shape[a]:
+                break
+            coord[a] = 0
+
+
+@parallel_jit
+def _fill_small_runs(out2, rowptr, starts, ends, runlab, small, table):
+    for r in numba.prange(out2.shape[0]):
+        for k in range(rowptr[r], rowptr[r + 1]):
+            h = runlab[k]
+            if small[h]:
+                for i in range(starts[k], ends[k]):
+                    out2[r, i] = table[h]
+
+
+def fill_small_holes(labels: np.ndarray, min_size: int, connectivity: int = 1) -> np.ndarray:
+    """Fill the background components of a label image with fewer than ``min_size`` voxels.
+
+    A filled hole takes the largest label bordering it (its neighbourhood at
+    ``connectivity``, clipped at the edges; at least 0), so labels are kept; a
+    mask goes to :func:`remove_small_holes`. The background is labelled run
+    by run (no hole label image), and only the runs of small holes are read
+    around and written.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Integer N-D label image (0 is background).
+    min_size : int
+        Holes smaller than this are filled.
+    connectivity : int
+        ``1..ndim``: the connectivity of the holes and of their borders.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new label image of ``labels``' dtype.
+
+    Examples
+    --------
+    >>> fill_small_holes(np.array([[2, 2, 2, 0], [2, 0, 3, 0]], np.uint8), 2)
+    array([[2, 2, 2, 0],
+           [2, 3, 3, 0]], dtype=uint8)
+    """
+    out = np.array(labels, order="C")
+    if out.ndim == 0:
+        raise ValueError("the label image needs at least one dimension")
+    connectivity = _check_connectivity(connectivity, out.ndim)
+    if out.size == 0:
+        return out
+    shape = out.shape
+    background = out == 0
+    with parallel_guard():
+        runs = label_runs(background.view(np.uint8).reshape(-1, shape[-1]), shape, connectivity)
+        if runs is None:
+            return out
+        rowptr, starts, ends, runlab, n = runs
+        small = _run_sizes(starts, ends, runlab, n) < min_size
+        small[0] = False
+        if not small.any():
+            return out
+        grid = np.indices((3,) * out.ndim).reshape(out.ndim, -1).T - 1
+        moved = (grid != 0).sum(axis=1)  # generate_binary_structure: at most `connectivity` axes move
+        offsets = np.ascontiguousarray(grid[(moved > 0) & (moved <= connectivity)], np.int64)
+        table = np.zeros(n + 1, out.dtype)
+        out2 = out.reshape(-1, shape[-1])
+        _runs_border_max(out2, np.array(shape[:-1], np.int64), rowptr, starts, ends, runlab, small, offsets, table)
+        _fill_small_runs(out2, rowptr, starts, ends, runlab, small, table)
+    return out
+
+
 @parallel_jit
 def _sizes_blocks(flat, n, bounds):
     nb = bounds.shape[0] - 1
@@ -237,15 +347,8 @@ def _border_max(holes, table, data, shape, offsets, lo, hi):
             continue
         best = data[i]
         for o in range(offsets.shape[0]):
-            j = 0
-            ok = True
-            for a in range(nd):
-                c = coord[a] + offsets[o, a]
-                if c < 0 or c >= shape[a]:
-                    ok = False
-                    break
-                j += c * strides[a]
-            if ok and data[j] > best:
+            j = _shifted_index(coord, offsets, o, shape)
+            if j >= 0 and data[j] > best:
                 best = data[j]
         ids[k] = h
         vals[k] = best

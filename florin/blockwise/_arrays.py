@@ -26,7 +26,6 @@ decide how it pickles:
 
 from __future__ import annotations
 
-import builtins
 import mmap
 import os
 
@@ -169,6 +168,14 @@ class Sink:
         self.arr[block] = values
         return None
 
+    def writable(self, block):
+        """A C-contiguous writable view of ``block`` to write in place, or None (use :meth:`put`)."""
+        arr = self.arr
+        if not isinstance(arr, np.ndarray) or not arr.flags.writeable:
+            return None
+        view = arr[block]
+        return view if view.flags.c_contiguous else None
+
     def apply(self, pending) -> None:
         """In the parent: perform a write a worker left to it (``pending`` from :meth:`put`)."""
         if pending is not None:
@@ -187,8 +194,3 @@ class Sink:
 
 def _sink_of_memmap(filename, offset, shape, strides, dtype):
     return Sink(_remap(filename, offset, shape, strides, dtype, "r+"))
-
-
-def in_process(map_) -> bool:
-    """Whether ``map_`` certainly runs its items in this process (``builtins.map``)."""
-    return map_ is builtins.map

@@ -1,15 +1,21 @@
 """Blockwise connected-component labeling, equal to :func:`florin.conncomp.label`.
 
 Pass 1 labels every block with :func:`florin._kernels.label.label` and writes
-*provisional* ids ``local + offset`` into ``out`` (or a scratch memory map
-when workers cannot share ``out``), where ``offset`` is the
-number of voxels of the blocks before it (so blocks never need each other's
-counts and ids stay unique and below the volume's size). Pass 2 reads the
+*provisional* ids ``local + offset`` of its outer layers (one voxel thick, on
+every face inside the volume) into a zero-filled scratch volume, where
+``offset`` is the number of voxels of the blocks before it (so blocks never
+need each other's counts and ids stay unique and below the volume's size).
+Only those layers are ever written, so the scratch volume stays sparse: a
+voxel next to another block's voxel lies on such a layer. Pass 2 reads the
 one-voxel shells on both sides of every block face (extended by one voxel on
 the other axes, which covers edges and corners for any box partition) and
-collects the touching id pairs. The parent unions them, renumbers the
-components in raster order of their first voxel, and pass 3 rewrites every
-block with the final labels.
+collects the touching id pairs; voxels off the layers read as background and
+pair with nothing, and they only ever touch voxels of their own block. The
+parent unions the pairs, renumbers the components in raster order of their
+first voxel, and pass 3 labels every block again (the kernel is
+deterministic, so it numbers the block as pass 1 did) and writes the final
+labels into ``out``. Labelling a block twice costs less than writing and
+reading back 4 or 8 bytes a voxel of provisional ids.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import numpy as np
 from florin._kernels import ids as _kids
 from florin._kernels import label as _klabel
 from florin._kernels import sizes as _ksizes
-from florin.blockwise._arrays import Sink, Source, in_process, is_shared_memmap
+from florin._kernels._alloc import empty
+from florin.blockwise._arrays import Sink, Source
 from florin.errors import ParameterError
 
 __all__ = ["label"]
@@ -102,15 +109,34 @@ def _check_connectivity(connectivity, ndim, what):
     return int(connectivity)
 
 
-def _label_block(mask, work, connectivity, shape, invert, count, task):
-    """Pass 1: label one block, write provisional ids; ``(n, first, pending write, voxels per id or None)``."""
-    block, offset = task
+def _local_labels(mask, block, connectivity, invert):
+    """The block's own labels (of its zeros with ``invert``) and their count."""
     data = mask[block]
-    fg = data == 0 if invert else data
-    local, n = _klabel.label(fg, connectivity)
+    return _klabel.label(data == 0 if invert else data, connectivity)
+
+
+def _outer_layers(block, shape):
+    """The one-voxel layers of ``block`` on its faces inside the volume: ``(within the block, within the volume)``."""
+    layers = []
+    for a, (s, n) in enumerate(zip(block, shape, strict=True)):
+        for at, inside in ((s.start, s.start > 0), (s.stop - 1, s.stop < n)):
+            if inside:
+                local = tuple(slice(at - s.start, at - s.start + 1) if b == a else slice(None) for b in range(len(shape)))
+                layers.append((local, block[:a] + (slice(at, at + 1),) + block[a + 1 :]))
+    return layers
+
+
+def _label_block(mask, work, connectivity, shape, invert, count, task):
+    """Pass 1: label one block, write the provisional ids of its outer layers.
+
+    Returns ``(n, first, pending writes, voxels per id or None)``.
+    """
+    block, offset = task
+    local, n = _local_labels(mask, block, connectivity, invert)
     first = _klabel.first_flat_index(local, n, origin=[s.start for s in block], shape=shape)
     sizes = _ksizes.label_sizes(local)[1:] if count else None
-    return n, first, work.put(block, _kids.shift(local, offset, work.dtype)), sizes
+    writes = [work.put(where, _kids.shift(local[layer], offset, work.dtype)) for layer, where in _outer_layers(block, shape)]
+    return n, first, writes, sizes
 
 
 def _shell_pairs(work, connectivity, shape, offsets, bases, block):
@@ -129,37 +155,47 @@ def _shell_pairs(work, connectivity, shape, offsets, bases, block):
     return np.concatenate(found)
 
 
-def _relabel_block(work, out, task):
-    """Pass 3: one block's provisional ids to final labels (``final[local]``, 0 stays 0); the pending write."""
-    block, offset, final = task
-    return out.put(block, _kids.relabel(work[block], offset, final, out.dtype))
+def _relabel_block(mask, out, connectivity, invert, task):
+    """Pass 3: one block labelled again, its labels made final (``final[local]``, 0 stays 0); the pending write."""
+    block, final = task
+    data = mask[block]
+    target = out.writable(block)  # a block of a memory map (or of an array in this process): written in place
+    into = target if target is not None else empty(data.shape, out.dtype)
+    try:
+        _klabel.label_into(data == 0 if invert else data, into, connectivity, relabel=final)
+    except ValueError as exc:  # another count than pass 1's: the block's data changed between the passes
+        raise RuntimeError(f"blockwise label: block {block} was numbered differently in pass 1 ({exc})") from None
+    return None if target is not None else out.put(block, into)
 
 
 @contextlib.contextmanager
-def _provisional(out, shape, map):
-    """The array for the provisional ids: ``out`` when every worker can read and write it, else a scratch map.
+def _provisional(shape, scratch):
+    """A zero-filled volume for the provisional ids of the blocks' outer layers.
 
-    That is ``out`` under ``builtins.map`` (one process) or when it is a
-    writable memory map (mapped again in each worker). Otherwise (an h5py or
-    zarr dataset, an in-memory array under a process pool, an output of
-    :func:`florin.io.create`) the ids go to a temporary memory map, removed
-    afterwards, and only the final labels are written into ``out``.
+    What ``scratch(shape, dtype)`` allocates (zeroed here when it is held in
+    memory; a new memory map is a sparse file of zeros), or a temporary
+    memory map removed afterwards. Only the blocks' outer layers are written,
+    so a memory map stays mostly unwritten, and process workers map it again.
     """
-    if in_process(map) or is_shared_memmap(out, writable=True):
-        yield out
+    dtype = _klabel.label_dtype(math.prod(shape))
+    if scratch is not None:
+        work = scratch(tuple(shape), dtype)
+        if not isinstance(work, np.memmap):
+            work[...] = 0
+        yield work
         return
     with tempfile.TemporaryDirectory(prefix="florin-blockwise-") as tmp:
-        work = np.lib.format.open_memmap(
-            Path(tmp) / "provisional.npy", mode="w+", dtype=_klabel.label_dtype(math.prod(shape)), shape=shape
-        )
+        work = np.lib.format.open_memmap(Path(tmp) / "provisional.npy", mode="w+", dtype=dtype, shape=shape)
         try:
             yield work
         finally:
             del work
 
 
-def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=False):
+def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=False, scratch=None):
     """Blockwise labels of ``mask`` (or of its zeros with ``invert``) into ``out``; returns N.
+
+    ``scratch(shape, dtype)`` allocates the provisional ids (see :func:`_provisional`).
 
     With ``count``, returns ``(N, voxels)``: ``voxels[k]`` is the size of label ``k`` (``voxels[0]`` is 0),
     summed from the blocks' own counts, so the size filters need no pass over the labels to count them.
@@ -175,12 +211,13 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=
     blocks = _normalize_blocks(blocks, shape)
     sizes = np.array([math.prod(s.stop - s.start for s in b) for b in blocks], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    with _provisional(out, shape, map) as work:
+    with _provisional(shape, scratch) as work:
         sink, work_sink = Sink(out), Sink(work)
         step1 = functools.partial(_label_block, Source(mask), work_sink, connectivity, shape, invert, count)
         counts, firsts, voxels = [], [], [np.zeros(1, np.int64)]  # voxels per dense id, 0 first
-        for n, first, pending, block_voxels in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
-            work_sink.apply(pending)
+        for n, first, writes, block_voxels in map(step1, list(zip(blocks, offsets.tolist(), strict=True))):
+            for pending in writes:
+                work_sink.apply(pending)
             counts.append(int(n))
             firsts.append(first)
             if count:
@@ -193,10 +230,10 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=
         relabel = _klabel.renumber_by_first_voxel(relabel, np.concatenate(firsts))
         # each block gets only its own slice of the table (its dense ids are base + 1 .. base + n)
         tasks = [
-            (b, off, np.concatenate([[0], relabel[base + 1 : base + n + 1]]))
-            for b, off, base, n in zip(blocks, offsets.tolist(), bases.tolist(), counts, strict=True)
+            (b, np.concatenate([[0], relabel[base + 1 : base + n + 1]]))
+            for b, base, n in zip(blocks, bases.tolist(), counts, strict=True)
         ]
-        for pending in map(functools.partial(_relabel_block, Source(work), sink), tasks):
+        for pending in map(functools.partial(_relabel_block, Source(mask), sink, connectivity, invert), tasks):
             sink.apply(pending)
     n_final = int(relabel.max()) if relabel.size else 0
     if not count:
@@ -207,7 +244,7 @@ def _label_into(mask, out, blocks, connectivity, map, what, invert=False, count=
     return n_final, per_label
 
 
-def label(mask, out, *, blocks, connectivity=1, map=map) -> int:
+def label(mask, out, *, blocks, connectivity=1, map=map, scratch=None) -> int:
     """Label the connected components of a mask block by block.
 
     The result equals :func:`florin.conncomp.label` of the whole mask voxel
@@ -223,11 +260,9 @@ def label(mask, out, *, blocks, connectivity=1, map=map) -> int:
     out : array_like
         Sliceable array of the mask's shape with an integer dtype that holds
         the voxel count (:func:`florin._kernels.label.label_dtype` of the size,
-        as the in-memory labels). Receives the labels. It also holds the
-        provisional ids between the passes when every worker can read and
-        write it (``builtins.map``, or a writable ``numpy.memmap``, which
-        process workers map again); otherwise they go to a temporary memory
-        map and the parent writes the final labels the workers return.
+        as the in-memory labels). Receives the final labels (from the workers
+        themselves when it is a writable ``numpy.memmap``, else written by the
+        parent from what they return).
     blocks : tuple of int or list of tuple of slice
         A block shape (a regular grid, clipped at the edges) or boxes
         partitioning the volume, e.g. ``[i.core_slices for i in
@@ -239,6 +274,11 @@ def label(mask, out, *, blocks, connectivity=1, map=map) -> int:
         by default, or a thread or process pool's or an executor's map (each
         block is one item; the arrays travel as references, see
         :mod:`florin.blockwise._arrays`).
+    scratch : callable, optional
+        ``scratch(shape, dtype)`` allocates the volume of provisional ids
+        (only the blocks' outer layers are written to it; a memory map when
+        process workers run the blocks); a temporary memory map, removed
+        afterwards, when omitted.
 
     Returns
     -------
@@ -263,4 +303,4 @@ def label(mask, out, *, blocks, connectivity=1, map=map) -> int:
            [0, 0, 0, 2],
            [3, 0, 2, 2]], dtype=uint32)
     """
-    return _label_into(mask, out, blocks, connectivity, map, "blockwise.label()")
+    return _label_into(mask, out, blocks, connectivity, map, "blockwise.label()", scratch=scratch)

@@ -1,8 +1,20 @@
 """Blockwise size filters, equal to :mod:`florin.morphology`'s in-memory ones.
 
-Objects (or holes) are labelled blockwise into a scratch label volume
-(:func:`florin.blockwise.label`), their sizes summed over the blocks into one
-table, and a last blockwise pass masks (or fills) the small ones.
+Two forms, chosen by what they read:
+
+* *local*: a component of at most ``max_size`` voxels that meets a block lies
+  within ``max_size - 1`` voxels of it on every axis, and a component that
+  reaches ``max_size`` voxels beyond the block has more than ``max_size``
+  voxels. So each block, extended by a halo of ``max_size`` voxels (clipped at
+  the volume's edges), is filtered in memory and its core kept: exact, one
+  pass, no labels written. It runs when the halos are small next to the
+  blocks (they read at most :data:`LOCAL_READ_FACTOR` times the volume), on a
+  mask's objects and on any image's holes;
+* *global*: objects (or holes) are labelled blockwise into a scratch label
+  volume (:func:`florin.blockwise.label`), their sizes summed over the blocks
+  into one table, and a last blockwise pass masks (or fills) the small ones.
+  The objects of a label image are its labels, which need not be connected,
+  so they always take this form (counted per block, no scratch labels).
 """
 
 from __future__ import annotations
@@ -16,17 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from florin._kernels import sizes as _ksizes
 from florin._kernels.label import label_dtype
 from florin._kernels.sizes import hole_border_max, replace_ids
 from florin.blockwise._arrays import Sink, Source
-from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
+from florin.blockwise.label import _check_arrays, _check_connectivity, _grid, _label_into, _normalize_blocks
 from florin.errors import FlorinDeprecationWarning, ParameterError
+from florin.planner import block_shape
 
 __all__ = ["remove_small_holes", "remove_small_objects"]
 
 
 #: FLoRIN's default for the size filters: objects (holes) under 64 voxels go, i.e. ``max_size=63``.
 DEFAULT_MAX_SIZE = 63
+
+#: The local form runs when its blocks, with their halos, read at most this many times the volume's voxels.
+LOCAL_READ_FACTOR = 2.0
 
 
 def _check_size(name, value):
@@ -77,9 +94,18 @@ def size_limit(max_size, min_size, what, *, warn=True, stacklevel=6) -> int:
     return int(max_size)
 
 
+def _local_form(shape, blocks, min_size, scratch):
+    """The extended blocks of the local form, or None: a given scratch array asks for the global form."""
+    if scratch is not None and not callable(scratch):
+        return None
+    return _local_blocks(shape, blocks, min_size)
+
+
 @contextlib.contextmanager
 def _scratch_labels(shape, scratch):
-    """The label volume to use: ``scratch``, or a temporary memory map removed afterwards."""
+    """The label volume to use: ``scratch`` (or what it allocates), or a temporary memory map removed afterwards."""
+    if callable(scratch):
+        scratch = scratch(tuple(shape), label_dtype(math.prod(shape)))
     if scratch is not None:
         if tuple(scratch.shape) != tuple(shape):
             raise ParameterError(f"scratch has shape {tuple(scratch.shape)}, the input {tuple(shape)}; they must match")
@@ -133,6 +159,37 @@ def _fill_block(image, holes, fill, values, out, block):
     return out.put(block, replace_ids(image[block], holes[block], fill, values))
 
 
+def _local_blocks(shape, blocks, min_size):
+    """The blocks of the local form for sizes below ``min_size``, or None when their halos would read too much.
+
+    As many blocks as given at least, each at most as large with its halo as
+    the largest given block (so within the same memory).
+    """
+    halo = tuple(min(min_size - 1, n) for n in shape)  # max_size = min_size - 1 voxels around each block
+    largest = max(math.prod(s.stop - s.start for s in b) for b in blocks)
+    core = block_shape(shape, halo, max_voxels=largest, min_blocks=len(blocks))
+    local = _grid(core, shape)
+    read = sum(math.prod(min(s.stop + h, n) - max(s.start - h, 0) for s, h, n in zip(b, halo, shape, strict=True))
+               for b in local)
+    if read > LOCAL_READ_FACTOR * math.prod(shape):
+        return None
+    return [(b, halo) for b in local]
+
+
+def _filter_block(func, image, out, task):
+    """``func`` of the block extended by its halo, its core written to ``out``; the pending write."""
+    block, halo = task
+    shape = image.shape
+    ext = tuple(slice(max(s.start - h, 0), min(s.stop + h, n)) for s, h, n in zip(block, halo, shape, strict=True))
+    core = tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(block, ext, strict=True))
+    return out.put(block, func(image[ext])[core])
+
+
+def _local(func, image, out, map, tasks):
+    """The local form: ``func`` (an in-memory filter of plain arrays) over the extended blocks ``tasks``."""
+    _each_block(functools.partial(_filter_block, func, Source(image)), out, map, tasks)
+
+
 def _each_block(func, out, map, blocks):
     """Map ``func(out_sink, block)`` over the blocks, writing in the parent what workers could not."""
     sink = Sink(out)
@@ -176,10 +233,12 @@ def remove_small_objects(
         Neighbourhood for finding the objects of a mask (1 = faces ... ndim).
     max_size : int, optional
         Objects of this many voxels or fewer are removed (default 63).
-    scratch : array_like, optional
+    scratch : array_like or callable, optional
         Integer array of the image's shape for the labels of a mask (as
-        ``out`` of :func:`florin.blockwise.label`); a temporary memory map,
-        removed afterwards, when omitted.
+        ``out`` of :func:`florin.blockwise.label`): given, the global form runs
+        and labels into it. Else the local form runs when its halos are
+        small, and otherwise the labels go to what ``scratch(shape, dtype)``
+        allocates, or (omitted) to a temporary memory map removed afterwards.
     map : callable
         ``builtins.map``-like callable the blocks are mapped with.
 
@@ -194,12 +253,18 @@ def remove_small_objects(
     """
     what = "blockwise.remove_small_objects()"
     shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
-    if np.dtype(image.dtype) != bool:
+    if np.dtype(image.dtype) != bool:  # a label image: its objects are its labels, connected or not
         small = _small_ids(image, blocks, min_size, map)
         _each_block(functools.partial(_remove_block, Source(image), Source(image), small), out, map, blocks)
         return
+    local = _local_form(shape, blocks, min_size, scratch)
+    if local is not None:
+        func = functools.partial(_ksizes.remove_small_objects, min_size=min_size, connectivity=connectivity)
+        _local(func, image, out, map, local)
+        return
     with _scratch_labels(shape, scratch) as labels:
-        _, voxels = _label_into(image, labels, blocks, connectivity, map, what, count=True)
+        _, voxels = _label_into(image, labels, blocks, connectivity, map, what, count=True,
+                                  scratch=scratch if callable(scratch) else None)
         small = _small_of(voxels, min_size)
         _each_block(functools.partial(_remove_block, Source(image), Source(labels), small), out, map, blocks)
 
@@ -228,9 +293,12 @@ def remove_small_holes(
         Neighbourhood for finding holes (1 = faces ... ndim).
     max_size : int, optional
         Holes of this many voxels or fewer are filled (default 63).
-    scratch : array_like, optional
-        Integer array of the image's shape for the hole labels; a temporary
-        memory map, removed afterwards, when omitted.
+    scratch : array_like or callable, optional
+        Integer array of the image's shape for the hole labels: given, the
+        global form runs and labels into it. Else the local form runs when
+        its halos are small, and otherwise the labels go to what
+        ``scratch(shape, dtype)`` allocates, or (omitted) to a temporary
+        memory map removed afterwards.
     map : callable
         ``builtins.map``-like callable the blocks are mapped with.
 
@@ -245,8 +313,14 @@ def remove_small_holes(
     """
     what = "blockwise.remove_small_holes()"
     shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
+    local = _local_form(shape, blocks, min_size, scratch)
+    if local is not None:
+        filled = _ksizes.remove_small_holes if np.dtype(image.dtype) == bool else _ksizes.fill_small_holes
+        _local(functools.partial(filled, min_size=min_size, connectivity=connectivity), image, out, map, local)
+        return
     with _scratch_labels(shape, scratch) as holes:
-        _, voxels = _label_into(image, holes, blocks, connectivity, map, what, invert=True, count=True)
+        _, voxels = _label_into(image, holes, blocks, connectivity, map, what, invert=True, count=True,
+                                  scratch=scratch if callable(scratch) else None)
         fill = _small_of(voxels, min_size)
         values = np.ones(fill.size, bool)  # a mask: the holes become foreground
         if np.dtype(image.dtype) != bool:  # a label image: each hole takes the largest label bordering it

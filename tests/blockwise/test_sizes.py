@@ -1,11 +1,15 @@
 """blockwise size filters equal florin.morphology's in-memory ones."""
 
+import contextlib
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from florin import blockwise, conncomp, morphology, tiling
+from florin.blockwise import sizes as blockwise_sizes
 from florin.errors import ParameterError
 
 from .strategies import masks, partitions
@@ -16,10 +20,22 @@ FILTERS = [
 ]
 
 
+@contextlib.contextmanager
+def form(name):
+    """Force the local form (halo around each block) or the global one (blockwise labels), or let it choose."""
+    factor = {"local": math.inf, "global": 0.0, "auto": blockwise_sizes.LOCAL_READ_FACTOR}[name]
+    saved, blockwise_sizes.LOCAL_READ_FACTOR = blockwise_sizes.LOCAL_READ_FACTOR, factor
+    try:
+        yield
+    finally:
+        blockwise_sizes.LOCAL_READ_FACTOR = saved
+
+
+@pytest.mark.parametrize("which", ["local", "global", "auto"])
 @pytest.mark.parametrize(("blockwise_filter", "in_memory"), FILTERS)
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), ndim=st.sampled_from([2, 3]), labelled=st.booleans())
-def test_equals_in_memory(blockwise_filter, in_memory, data, ndim, labelled):
+def test_equals_in_memory(blockwise_filter, in_memory, which, data, ndim, labelled):
     mask = data.draw(masks(ndim))
     blocks = data.draw(partitions(mask.shape))
     connectivity = data.draw(st.integers(1, ndim))
@@ -28,9 +44,33 @@ def test_equals_in_memory(blockwise_filter, in_memory, data, ndim, labelled):
     expected = in_memory(image, min_size=min_size, connectivity=connectivity).values
     before = image.copy()
     out = np.zeros_like(image)
-    blockwise_filter(image, out, blocks=blocks, min_size=min_size, connectivity=connectivity)
+    with form(which):
+        blockwise_filter(image, out, blocks=blocks, min_size=min_size, connectivity=connectivity)
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(image, before)
+
+
+@pytest.mark.parametrize("filled", [False, True])
+def test_local_form_on_components_longer_than_the_halo(filled):
+    """Holes (objects) that reach past the halo are kept even where the block sees only part of them."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((40, 40)) < (0.62 if filled else 0.38)
+    mask[19, :] = not filled  # a line across every block boundary: one component far longer than the halo
+    blocks = [i.core_slices for i in tiling.tile_infos(mask.shape, (8, 8))]
+    flt, ref = FILTERS[1] if filled else FILTERS[0]
+    for max_size in (1, 3, 6):
+        expected = ref(mask, max_size=max_size, connectivity=1).values
+        out = np.zeros_like(mask)
+        with form("local"):
+            assert blockwise_sizes._local_blocks(mask.shape, blocks, max_size + 1) is not None
+            flt(mask, out, blocks=blocks, max_size=max_size, connectivity=1)
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_local_form_only_when_halos_are_small():
+    blocks = [i.core_slices for i in tiling.tile_infos((64, 64, 64), (16, 64, 64))]
+    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 4) is not None  # halo 3 around 16+ voxel blocks
+    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 64) is None  # halo 63: every block reads all
 
 
 def test_memmap_input_output_and_scratch(tmp_path):

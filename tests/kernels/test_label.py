@@ -175,3 +175,29 @@ def test_threads_with_workqueue_layer():
     env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{len(s)}d")
+def test_label_into_writes_labels_or_a_table_in_place(shape, tmp_path):
+    rng = np.random.default_rng(len(shape))
+    mask = rng.random(shape) < 0.45
+    want, n = scipy_label(mask, 1)
+    mm = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=np.int64, shape=shape)
+    mm[...] = -1  # every voxel is written, background included
+    assert L.label_into(mask, mm, 1) == n
+    np.testing.assert_array_equal(mm, want)
+    table = rng.permutation(n + 1).astype(np.uint16)
+    table[table == 0], table[0] = table[0], 0
+    out = np.empty(shape, np.uint16)
+    assert L.label_into(mask, out, 1, relabel=table) == n
+    np.testing.assert_array_equal(out, table[want])
+
+
+def test_label_into_rejects_a_table_of_another_count_and_writes_nothing():
+    mask = np.array([[1, 0, 1]], bool)
+    out = np.full(mask.shape, 9, np.uint32)
+    with pytest.raises(ValueError, match="relabel has 2 entries for 2 labels"):
+        L.label_into(mask, out, 1, relabel=np.array([0, 1]))
+    assert (out == 9).all()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        L.label_into(mask, np.zeros((1, 6), np.uint32)[:, ::2], 1)
