@@ -4,9 +4,12 @@ The cap covers the whole process tree (children join their parent's cgroup) and
 everything the kernel charges to it: anonymous memory, shared memory (``/dev/shm``
 segments of the Multiprocess executor), and page cache. Page cache is reclaimed
 under pressure, so ``memory.max_usage_in_bytes`` climbs to the cap on any run that
-reads or writes more than the cap; the figure to compare across volume sizes is the
-peak of ``rss + shmem + mapped_file`` from ``memory.stat``, sampled while the run
-goes, which cannot be reclaimed without swapping. Swap is capped too
+reads or writes more than the cap. Two peaks are sampled from ``memory.stat`` while
+the run goes: ``rss + shmem`` (anonymous and shared memory: what the run holds, which
+cannot be reclaimed without swapping; the figure to compare across volume sizes) and
+``rss + shmem + mapped_file`` (also the file pages mapped by the run's memory maps,
+which the kernel reclaims under pressure, so on a run through large memory maps it
+climbs towards the cap whatever the run holds). Swap is capped too
 (``memory.memsw.limit_in_bytes``, where the kernel has it), so the limit cannot be
 dodged by swapping out.
 
@@ -37,7 +40,7 @@ class MemoryCap:
         self.limit = int(limit)
         self.path = os.path.join(ROOT, name or f"florin-bench-{os.getpid()}-{time.monotonic_ns()}")
         self.interval = interval
-        self.peak_unreclaimable = 0
+        self.peak_unreclaimable = self.peak_anonymous = 0
         self.max_usage = self.failcnt = self.oom_kills = 0
 
     def _write(self, name, value):
@@ -64,15 +67,19 @@ class MemoryCap:
                 time.sleep(0.1)
 
     def _stat(self):
+        """``(rss + shmem, rss + shmem + mapped_file)`` of the group, in bytes."""
         fields = dict(line.split() for line in self._read("memory.stat").splitlines())
-        return sum(int(fields.get(k, 0)) for k in ("total_rss", "total_shmem", "total_mapped_file"))
+        anonymous = int(fields.get("total_rss", 0)) + int(fields.get("total_shmem", 0))
+        return anonymous, anonymous + int(fields.get("total_mapped_file", 0))
 
     def _sample(self, stop):
         while not stop.is_set():
             try:
-                self.peak_unreclaimable = max(self.peak_unreclaimable, self._stat())
+                anonymous, mapped = self._stat()
             except OSError:
                 return
+            self.peak_anonymous = max(self.peak_anonymous, anonymous)
+            self.peak_unreclaimable = max(self.peak_unreclaimable, mapped)
             time.sleep(self.interval)
 
     def run(self, cmd, **kwargs):
@@ -98,8 +105,8 @@ class MemoryCap:
         return result
 
     def report(self):
-        """One line: the cap, the kernel's peak charge, the peak that cannot be reclaimed, OOM kills."""
+        """One line: the cap, the kernel's peak charge, the peaks of held and of mapped memory, OOM kills."""
         mib = 2**20
         return (f"cgroup v1 cap {self.limit / mib:.0f} MiB: max usage {self.max_usage / mib:.0f} MiB "
-                f"(incl. page cache), peak rss+shmem+mapped {self.peak_unreclaimable / mib:.0f} MiB, "
-                f"OOM kills {self.oom_kills}")
+                f"(incl. page cache), peak rss+shmem {self.peak_anonymous / mib:.0f} MiB, "
+                f"peak rss+shmem+mapped {self.peak_unreclaimable / mib:.0f} MiB, OOM kills {self.oom_kills}")

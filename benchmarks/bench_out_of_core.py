@@ -35,8 +35,9 @@ everywhere.
 ``--executors seed`` runs the seed documentation's weak-classification pipeline instead (Multiprocess
 variant, tiles (32, 256, 256), NDNT, opening, save, label, remove_small_holes, regionprops, classify,
 reconstruct, save; HDF5 in and out). ``--cap MIB`` runs each executor's process tree inside a fresh
-cgroup v1 memory group of that size (root; see ``_cgroup.py``) and prints the kernel's peak charge and
-the peak of rss + shmem + mapped memory. For the issue's figure::
+cgroup v1 memory group of that size (root; see ``_cgroup.py``) and prints the kernel's peak charge, the
+peak of rss + shmem (what the run holds: the figure to compare between volume sizes, given as the peak in
+the summary line) and the peak of rss + shmem + mapped memory. For the issue's figure::
 
     python benchmarks/bench_out_of_core.py --gib 4 --executors seed --cap 1536
 
@@ -222,7 +223,8 @@ def run(name, src, out, tile, processes, cap=None, memory=None):
     info = json.loads(stdout.strip().splitlines()[-1])
     if limit is not None:
         info["cgroup"] = {"cap_mib": limit.limit / 2**20, "max_usage_mib": limit.max_usage / 2**20,
-                          "peak_unreclaimable_mib": limit.peak_unreclaimable / 2**20}
+                          "peak_anonymous_mib": limit.peak_anonymous / 2**20,
+                          "peak_unreclaimable_mib": limit.peak_unreclaimable / 2**20, "oom_kills": limit.oom_kills}
     return info, mem
 
 
@@ -320,7 +322,7 @@ def main(argv=None):
             ok = (name == "seed" or check(src, out, shape, args.small)) and info["lazy"] and tuple(info["shape"]) == shape
             seconds = info["seconds"]
             if mem is None:
-                rss = pss = info["cgroup"]["peak_unreclaimable_mib"]
+                rss = pss = info["cgroup"]["peak_anonymous_mib"]
             else:
                 rss, pss = mem.rss / 2**20, mem.pss / 2**20
             entry = {
@@ -335,8 +337,9 @@ def main(argv=None):
                 **({"cgroup": info["cgroup"]} if "cgroup" in info else {}),
             }
             results.append(entry)
-            print(f"{label:>16}: {seconds:7.1f} s  {entry['input_mib_per_s']:6.1f} MiB/s  "
-                  f"peak memory of the process tree: RSS sum {rss:5.0f} MiB, PSS sum {pss:5.0f} MiB "
+            held = (f"peak rss+shmem of the cgroup {rss:5.0f} MiB " if mem is None
+                    else f"peak memory of the process tree: RSS sum {rss:5.0f} MiB, PSS sum {pss:5.0f} MiB ")
+            print(f"{label:>16}: {seconds:7.1f} s  {entry['input_mib_per_s']:6.1f} MiB/s  {held}"
                   f"(goal RSS <= {GOAL_MIB} MiB: {'met' if entry['meets_goal'] else 'NOT met'})  "
                   f"output {entry['output_gib_on_disk']:.3f} GiB  check {'ok' if ok else 'FAILED'}")
             if name != "seed":  # other steps, so another result

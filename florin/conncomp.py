@@ -46,13 +46,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from florin import blockwise, tilemeta
+from florin import blockwise, planner, tilemeta
 from florin._checked import checked
 from florin._kernels import label as _klabel
 from florin._kernels.regions import combine_stats, region_stats
 from florin.blockwise.regions import _intensity_volume
 from florin.errors import ParameterError, PipelineError
-from florin.planner import source
 from florin.regions import Regions
 from florin.tiling import TileJoin, core_of, register_join, wrap_joined
 from florin.volume import as_volume, check_single_channel, like
@@ -117,8 +116,13 @@ def _label_blockwise(image, *, allocate, blocks, map, connectivity=1):
     _mask_dtype = np.dtype(vol.dtype)
     if _mask_dtype.kind not in "biuf":
         raise ParameterError(f"label() needs a binary mask (bool or numbers, nonzero = foreground), got {_mask_dtype}")
-    out = allocate(vol.shape, _klabel.label_dtype(math.prod(vol.shape)))
-    blockwise.label(source(vol), out, blocks=blocks, connectivity=connectivity, map=map, scratch=allocate)
+    dtype = _klabel.label_dtype(math.prod(vol.shape))
+    out = allocate(vol.shape, dtype)
+    # A block holds its mask, its local labels and their runs; blocks as compact as their count allows write
+    # few outer layers of provisional ids (the one-voxel shells the merge reads).
+    blocks = planner.recut(vol.shape, blocks, bytes_per_voxel=_mask_dtype.itemsize + dtype.itemsize + 1,
+                           halo=(1,) * vol.ndim)
+    blockwise.label(planner.source(vol), out, blocks=blocks, connectivity=connectivity, map=map, scratch=allocate)
     return like(out, vol)
 
 

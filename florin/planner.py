@@ -50,6 +50,7 @@ user's tiles.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 
@@ -66,7 +67,7 @@ from florin.tiling import Tiles, tile_infos
 
 __all__ = [
     "BLOCKS_PER_WORKER", "BYTES_PER_VOXEL", "NOT_PLANNED", "block_executor", "block_shape", "blocks_for",
-    "exact_under_tiling", "plan", "regroup", "source", "workers_of",
+    "exact_under_tiling", "plan", "recut", "regroup", "source", "workers_of",
 ]
 
 #: What the in-memory form of a whole-volume step is assumed to hold per voxel (labels, masks, temporaries).
@@ -114,6 +115,34 @@ def blocks_for(shape, budget) -> list:
     """
     max_bytes = max(BYTES_PER_VOXEL, int(budget * BLOCK_FRACTION))
     return [tuple(b) for b in blocks(tuple(shape), BYTES_PER_VOXEL, max_bytes=max_bytes)]
+
+
+def recut(shape, blocks, *, bytes_per_voxel, halo=None) -> list:
+    """Boxes of a grid for a blockwise form that holds ``bytes_per_voxel`` per voxel of a block with its halo.
+
+    ``blocks`` are the planner's (:func:`blocks_for`: sized at
+    :data:`BYTES_PER_VOXEL`); the new blocks, with ``halo`` (per axis), hold
+    no more memory than the largest of them at ``bytes_per_voxel``, are at
+    least as many, and are cut along every axis but the last (:func:`block_shape`),
+    so that a block reads runs of whole rows of a memory map (page
+    fragments would read a volume that the page cache cannot hold from disk
+    many times over) and has less surface than a thin slab of the same size.
+
+    Examples
+    --------
+    >>> slabs = [(slice(z, z + 4), slice(0, 64), slice(0, 64)) for z in range(0, 64, 4)]
+    >>> grid = recut((64, 64, 64), slabs, bytes_per_voxel=4, halo=(1, 1, 1))  # blocks 4 times larger, as compact
+    >>> len(grid), grid[0]
+    (16, (slice(0, 16, None), slice(0, 16, None), slice(0, 64, None)))
+    """
+    shape = tuple(int(n) for n in shape)
+    halo = tuple(min(int(h), n) for h, n in zip(halo, shape, strict=True)) if halo is not None else (0,) * len(shape)
+    largest = max(math.prod(s.stop - s.start for s in b) for b in blocks)
+    max_voxels = max(1, largest * BYTES_PER_VOXEL // max(1, int(bytes_per_voxel)))
+    rows = (1,) * (len(shape) - 1) + (shape[-1],)
+    core = block_shape(shape, halo, max_voxels=max_voxels, min_blocks=len(blocks), chunks=rows)
+    ranges = [[slice(i, min(i + c, n)) for i in range(0, n, c)] for c, n in zip(core, shape, strict=True)]
+    return list(itertools.product(*ranges))
 
 
 def _volume_of(datum):

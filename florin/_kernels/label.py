@@ -323,21 +323,37 @@ def _number_runs(parent, runlab):
 
 
 @parallel_jit
-def _write_labels(out2, rowptr, starts, ends, runlab):
-    rows, width = out2.shape
-    for r in numba.prange(rows):
+def _write_labels(out3, rowptr, starts, ends, runlab):
+    """Rows ``r`` of the runs into ``out3[r // m, r % m]`` (``out3`` of shape ``(k, m, width)``), 0 between runs."""
+    _, m, width = out3.shape
+    for r in numba.prange(out3.shape[0] * m):
+        row = out3[r // m, r % m]
         pos = 0
         for k in range(rowptr[r], rowptr[r + 1]):
             s = starts[k]
             e = ends[k]
             for i in range(pos, s):
-                out2[r, i] = 0
+                row[i] = 0
             v = runlab[k]
             for i in range(s, e):
-                out2[r, i] = v
+                row[i] = v
             pos = e
         for i in range(pos, width):
-            out2[r, i] = 0
+            row[i] = 0
+
+
+def _rows_view(out):
+    """``out`` as a ``(k, m, width)`` view of its unit-stride rows (no copy), or None when they do not line up so."""
+    if out.ndim == 1:
+        return out.reshape(1, 1, -1)
+    if out.strides[-1] != out.itemsize:
+        return None
+    view = out.view()
+    try:
+        view.shape = (out.shape[0], -1, out.shape[-1])  # raises rather than copy
+    except AttributeError:
+        return None
+    return view
 
 
 def label(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
@@ -397,16 +413,18 @@ def label(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
 def label_into(mask: np.ndarray, out: np.ndarray, connectivity: int = 1, relabel=None) -> int:
     """Label ``mask`` into ``out``, or write ``relabel[label]`` with a table; returns the number of labels.
 
-    Writing runs straight into ``out`` (a writable C-contiguous array of the
-    mask's shape and any integer dtype, e.g. a block of a memory-mapped
-    volume) spares a label image and a copy of it.
+    Writing runs straight into ``out`` (a writable array of the mask's shape
+    and any integer dtype whose axes after the first merge into one without a
+    copy, e.g. any box of a 3-D memory-mapped volume) spares a label image and
+    a copy of it.
 
     Parameters
     ----------
     mask : numpy.ndarray
         Binary array (nonzero is foreground).
     out : numpy.ndarray
-        Receives the labels, numbered as :func:`label` numbers them.
+        Receives the labels, numbered as :func:`label` numbers them (a
+        ValueError when its layout is not as above).
     connectivity : int
         As for :func:`label`.
     relabel : numpy.ndarray, optional
@@ -426,8 +444,10 @@ def label_into(mask: np.ndarray, out: np.ndarray, connectivity: int = 1, relabel
     mask = np.asarray(mask)
     if mask.ndim == 0:
         raise ValueError("label_into needs an array with at least one dimension")
-    if out.shape != mask.shape or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out must be a writable C-contiguous array of shape {mask.shape}")
+    rows = _rows_view(out) if out.shape == mask.shape and out.flags.writeable else None
+    if rows is None:
+        raise ValueError(f"out must be a writable array of shape {mask.shape} with unit-stride rows whose axes after "
+                         "the first merge without a copy (a C-contiguous array or a box of a 3-D one)")
     connectivity = _check_connectivity(connectivity, mask.ndim)
     shape = mask.shape
     if mask.dtype != np.bool_:
@@ -443,7 +463,7 @@ def label_into(mask: np.ndarray, out: np.ndarray, connectivity: int = 1, relabel
             return 0
         rowptr, starts, ends, runlab, n = runs
         values = runlab if relabel is None else np.asarray(relabel)[runlab]
-        _write_labels(out.reshape(-1, shape[-1]), rowptr, starts, ends, values.astype(out.dtype, copy=False))
+        _write_labels(rows, rowptr, starts, ends, values.astype(out.dtype, copy=False))
     return n
 
 
@@ -454,7 +474,7 @@ def _label_rows(m2, shape, dtype, connectivity):
         out[...] = 0
         return out, 0
     rowptr, starts, ends, runlab, n = runs
-    _write_labels(out.reshape(-1, shape[-1]), rowptr, starts, ends, runlab)
+    _write_labels(out.reshape(1, -1, shape[-1]), rowptr, starts, ends, runlab)
     return out, n
 
 

@@ -169,12 +169,11 @@ class Sink:
         return None
 
     def writable(self, block):
-        """A C-contiguous writable view of ``block`` to write in place, or None (use :meth:`put`)."""
+        """A writable view of ``block`` to write in place (an array's, a memory map's), or None (use :meth:`put`)."""
         arr = self.arr
         if not isinstance(arr, np.ndarray) or not arr.flags.writeable:
             return None
-        view = arr[block]
-        return view if view.flags.c_contiguous else None
+        return arr[block]
 
     def apply(self, pending) -> None:
         """In the parent: perform a write a worker left to it (``pending`` from :meth:`put`)."""

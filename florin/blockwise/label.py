@@ -160,6 +160,8 @@ def _relabel_block(mask, out, connectivity, invert, task):
     block, final = task
     data = mask[block]
     target = out.writable(block)  # a block of a memory map (or of an array in this process): written in place
+    if target is not None and _klabel._rows_view(target) is None:
+        target = None  # cut along its last axes: its rows are not runs of the array
     into = target if target is not None else empty(data.shape, out.dtype)
     try:
         _klabel.label_into(data == 0 if invert else data, into, connectivity, relabel=final)

@@ -7,9 +7,11 @@ Two forms, chosen by what they read:
   reaches ``max_size`` voxels beyond the block has more than ``max_size``
   voxels. So each block, extended by a halo of ``max_size`` voxels (clipped at
   the volume's edges), is filtered in memory and its core kept: exact, one
-  pass, no labels written. It runs when the halos are small next to the
-  blocks (they read at most :data:`LOCAL_READ_FACTOR` times the volume), on a
-  mask's objects and on any image's holes;
+  pass, no labels written. It runs on a mask's objects and on any image's
+  holes when the halos are small next to the blocks: they read at most
+  :data:`LOCAL_READ_FACTOR` times the volume (the global form moves about 30
+  bytes a voxel through scratch, the local one 4 for each voxel read and 4
+  for each written);
 * *global*: objects (or holes) are labelled blockwise into a scratch label
   volume (:func:`florin.blockwise.label`), their sizes summed over the blocks
   into one table, and a last blockwise pass masks (or fills) the small ones.
@@ -32,9 +34,9 @@ from florin._kernels import sizes as _ksizes
 from florin._kernels.label import label_dtype
 from florin._kernels.sizes import hole_border_max, replace_ids
 from florin.blockwise._arrays import Sink, Source
-from florin.blockwise.label import _check_arrays, _check_connectivity, _grid, _label_into, _normalize_blocks
+from florin.blockwise.label import _check_arrays, _check_connectivity, _label_into, _normalize_blocks
 from florin.errors import FlorinDeprecationWarning, ParameterError
-from florin.planner import block_shape
+from florin.planner import recut
 
 __all__ = ["remove_small_holes", "remove_small_objects"]
 
@@ -43,7 +45,7 @@ __all__ = ["remove_small_holes", "remove_small_objects"]
 DEFAULT_MAX_SIZE = 63
 
 #: The local form runs when its blocks, with their halos, read at most this many times the volume's voxels.
-LOCAL_READ_FACTOR = 2.0
+LOCAL_READ_FACTOR = 5.0
 
 
 def _check_size(name, value):
@@ -94,11 +96,11 @@ def size_limit(max_size, min_size, what, *, warn=True, stacklevel=6) -> int:
     return int(max_size)
 
 
-def _local_form(shape, blocks, min_size, scratch):
+def _local_form(image, shape, blocks, min_size, scratch):
     """The extended blocks of the local form, or None: a given scratch array asks for the global form."""
     if scratch is not None and not callable(scratch):
         return None
-    return _local_blocks(shape, blocks, min_size)
+    return _local_blocks(shape, blocks, min_size, np.dtype(image.dtype).itemsize)
 
 
 @contextlib.contextmanager
@@ -159,16 +161,15 @@ def _fill_block(image, holes, fill, values, out, block):
     return out.put(block, replace_ids(image[block], holes[block], fill, values))
 
 
-def _local_blocks(shape, blocks, min_size):
+def _local_blocks(shape, blocks, min_size, itemsize):
     """The blocks of the local form for sizes below ``min_size``, or None when their halos would read too much.
 
-    As many blocks as given at least, each at most as large with its halo as
-    the largest given block (so within the same memory).
+    Re-cut (:func:`florin.planner.recut`) for what an extended block holds:
+    its copy, the background mask and the runs, about ``itemsize + 2`` bytes a
+    voxel.
     """
     halo = tuple(min(min_size - 1, n) for n in shape)  # max_size = min_size - 1 voxels around each block
-    largest = max(math.prod(s.stop - s.start for s in b) for b in blocks)
-    core = block_shape(shape, halo, max_voxels=largest, min_blocks=len(blocks))
-    local = _grid(core, shape)
+    local = recut(shape, blocks, bytes_per_voxel=itemsize + 2, halo=halo)
     read = sum(math.prod(min(s.stop + h, n) - max(s.start - h, 0) for s, h, n in zip(b, halo, shape, strict=True))
                for b in local)
     if read > LOCAL_READ_FACTOR * math.prod(shape):
@@ -257,7 +258,7 @@ def remove_small_objects(
         small = _small_ids(image, blocks, min_size, map)
         _each_block(functools.partial(_remove_block, Source(image), Source(image), small), out, map, blocks)
         return
-    local = _local_form(shape, blocks, min_size, scratch)
+    local = _local_form(image, shape, blocks, min_size, scratch)
     if local is not None:
         func = functools.partial(_ksizes.remove_small_objects, min_size=min_size, connectivity=connectivity)
         _local(func, image, out, map, local)
@@ -313,7 +314,7 @@ def remove_small_holes(
     """
     what = "blockwise.remove_small_holes()"
     shape, blocks, connectivity, min_size = _prepare(image, out, blocks, connectivity, max_size, min_size, what)
-    local = _local_form(shape, blocks, min_size, scratch)
+    local = _local_form(image, shape, blocks, min_size, scratch)
     if local is not None:
         filled = _ksizes.remove_small_holes if np.dtype(image.dtype) == bool else _ksizes.fill_small_holes
         _local(functools.partial(filled, min_size=min_size, connectivity=connectivity), image, out, map, local)

@@ -62,15 +62,15 @@ def test_local_form_on_components_longer_than_the_halo(filled):
         expected = ref(mask, max_size=max_size, connectivity=1).values
         out = np.zeros_like(mask)
         with form("local"):
-            assert blockwise_sizes._local_blocks(mask.shape, blocks, max_size + 1) is not None
+            assert blockwise_sizes._local_blocks(mask.shape, blocks, max_size + 1, 1) is not None
             flt(mask, out, blocks=blocks, max_size=max_size, connectivity=1)
         np.testing.assert_array_equal(out, expected)
 
 
 def test_local_form_only_when_halos_are_small():
-    blocks = [i.core_slices for i in tiling.tile_infos((64, 64, 64), (16, 64, 64))]
-    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 4) is not None  # halo 3 around 16+ voxel blocks
-    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 64) is None  # halo 63: every block reads all
+    blocks = [i.core_slices for i in tiling.tile_infos((64, 64, 64), (8, 64, 64))]
+    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 4, 4) is not None  # halo 3 around 8+ voxel blocks
+    assert blockwise_sizes._local_blocks((64, 64, 64), blocks, 64, 4) is None  # halo 63: each of 8 blocks reads all
 
 
 def test_memmap_input_output_and_scratch(tmp_path):

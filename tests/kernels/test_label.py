@@ -199,5 +199,16 @@ def test_label_into_rejects_a_table_of_another_count_and_writes_nothing():
     with pytest.raises(ValueError, match="relabel has 2 entries for 2 labels"):
         L.label_into(mask, out, 1, relabel=np.array([0, 1]))
     assert (out == 9).all()
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(ValueError, match="unit-stride rows"):
         L.label_into(mask, np.zeros((1, 6), np.uint32)[:, ::2], 1)
+
+
+def test_label_into_a_box_of_a_larger_array_writes_only_the_box():
+    rng = np.random.default_rng(7)
+    mask = rng.random((5, 6, 7)) < 0.5
+    big = np.full((9, 10, 11), 7, np.uint32)
+    box = (slice(2, 7), slice(1, 7), slice(3, 10))
+    assert L.label_into(mask, big[box], 2) == scipy_label(mask, 2)[1]
+    np.testing.assert_array_equal(big[box], scipy_label(mask, 2)[0])
+    big[box] = 7
+    assert (big == 7).all()
