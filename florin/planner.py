@@ -67,7 +67,7 @@ from florin.tiling import Tiles, tile_infos
 
 __all__ = [
     "BLOCKS_PER_WORKER", "BYTES_PER_VOXEL", "NOT_PLANNED", "block_executor", "block_shape", "blocks_for",
-    "exact_under_tiling", "plan", "recut", "regroup", "source", "workers_of",
+    "default_tile", "exact_under_tiling", "plan", "recut", "regroup", "source", "workers_of",
 ]
 
 #: What the in-memory form of a whole-volume step is assumed to hold per voxel (labels, masks, temporaries).
@@ -411,6 +411,36 @@ def block_shape(full_shape, halo, *, max_voxels, min_blocks=1, chunks=None) -> t
         _, a, at[a], reads[a] = best
     cores = current()
     return tuple(cores)
+
+
+def default_tile(shape, workers, budget=None) -> tuple:
+    """The tile shape of a parallel run that names none (``florin segment -e multiprocess`` without ``--tile``).
+
+    At least :data:`BLOCKS_PER_WORKER` tiles per worker, each small enough
+    that the tiles in flight hold at most :data:`BLOCK_FRACTION` of the memory
+    ``budget`` (default: the run's, else :func:`florin.memory.default_budget`)
+    at :data:`BYTES_PER_VOXEL`: slabs along the first axis, or boxes of whole
+    rows when one slice is too large or the slices too few. :func:`regroup` then re-cuts them for
+    the steps' halos when the result cannot depend on them.
+
+    Examples
+    --------
+    >>> default_tile((64, 512, 512), 2, budget=2**40)
+    (16, 512, 512)
+    >>> default_tile((64, 512, 512), 2, budget=64 * 2**20)
+    (1, 512, 512)
+    """
+    shape = tuple(int(n) for n in shape)
+    workers = max(1, int(workers))
+    if budget is None:
+        budget = _run.budget() or default_budget()
+    max_voxels = max(1, int(budget * BLOCK_FRACTION) // (IN_FLIGHT_PER_WORKER * workers * BYTES_PER_VOXEL))
+    min_blocks = BLOCKS_PER_WORKER * workers
+    plane = math.prod(shape[1:])
+    if plane <= max_voxels and shape[0] >= min_blocks:  # slabs along the first axis
+        return (max(1, min(-(-shape[0] // min_blocks), max_voxels // plane)), *shape[1:])
+    rows = (1,) * (len(shape) - 1) + (shape[-1],)
+    return block_shape(shape, (1,) * len(shape), max_voxels=max_voxels, min_blocks=min_blocks, chunks=rows)
 
 
 def regroup(tiles, halo, steps, executor):

@@ -254,3 +254,16 @@ def test_blocks_are_aligned_to_the_inputs_chunks(tmp_path, fmt):
     for info in rec.infos:  # every core starts on a chunk boundary and is whole chunks (or ends at the edge)
         for start, size, n, chunk in zip(info.origin, info.core_shape, image.shape, (8, 16, 15), strict=True):
             assert start % chunk == 0 and (size % chunk == 0 or start + size == n)
+
+
+@pytest.mark.parametrize("shape", [(128, 2048, 2048), (64, 512, 512), (7, 300, 200), (1000, 1000)])
+@pytest.mark.parametrize("budget_mib", [8, 64, 370, 4096])
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_default_tile_holds_the_tiles_in_flight_within_the_budget(shape, budget_mib, workers):
+    budget = budget_mib * 2**20
+    tile = planner.default_tile(shape, workers, budget)
+    in_flight = planner.IN_FLIGHT_PER_WORKER * workers * math.prod(tile) * planner.BYTES_PER_VOXEL
+    assert in_flight <= budget * planner.BLOCK_FRACTION or math.prod(tile[:-1]) == 1  # one row cannot be cut
+    assert tile[-1] == shape[-1]  # whole rows
+    count = math.prod(-(-n // t) for n, t in zip(shape, tile, strict=True))
+    assert count >= min(planner.BLOCKS_PER_WORKER * workers, math.prod(shape[:-1]))

@@ -12,6 +12,7 @@ import florin.thresholding as thresholding
 from florin.data import PHANTOM_CLASSES, class_accuracy, compile_demo_ahead, dice, phantom
 from florin.io.atomic import atomic_path
 from florin.pipeline_file import to_toml
+from florin.planner import default_tile
 from florin.preview import preview_title, save_preview
 from florin.reconstruction import class_table
 from florin.tuning import estimate_parameters, tune
@@ -25,7 +26,8 @@ except ImportError:  # pragma: no cover
     Console = None
 
 __all__ = [
-    "PHANTOM_CLASSES", "atomic_path", "class_accuracy", "class_table", "compile_demo_ahead", "conncomp", "dice",
+    "PHANTOM_CLASSES", "atomic_path", "class_accuracy", "class_table", "compile_demo_ahead", "conncomp", "default_tile",
+    "dice",
     "estimate_parameters", "morphology", "parse_classes_text", "phantom", "preview_title", "progress_bar",
     "save_preview", "save_report", "thresholding", "to_toml", "tune",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
@@ -180,13 +179,6 @@ def build_segment_pipeline(
     return florin.Serial(*steps)
 
 
-def _default_tile(shape, workers):
-    """Slabs along the first axis: two per worker, so workers stay busy."""
-    n = max(2, 2 * (workers or os.cpu_count() or 1))
-    first = max(1, math.ceil(shape[0] / n))
-    return (first, *shape[1:])
-
-
 def segment(
     input: Path = typer.Argument(..., help="Input volume (TIFF, NPY, HDF5, ... see `florin formats`)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output volume: labels, or classes with --class."),
@@ -197,7 +189,8 @@ def segment(
     polarity: str = typer.Option(None, "--polarity",
                                  help="Foreground is 'dark' or 'bright' vs. its neighbourhood (default dark)."),
     tile: str = typer.Option(None, "--tile", metavar="Z,Y,X",
-                             help="Tile shape in z,y,x order, e.g. 10,64,64 (default: whole volume when serial)."),
+                             help="Tile shape in z,y,x order, e.g. 10,64,64 (default: whole volume when serial; "
+                                  "else tiles florin chooses within --memory)."),
     stride: str = typer.Option(None, "--stride", metavar="Z,Y,X",
                                help="Tile stride in z,y,x order, e.g. 10,32,32 (default: the tile shape)."),
     executor: str = typer.Option("serial", "--executor", "-e", help="serial, multithread, multiprocess, mpi, ..."),
@@ -263,7 +256,8 @@ def segment(
     min_size = 64 if min_size is None else min_size
     tile_shape = parse_ints(tile, "--tile")
     if tile_shape is None and executor != "serial":
-        tile_shape = _default_tile(vol.shape, workers)
+        # the engine's tiles within the budget (the user's would bound the blocks from below)
+        tile_shape = segmenting().default_tile(vol.shape, workers or os.cpu_count() or 1, budget.get("memory"))
     pipeline = build_segment_pipeline(
         output=output, shape=shape, threshold=threshold, polarity=polarity,
         tile=tile_shape, stride=parse_ints(stride, "--stride"), executor=executor, workers=workers,
